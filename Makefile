@@ -1,0 +1,46 @@
+# The two commands a newcomer needs (see README):
+#   make demo   — the whole pipeline on this machine, alerts arriving in chat format
+#   make test   — install everything from scratch and run every check and test
+# Each makes its own virtual environment on first use.
+
+PYTHON ?= python3
+VENV_DEMO := .venv-demo
+VENV_TEST := .venv
+
+.PHONY: demo test lint build clean bench
+
+$(VENV_DEMO)/.installed: pyproject.toml
+	rm -rf $(VENV_DEMO)
+	$(PYTHON) -m venv $(VENV_DEMO)
+	$(VENV_DEMO)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV_DEMO)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[local]'
+	touch $@
+
+$(VENV_TEST)/.installed: pyproject.toml
+	rm -rf $(VENV_TEST)
+	$(PYTHON) -m venv $(VENV_TEST)
+	$(VENV_TEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV_TEST)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: $(VENV_DEMO)/.installed
+	$(VENV_DEMO)/bin/python -m devstack demo $(DEMO_ARGS)
+
+lint: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/ruff check .
+	$(VENV_TEST)/bin/ruff format --check .
+	$(VENV_TEST)/bin/mypy src functions node_shipper devstack bench
+	$(VENV_TEST)/bin/cfn-lint template.yaml
+
+build:
+	scripts/sam-build.sh
+
+test: $(VENV_TEST)/.installed lint build
+	$(VENV_TEST)/bin/python -m pytest
+
+bench: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python bench/bench_codec.py
+	$(VENV_TEST)/bin/python bench/bench_analyze.py
+
+clean:
+	rm -rf $(VENV_DEMO) $(VENV_TEST) .venv-sam .aws-sam .gpulse-local

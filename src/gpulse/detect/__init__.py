@@ -1,0 +1,1 @@
+"""Detectors: one module per family behind `base.Detector`, registered in `catalogue`."""

@@ -1,0 +1,124 @@
+"""The one small interface every detector implements, and the window it reads.
+
+analyze turns one cluster's stored chunks into a `Window`: matrices of (nodes × bins) and
+(GPUs × bins), NaN where nothing was reported. A detector returns the `Condition`s that hold
+at the end of the window; the alert state machine (gpulse.alerting.state) decides pending,
+firing and resolved from them and from each rule's `for` duration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from gpulse.finding import Evidence, Severity
+
+
+@dataclass(frozen=True)
+class ProcessSeen:
+    """A compute process seen on a GPU during the window (merged across batches by pid)."""
+
+    pid: int
+    user: str | None
+    container: str | None
+    name: str | None
+    mem_used: int | None
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """One cluster's recent samples, averaged into bins of `step` seconds starting at `start`."""
+
+    cluster: str
+    start: float
+    step: float
+    end: float  # evaluation time: the right edge of the last bin
+    nodes: list[str]
+    node_groups: list[str | None]  # per node
+    node_last_seen: np.ndarray  # (N,) last sample time per node
+    host: dict[str, np.ndarray]  # metric -> (N, T)
+    cpu_count: np.ndarray  # (N,)
+    host_mem_total: np.ndarray  # (N,)
+    gpu_node: np.ndarray  # (G,) row index into `nodes`
+    gpu_index: np.ndarray  # (G,) device index on its node
+    gpu: dict[str, np.ndarray]  # metric -> (G, T)
+    gpu_mem_total: np.ndarray  # (G,)
+    gpu_has_process: np.ndarray  # (G, T) bool: a compute process was seen in that bin
+    gpu_processes: list[list[ProcessSeen]]  # per GPU row
+
+    @property
+    def bins(self) -> int:
+        return int(round((self.end - self.start) / self.step))
+
+    @property
+    def times(self) -> np.ndarray:
+        """Start time of each bin."""
+        return self.start + self.step * np.arange(self.bins)
+
+    def gpu_label(self, g: int) -> str:
+        return f"{self.nodes[int(self.gpu_node[g])]}/{int(self.gpu_index[g])}"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A detector's word on one subject: the condition holds now, and has held since `since`."""
+
+    rule: str
+    subject: dict[str, str | int | None]  # labels that identify it: cluster, node_group, node, gpu, mig
+    since: float
+    severity: Severity
+    summary: str
+    action: str
+    nodes: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+    evidence: Evidence | None = None
+
+
+class Detector(Protocol):
+    """A detector family. Parameters come as a dict already merged with `defaults`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]]  # the metrics it needs, e.g. ("gpu.util_gpu", "gpu.mem_used")
+    defaults: ClassVar[dict[str, Any]]  # must include "for_s" and "severity"
+
+    def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]: ...
+
+
+def trailing_run_start(mask: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """For each row of a (rows, T) bool mask, the time its trailing run of True began; NaN if the
+    last bin is False. Vectorised: no loop over bins."""
+    rows, t = mask.shape
+    if t == 0:
+        return np.full(rows, np.nan)
+    # index of the last False in each row (-1 if none); the run starts one bin after it
+    rev_false = (~mask)[:, ::-1]
+    any_false = rev_false.any(axis=1)
+    last_false = np.where(any_false, t - 1 - rev_false.argmax(axis=1), -1)
+    start_idx = last_false + 1
+    out = np.full(rows, np.nan)
+    active = mask[:, -1]
+    out[active] = times[start_idx[active]]
+    return out
+
+
+def downsample(values: np.ndarray, points: int) -> list[float | None]:
+    """Mean of `values` in `points` equal slices (NaN-aware) for evidence pictures."""
+    n = values.shape[-1]
+    if n == 0:
+        return []
+    edges = np.linspace(0, n, min(points, n) + 1).astype(int)
+    out: list[float | None] = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):  # a few dozen slices, not samples
+        chunk = values[a:b]
+        finite = chunk[np.isfinite(chunk)]
+        out.append(round(float(finite.mean()), 1) if finite.size else None)
+    return out

@@ -1,0 +1,102 @@
+"""Finding v1: what analyze tells alert (contract 3 in DESIGN.md).
+
+A finding is one transition of one alert (firing or resolved), self-contained: a notifier
+renders it without reading anything else. It travels as JSON in an SQS message body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from gpulse.errors import InvalidInput
+
+State = Literal["firing", "resolved"]
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
+
+
+@dataclass(frozen=True)
+class EvidenceRow:
+    """One labelled series in the picture: a node's (or GPU's) level over the window."""
+
+    label: str  # "node-03" or "node-03/gpu2"
+    values: list[float | None]  # downsampled to a few dozen points, oldest first; None = no data
+    level: float  # the figure the detector compared (e.g. mean utilisation over the `for` span)
+    flagged: bool  # this row is what the finding is about
+
+
+@dataclass(frozen=True)
+class Evidence:
+    title: str  # "GPU utilisation per node, last 10 min"
+    unit: str  # "%"
+    rows: list[EvidenceRow]
+    reference: float | None = None  # the line it was held against (group median, threshold)
+    reference_label: str | None = None  # "group median"
+    scale_max: float = 100.0  # the full-bar value
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str  # catalogue name: "imbalance", "idle_held"
+    title: str  # "Cross-node imbalance"
+    severity: Severity
+    state: State
+    fingerprint: str  # stable for one alert across its whole life
+    cluster: str
+    since: float  # unix s: when the condition began
+    at: float  # unix s: when this transition was decided
+    summary: str  # one line: what is wrong, with the numbers
+    action: str  # what to try
+    node_group: str | None = None
+    nodes: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # "node-03/2"
+    mig: str | None = None
+    users: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)  # what crossed the line, and the line
+    evidence: Evidence | None = None
+    version: int = 1
+
+    @property
+    def transition_id(self) -> str:
+        """Unique per transition: the key under which a delivery is recorded once per channel."""
+        return f"{self.fingerprint}:{self.state}:{int(self.since)}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Finding:
+        """Parse a Finding v1 message; InvalidInput names what is missing or wrong."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"finding is not JSON: {e}") from None
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise InvalidInput("finding must be a JSON object with version 1")
+        if doc.get("state") not in ("firing", "resolved") or doc.get("severity") not in SEVERITIES:
+            raise InvalidInput(f"finding has state {doc.get('state')!r}, severity {doc.get('severity')!r}")
+        ev = doc.pop("evidence", None)
+        try:
+            evidence = (
+                Evidence(**{**ev, "rows": [EvidenceRow(**r) for r in ev["rows"]]}) if ev is not None else None
+            )
+            return cls(**doc, evidence=evidence)
+        except (TypeError, KeyError) as e:
+            raise InvalidInput(f"finding does not match Finding v1: {e}") from None
+
+
+def fingerprint(rule: str, **labels: str | int | None) -> str:
+    """A stable id for one alert subject: the rule plus the labels that say where."""
+    canonical = json.dumps({"rule": rule, **{k: v for k, v in sorted(labels.items()) if v is not None}})
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def with_state(finding: Finding, state: State, at: float) -> Finding:
+    """The same alert in another state (e.g. the resolved copy of a firing finding)."""
+    data: dict[str, Any] = asdict(finding)
+    data.update(state=state, at=at)
+    return Finding.from_json(json.dumps(data))

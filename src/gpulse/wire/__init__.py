@@ -1,0 +1,1 @@
+"""The wire contracts: Batch v1 (shipper → ingest) and its signature."""

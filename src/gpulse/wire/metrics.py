@@ -1,0 +1,53 @@
+"""The catalogue of every metric Batch v1 carries: name, unit, and the resolution it is stored at.
+
+The chunk codec stores each value as an integer count of `resolution` (the sensor's own
+precision or finer), so a decoded series equals the shipped one to within half a resolution
+step. A test checks that this catalogue and batch-v1.schema.json name the same metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    resolution: float
+    description: str
+
+
+GPU_METRICS: tuple[Metric, ...] = (
+    Metric("util_gpu", "%", 1.0, "time a kernel ran in the last sample period (NVML utilization.gpu)"),
+    Metric("util_mem", "%", 1.0, "time device memory was read or written (NVML utilization.memory)"),
+    Metric("mem_used", "bytes", 1 << 20, "device memory in use, stored at MiB resolution"),
+    Metric("power_w", "W", 0.01, "board power draw (NVML reports mW)"),
+    Metric("temp_c", "°C", 1.0, "GPU core temperature"),
+    Metric("sm_clock_mhz", "MHz", 1.0, "current SM clock"),
+    Metric("throttle_reasons", "bitmask", 1.0, "NVML clocks_event_reasons bitmask"),
+    Metric("ecc_sbe_volatile", "count", 1.0, "corrected (single-bit) ECC errors since driver load"),
+    Metric("ecc_dbe_volatile", "count", 1.0, "uncorrected (double-bit) ECC errors since driver load"),
+    Metric("pcie_tx_bps", "bytes/s", 1024.0, "PCIe transmit throughput, stored at KiB/s resolution"),
+    Metric("pcie_rx_bps", "bytes/s", 1024.0, "PCIe receive throughput, stored at KiB/s resolution"),
+)
+
+HOST_METRICS: tuple[Metric, ...] = (
+    Metric("cpu_util", "%", 0.1, "all cores' mean utilisation"),
+    Metric("cpu_busy_cores", "cores", 0.01, "sum of per-core utilisation / 100: cores' worth of work"),
+    Metric("mem_used", "bytes", 1 << 20, "host memory in use (total - available), MiB resolution"),
+    Metric("disk_read_bps", "bytes/s", 1024.0, "disk read throughput"),
+    Metric("disk_write_bps", "bytes/s", 1024.0, "disk write throughput"),
+    Metric("net_rx_bps", "bytes/s", 1024.0, "network receive throughput, loopback excluded"),
+    Metric("net_tx_bps", "bytes/s", 1024.0, "network transmit throughput, loopback excluded"),
+)
+
+MIG_METRICS: tuple[Metric, ...] = (
+    Metric("mem_used", "bytes", 1 << 20, "MIG instance memory in use, MiB resolution"),
+)
+
+BY_KIND: dict[str, dict[str, Metric]] = {
+    "gpu": {m.name: m for m in GPU_METRICS},
+    "host": {m.name: m for m in HOST_METRICS},
+    "mig": {m.name: m for m in MIG_METRICS},
+}

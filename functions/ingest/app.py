@@ -1,0 +1,107 @@
+"""Ingest Lambda: POST /v1/batches (HTTP API) → verified, validated, stored once.
+
+An adapter only: Powertools routes the request and makes the write idempotent by batch_id;
+gpulse.ingest does the checking, gpulse.store the writing.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from gpulse import env, ingest, telemetry
+from gpulse.errors import InvalidInput, StoreError
+from gpulse.secrets import SsmNodeSecrets
+from gpulse.store import SeriesStore
+from gpulse.wire.batch import MAX_AGE_S, Batch
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayHttpResolver()
+
+store = SeriesStore(env.require(env.SERIES_TABLE), ttl_days=env.optional_int(env.SERIES_TTL_DAYS, 14))
+secrets = SsmNodeSecrets(env.require(env.NODE_SECRETS_PREFIX))
+idempotency = IdempotencyConfig(
+    event_key_jmespath="batch_id",
+    payload_validation_jmespath="digest",  # same batch_id, other content: refused, not overwritten
+    raise_on_no_idempotency_key=True,
+    expires_after_seconds=MAX_AGE_S,  # as long as ingest accepts a batch at all
+)
+persistence = DynamoDBPersistenceLayer(table_name=env.require(env.IDEMPOTENCY_TABLE))
+
+
+@idempotent_function(data_keyword_argument="record", config=idempotency, persistence_store=persistence)
+def store_once(record: dict[str, str], batch: Batch) -> dict[str, object]:
+    return ingest.store(batch, store).body()
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+@app.post("/v1/batches")
+@tracer.capture_method
+def post_batch() -> Response:
+    event = app.current_event
+    raw = event.body or ""
+    body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+    headers = {k.lower(): v for k, v in (event.headers or {}).items()}
+    verified = ingest.verify_request(body, headers, secrets=secrets, now=time.time())
+    batch = verified.batch
+    logger.append_keys(cluster=batch.cluster, node=batch.node, batch_id=batch.batch_id)
+    result = store_once(record={"batch_id": batch.batch_id, "digest": verified.digest}, batch=batch)
+    telemetry.emit(metrics, "BatchesDuplicate" if result["duplicate"] else "BatchesStored")
+    if not result["duplicate"]:
+        telemetry.emit(metrics, "SamplesStored", batch.samples)
+    logger.info("batch accepted", samples=batch.samples, duplicate=result["duplicate"])
+    return _json(200, result)
+
+
+@app.exception_handler(InvalidInput)
+def invalid_input(e: InvalidInput) -> Response:
+    telemetry.emit(metrics, "BatchesRejected")
+    logger.warning("batch rejected", status=e.status, reason=str(e))
+    return _json(e.status, {"error": str(e)})
+
+
+@app.exception_handler(IdempotencyValidationError)
+def conflicting_replay(e: IdempotencyValidationError) -> Response:
+    telemetry.emit(metrics, "BatchesRejected")
+    logger.warning("batch_id reused with different content")
+    return _json(409, {"error": "batch_id was already used for a batch with different content"})
+
+
+@app.exception_handler(IdempotencyAlreadyInProgressError)
+def in_progress(e: IdempotencyAlreadyInProgressError) -> Response:
+    # Another request is storing this batch right now: the shipper retries 429 and then gets its answer.
+    return _json(429, {"error": "this batch is being stored by another request; retry"}, {"Retry-After": "2"})
+
+
+@app.exception_handler([StoreError, IdempotencyPersistenceLayerError])
+def store_unavailable(e: Exception) -> Response:
+    logger.warning("store unavailable", error_type=type(e).__name__)
+    return _json(503, {"error": "storage is unavailable; retry later"}, {"Retry-After": "5"})
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency.register_lambda_context(context)
+    return app.resolve(event, context)

@@ -1,0 +1,114 @@
+"""The ingest Lambda against moto (tables and SSM), driven with API Gateway v2 events."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from gpulse.wire.signing import signature
+from tests.events import load_event
+from tests.factories import batch_doc, signed_request
+from tests.integration.lambdas import FakeContext, deploy, env_of, load_function
+
+pytestmark = pytest.mark.integration
+SECRET = "node-01-secret"
+
+
+@pytest.fixture
+def ingest(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, str]]:
+    deployment = deploy(moto_server, monkeypatch)
+    prefix = env_of("IngestFunction", deployment)["GPULSE_NODE_SECRETS_PREFIX"]
+    boto3.client("ssm").put_parameter(Name=f"{prefix}/c1/node-01", Value=SECRET, Type="SecureString", Overwrite=True)
+    yield load_function("IngestFunction", deployment, monkeypatch), deployment.tables["SeriesTable"]
+
+
+def post(module: ModuleType, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    event = load_event("ingest_batch")
+    event["headers"] = {k: v for k, v in event["headers"].items() if not k.startswith("x-gpulse") and k != "content-encoding"} | headers
+    event["headers"]["content-length"] = str(len(body))
+    event["body"] = base64.b64encode(body).decode()
+    resp = module.handler(event, FakeContext())
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def chunks(table: str) -> list[dict[str, Any]]:
+    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
+    return sorted((i for i in items if i["pk"]["S"] != "registry"), key=lambda i: i["sk"]["S"])
+
+
+def test_sample_event_shape_is_accepted_once_resigned(ingest: tuple[ModuleType, str]) -> None:
+    module, table = ingest
+    doc = batch_doc(t0=time.time() - 20)
+    status, body = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
+    assert (status, body) == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False})
+    [item] = chunks(table)
+    assert item["batch_id"]["S"] == doc["batch_id"]
+    assert item["node"]["S"] == "node-01"
+    assert int(item["samples"]["N"]) == 10
+
+
+def test_replay_is_stored_once_with_the_same_answer(ingest: tuple[ModuleType, str]) -> None:
+    module, table = ingest
+    doc = batch_doc(t0=time.time() - 20)
+    first = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
+    again = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
+    assert first == again == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False})
+    assert len(chunks(table)) == 1
+
+
+def test_same_batch_id_other_content_is_409(ingest: tuple[ModuleType, str]) -> None:
+    module, table = ingest
+    doc = batch_doc(t0=time.time() - 20)
+    post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
+    doc["gpus"][0]["metrics"]["util_gpu"][0] = 3
+    status, body = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
+    assert (status, body) == (409, {"error": "batch_id was already used for a batch with different content"})
+    assert len(chunks(table)) == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "error"),
+    [
+        ("bad_signature", 401, "signature does not match the body for this node's secret"),
+        ("schema", 400, "schema: data.timestamps[0] must be bigger than or equal to 1000000000"),
+        ("not_gzip", 400, "body is not valid gzip: Error -3 while decompressing data: incorrect header check"),
+        ("oversized", 413, "body is 1048577 bytes; the limit is 1048576 as sent"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx_and_writes_nothing(
+    ingest: tuple[ModuleType, str], mutate: str, status: int, error: str
+) -> None:
+    module, table = ingest
+    now = int(time.time())
+    doc = batch_doc(t0=time.time() - 20)
+    body, headers = signed_request(doc, SECRET.encode(), now)
+    if mutate == "bad_signature":
+        headers["x-gpulse-signature"] = signature(b"wrong", now, body)
+    elif mutate == "schema":
+        doc["timestamps"][0] = 5
+        body, headers = signed_request(doc, SECRET.encode(), now)
+    elif mutate == "not_gzip":
+        body, headers = signed_request(doc, SECRET.encode(), now, body=json.dumps(doc).encode())
+    elif mutate == "oversized":
+        body, headers = signed_request(doc, SECRET.encode(), now, body=b"x" * (1024 * 1024 + 1))
+    assert post(module, body, headers) == (status, {"error": error})
+    assert chunks(table) == []
+
+
+def test_uncompressed_body_without_encoding_header_is_accepted(ingest: tuple[ModuleType, str]) -> None:
+    module, _ = ingest
+    doc = batch_doc(t0=time.time() - 20)
+    raw = json.dumps(doc).encode()
+    body, headers = signed_request(doc, SECRET.encode(), int(time.time()), body=raw)
+    del headers["content-encoding"]
+    assert post(module, body, headers) == (
+        200,
+        {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False},
+    )

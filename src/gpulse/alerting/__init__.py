@@ -1,0 +1,1 @@
+"""Alert state (pending → firing → resolved) and the delivery of transitions."""

@@ -1,0 +1,155 @@
+"""Analyze: for every cluster, read the recent window, run the detector catalogue, move alerts
+through their states and publish each transition to the findings queue once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import boto3
+from botocore.exceptions import ClientError
+
+from gpulse import codec
+from gpulse.alerting.records import AlertRecords, finding_message
+from gpulse.alerting.state import Decision, Rule, decide
+from gpulse.detect.base import Condition, Window
+from gpulse.detect.catalogue import CATALOGUE
+from gpulse.errors import StoreError
+from gpulse.finding import Finding
+from gpulse.store import NodeInfo, SeriesStore
+from gpulse.window import STALE_S, build_window, window_end
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+STEP_S = 5.0
+FRESH_S = 3600.0  # clusters with no report for this long are not analysed
+
+
+class ParamSource(Protocol):
+    def all(self) -> dict[str, dict[str, Any]]: ...
+
+
+class FindingsQueue:
+    """Publishes findings to SQS, ten to a call."""
+
+    def __init__(self, queue_url: str, *, client: SQSClient | None = None) -> None:
+        self.url = queue_url
+        self.client: SQSClient = client or boto3.client("sqs")
+
+    def publish(self, findings: list[Finding]) -> None:
+        for i in range(0, len(findings), 10):
+            entries = [finding_message(f) for f in findings[i : i + 10]]
+            try:
+                resp = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)  # type: ignore[arg-type]
+            except ClientError as e:
+                raise StoreError(f"SQS {e.response.get('Error', {}).get('Code')}") from e
+            if resp.get("Failed"):
+                raise StoreError(f"SQS refused {len(resp['Failed'])} findings")
+
+
+@dataclass
+class ClusterReport:
+    cluster: str
+    chunks: int = 0
+    conditions: int = 0
+    published: list[Finding] = field(default_factory=list)
+    read_s: float = 0.0
+    decode_s: float = 0.0
+    detect_s: float = 0.0
+    state_s: float = 0.0
+
+
+class Analyzer:
+    def __init__(
+        self,
+        store: SeriesStore,
+        records: AlertRecords,
+        queue: FindingsQueue,
+        params: ParamSource,
+        *,
+        window_s: float = 600.0,
+        step_s: float = STEP_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.records, self.queue, self.params = store, records, queue, params
+        self.window_s, self.step_s, self.clock = window_s, step_s, clock
+
+    def run(self) -> list[ClusterReport]:
+        """One scheduled run over every cluster that reported in the last hour."""
+        now = self.clock()
+        by_cluster: dict[str, list[NodeInfo]] = defaultdict(list)
+        for info in self.store.nodes():
+            if now - info.last_seen <= FRESH_S:
+                by_cluster[info.cluster].append(info)
+        params = self.params.all()
+        return [self.run_cluster(c, nodes, params, now) for c, nodes in sorted(by_cluster.items())]
+
+    def run_cluster(
+        self, cluster: str, nodes: list[NodeInfo], params: dict[str, dict[str, Any]], now: float
+    ) -> ClusterReport:
+        report = ClusterReport(cluster)
+        t0 = time.perf_counter()
+        raw = self.store.read_window(cluster, now - self.window_s - STALE_S, now)
+        t1 = time.perf_counter()
+        chunks = [codec.decode(b) for b in raw]
+        t2 = time.perf_counter()
+        report.chunks, report.read_s, report.decode_s = len(chunks), t1 - t0, t2 - t1
+        if not chunks:
+            return report
+        end = window_end((float(c.timestamps[-1]) for c in chunks), self.step_s)
+        window = build_window(
+            cluster,
+            chunks,
+            end=end,
+            span_s=self.window_s,
+            step=self.step_s,
+            node_groups={n.node: n.node_group for n in nodes},
+        )
+        conditions = detect_all(window, params)
+        t3 = time.perf_counter()
+        report.detect_s, report.conditions = t3 - t2, len(conditions)
+        rules = {
+            name: Rule(name=name, title=det.title, for_s=float(params[name]["for_s"]))
+            for name, det in CATALOGUE.items()
+        }
+        report.published = self.settle(cluster, conditions, rules, now=window.end)
+        report.state_s = time.perf_counter() - t3
+        return report
+
+    def settle(self, cluster: str, conditions: list[Condition], rules: dict[str, Rule], now: float) -> list[Finding]:
+        """Apply the state machine's decisions, then publish and clear every outbox."""
+        records = self.records.load(cluster)
+        for d in decide(cluster, conditions, records, rules, now):
+            if self.records.apply(d, now):
+                records[d.record.fingerprint] = d.record
+            else:
+                logger.info("alert changed by another run, left alone: %s", d.record.fingerprint)
+        published = []
+        for rec in list(records.values()):
+            if rec.outbox is None:
+                continue
+            self.queue.publish([rec.outbox])
+            published.append(rec.outbox)
+            # cleared only after SQS accepted it: a crash in between re-publishes, never loses
+            done = rec.state == "resolved"
+            cleared = replace(rec, outbox=None, version=rec.version + 1)
+            self.records.apply(Decision(cleared, rec.version, delete=done), now)
+        return published
+
+
+def detect_all(window: Window, params: dict[str, dict[str, Any]]) -> list[Condition]:
+    """Every enabled detector of the catalogue over one window."""
+    out: list[Condition] = []
+    for name, det in CATALOGUE.items():
+        p = params[name]
+        if p.get("enabled", True) is False:
+            continue
+        out.extend(det.detect(window, p))
+    return out

@@ -1,0 +1,105 @@
+"""The alert state machine, driven with a hand-set clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gpulse.alerting.state import AlertRecord, Decision, Rule, decide
+from gpulse.detect.base import Condition
+from gpulse.finding import fingerprint
+
+RULES = {"imbalance": Rule("imbalance", "Cross-node imbalance", for_s=60)}
+SUBJECT = {"cluster": "c1", "node_group": None}
+FP = fingerprint("imbalance", **SUBJECT)
+
+
+def cond(since: float, nodes: list[str] | None = None) -> Condition:
+    return Condition(
+        rule="imbalance",
+        subject=dict(SUBJECT),
+        since=since,
+        severity="warning",
+        summary="2 of 8 nodes idle",
+        action="look",
+        nodes=nodes or ["node-03", "node-06"],
+    )
+
+
+def step(records: dict[str, AlertRecord], conditions: list[Condition], now: float) -> list[Decision]:
+    decisions = decide("c1", conditions, records, RULES, now)
+    for d in decisions:  # apply as the store would
+        if d.delete:
+            records.pop(d.record.fingerprint)
+        else:
+            records[d.record.fingerprint] = d.record
+    return decisions
+
+
+def test_pending_then_firing_then_resolved_each_announced_once() -> None:
+    records: dict[str, AlertRecord] = {}
+    [d] = step(records, [cond(1000)], now=1030)
+    assert (d.record.state, d.record.since, d.record.outbox, d.expected_version) == ("pending", 1000, None, None)
+
+    [d] = step(records, [cond(1000)], now=1060)
+    assert (d.record.state, d.expected_version, d.record.version) == ("firing", 1, 2)
+    assert d.record.outbox is not None
+    assert (d.record.outbox.state, d.record.outbox.since, d.record.outbox.at) == ("firing", 1000, 1060)
+    assert d.record.outbox.transition_id == f"{FP}:firing:1000"
+    records[FP] = replace(records[FP], outbox=None, version=3)  # published and cleared
+
+    [d] = step(records, [cond(1000, ["node-03"])], now=1120)
+    assert (d.record.state, d.record.outbox, d.record.finding.nodes) == ("firing", None, ["node-03"])
+
+    [d] = step(records, [], now=1180)
+    assert d.record.state == "resolved"
+    assert d.record.outbox is not None
+    assert (d.record.outbox.state, d.record.outbox.since, d.record.outbox.at) == ("resolved", 1000, 1180)
+    assert d.record.outbox.transition_id == f"{FP}:resolved:1000"
+    records[FP] = replace(records[FP], outbox=None, version=records[FP].version + 1)
+
+    [d] = step(records, [], now=1240)  # a resolved record with nothing left to publish is removed
+    assert d.delete
+    assert records == {}
+
+
+def test_a_condition_already_older_than_for_fires_at_once() -> None:
+    [d] = step({}, [cond(900)], now=1000)
+    assert (d.record.state, d.expected_version) == ("firing", None)
+    assert d.record.outbox is not None
+
+
+def test_pending_that_clears_is_dropped_silently() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000)], now=1030)
+    [d] = step(records, [], now=1045)
+    assert d.delete and d.record.outbox is None
+    assert records == {}
+
+
+def test_pending_follows_the_current_run_after_a_flap() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000)], now=1030)
+    [d] = step(records, [cond(1040)], now=1050)  # the run broke and began again at 1040
+    assert (d.record.state, d.record.since) == ("pending", 1040)
+
+
+def test_firing_keeps_its_original_since() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000)], now=1070)
+    [d] = step(records, [cond(1050)], now=1130)
+    assert (d.record.state, d.record.since, d.record.finding.since) == ("firing", 1000, 1000)
+
+
+def test_an_unpublished_outbox_is_kept_until_published() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000)], now=1070)  # firing, outbox not yet cleared
+    [d] = step(records, [cond(1000)], now=1080)
+    assert d.record.outbox is not None and d.record.outbox.state == "firing"
+
+
+def test_every_write_is_conditional_on_the_version_read() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000)], now=1010)
+    v = records[FP].version
+    [d] = step(records, [cond(1000)], now=1020)
+    assert (d.expected_version, d.record.version) == (v, v + 1)

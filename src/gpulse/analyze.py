@@ -145,11 +145,8 @@ class Analyzer:
 
 
 def detect_all(window: Window, params: dict[str, dict[str, Any]]) -> list[Condition]:
-    """Every enabled detector of the catalogue over one window."""
+    """Every detector of the catalogue over one window."""
     out: list[Condition] = []
     for name, det in CATALOGUE.items():
-        p = params[name]
-        if p.get("enabled", True) is False:
-            continue
-        out.extend(det.detect(window, p))
+        out.extend(det.detect(window, params[name]))
     return out

@@ -8,12 +8,14 @@ firing and resolved from them and from each rule's `for` duration.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from decimal import Decimal
+from typing import Any, ClassVar, Protocol, cast
 
 import numpy as np
 
-from gpulse.finding import Evidence, Severity
+from gpulse.finding import SEVERITIES, Evidence, Severity
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class Window:
 
     @property
     def bins(self) -> int:
-        return int(round((self.end - self.start) / self.step))
+        return round((self.end - self.start) / self.step)
 
     @property
     def times(self) -> np.ndarray:
@@ -90,7 +92,43 @@ class Detector(Protocol):
     reads: ClassVar[tuple[str, ...]]  # the metrics it needs, e.g. ("gpu.util_gpu", "gpu.mem_used")
     defaults: ClassVar[dict[str, Any]]  # must include "for_s" and "severity"
 
+    def validate(self, params: dict[str, Any]) -> None:
+        """Raise ValueError naming the first parameter that is missing, unknown or out of range."""
+        ...
+
     def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]: ...
+
+
+class ParamReader:
+    """Reads one detector's parameters, refusing unknown names and out-of-range values by name."""
+
+    def __init__(self, detector: str, params: dict[str, Any], defaults: dict[str, Any]) -> None:
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise ValueError(f"{detector}: unknown parameter {unknown[0]!r}")
+        self.detector, self.params = detector, params
+
+    def get(self, key: str) -> Any:
+        if key not in self.params:
+            raise ValueError(f"{self.detector}: parameter {key!r} is missing")
+        return self.params[key]
+
+    def number(self, key: str, lo: float, hi: float, *, integer: bool = False) -> float:
+        value = self.get(key)
+        # Decimal: numbers read from DynamoDB arrive as Decimal; bool is an int but never a threshold
+        is_number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+        number = float(value) if is_number else None
+        if number is None or not lo <= number <= hi or (integer and not number.is_integer()):
+            kind = "an integer" if integer else "a number"
+            raise ValueError(f"{self.detector}: {key} must be {kind} in [{lo:g}, {hi:g}], not {value!r}")
+        return number
+
+    def severity(self) -> Severity:
+        value = self.get("severity")
+        if value not in SEVERITIES:
+            allowed = ", ".join(SEVERITIES)
+            raise ValueError(f"{self.detector}: severity must be one of {allowed}, not {value!r}")
+        return cast(Severity, value)
 
 
 def trailing_run_start(mask: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -117,7 +155,7 @@ def downsample(values: np.ndarray, points: int) -> list[float | None]:
         return []
     edges = np.linspace(0, n, min(points, n) + 1).astype(int)
     out: list[float | None] = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):  # a few dozen slices, not samples
+    for a, b in itertools.pairwise(edges):  # a few dozen slices, not samples
         chunk = values[a:b]
         finite = chunk[np.isfinite(chunk)]
         out.append(round(float(finite.mean()), 1) if finite.size else None)

@@ -1,0 +1,39 @@
+"""The one place every detector is registered, and the merge of a rule's parameters.
+
+analyze runs `CATALOGUE[name].detect(window, params_for(name, overrides))` for each enabled
+rule; the ops CLI and the config table name rules by these keys. docs/detectors.md describes
+each one, and a test checks that it documents exactly these names and parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpulse.detect.base import Detector
+from gpulse.detect.idle_held import IdleHeldDetector
+from gpulse.detect.imbalance import ImbalanceDetector
+
+_DETECTORS: tuple[Detector, ...] = (
+    ImbalanceDetector(),
+    IdleHeldDetector(),
+)
+
+CATALOGUE: dict[str, Detector] = {d.name: d for d in _DETECTORS}
+
+if len(CATALOGUE) != len(_DETECTORS):  # two detectors under one name: the second would hide the first
+    raise RuntimeError("gpulse.detect.catalogue: a detector name is registered twice")
+
+
+def params_for(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The detector's defaults with `overrides` laid over them, validated.
+
+    Raises KeyError for an unknown detector name, and ValueError naming the parameter that is
+    unknown to the detector or out of its range.
+    """
+    try:
+        detector = CATALOGUE[name]
+    except KeyError:
+        raise KeyError(f"no detector named {name!r}; known: {', '.join(sorted(CATALOGUE))}") from None
+    params = {**detector.defaults, **(overrides or {})}
+    detector.validate(params)
+    return params

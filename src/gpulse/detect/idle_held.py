@@ -1,0 +1,226 @@
+"""GPU held but idle: a GPU that someone holds (a process on it, or memory allocated) while it
+computes nothing — a notebook kernel left open, a job waiting on input, a zombie allocation.
+
+A GPU is held in a bin when a compute process was seen on it or its memory in use is at least
+`held_mem_bytes`; it is idle when its mean util_gpu in the bin is at most `idle_util`. The
+threshold sits above the idle baseline of a real 80 GB GPU (about 1 GiB in use with nothing
+running, see /work/shared/traces/README.md) and below what any framework allocates.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from gpulse.detect.base import Condition, ParamReader, ProcessSeen, Window, downsample, trailing_run_start
+from gpulse.finding import Evidence, EvidenceRow, Severity
+
+GIB = 1 << 30
+EVIDENCE_POINTS = 30
+MAX_LISTED = 3  # users, containers and process names named in the one-line summary
+_CONTAINER_ID = re.compile(r"[0-9a-f]{13,64}")  # a full Docker/containerd id: shown as its 12-char short id
+
+ACTION = (
+    "Release the GPU: end the notebook kernel or job, or free the allocation; "
+    "if it is waiting for data, check the input pipeline."
+)
+ZOMBIE_ACTION = (
+    "Find the owner: run `nvidia-smi --query-compute-apps=pid,used_memory --format=csv` and "
+    "`fuser -v /dev/nvidia*` on the node and inside its containers (a process in another PID "
+    "namespace shows only there); if none owns it, restart the container that last used the GPU, "
+    "or reset the GPU once nothing runs on it."
+)
+
+
+@dataclass(frozen=True)
+class _Params:
+    for_s: float
+    severity: Severity
+    idle_util: float
+    held_mem_bytes: float
+
+
+class IdleHeldDetector:
+    """GPUs held by a process or by allocated memory while their utilisation stays at idle."""
+
+    name: ClassVar[str] = "idle_held"
+    title: ClassVar[str] = "GPU held but idle"
+    description: ClassVar[str] = (
+        "A GPU with a compute process on it, or with memory allocated above the idle baseline, "
+        "whose utilisation stays at idle: a forgotten notebook, a job waiting on input, a zombie allocation."
+    )
+    reads: ClassVar[tuple[str, ...]] = ("gpu.util_gpu", "gpu.mem_used", "processes")
+    defaults: ClassVar[dict[str, Any]] = {
+        "for_s": 300,
+        "severity": "warning",
+        "idle_util": 5.0,
+        "held_mem_bytes": 2 * GIB,
+    }
+
+    def validate(self, params: dict[str, Any]) -> None:
+        """Raise ValueError naming the first parameter that is missing, unknown or out of range."""
+        _parse(params)
+
+    def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
+        """One Condition per GPU held and idle in every bin of its trailing run up to `window.end`.
+
+        A bin without utilisation data is not idle: it breaks the run.
+        """
+        p = _parse(params)
+        util = window.gpu.get("util_gpu")
+        if util is None or util.size == 0:
+            return []
+        mem = window.gpu.get("mem_used", np.full(util.shape, np.nan))
+        with np.errstate(invalid="ignore"):  # NaN compares False: unknown is neither idle nor held
+            idle = util <= p.idle_util
+            held = window.gpu_has_process.astype(bool) | (mem >= p.held_mem_bytes)
+        times = window.times
+        starts = trailing_run_start(idle & held, times)
+        return [
+            _condition(window, int(g), float(starts[g]), util[g], mem[g], p)
+            for g in np.flatnonzero(np.isfinite(starts))  # only the GPUs in a run, not every GPU
+        ]
+
+
+def _condition(
+    window: Window, g: int, since: float, util: np.ndarray, mem: np.ndarray, p: _Params
+) -> Condition:
+    node = window.nodes[int(window.gpu_node[g])]
+    index = int(window.gpu_index[g])
+    run = window.times >= since
+    util_mean = float(util[run].mean())  # every bin of the run has data: NaN breaks a run
+    mem_run = mem[run][np.isfinite(mem[run])]
+    mem_now = float(mem[-1]) if np.isfinite(mem[-1]) else (float(mem_run.max()) if mem_run.size else None)
+    procs = [q for q in window.gpu_processes[g] if q.last_seen >= since and q.first_seen <= window.end]
+    had_process = bool(window.gpu_has_process[g][run].any()) or bool(procs)
+    duration = float(window.end - since)
+
+    with_mem = f"{mem_now / GIB:.1f} GiB at " if mem_now is not None else ""
+    idle_text = f"{with_mem}{util_mean:.0f} % utilisation for {_duration(duration)}"
+    if had_process:
+        summary = f"{node} GPU {index} held by {_holders(procs)} with {idle_text}"
+        action = ACTION
+    else:
+        summary = (
+            f"{node} GPU {index}: memory held with no process ({idle_text}): "
+            "a zombie allocation or a process in another PID namespace"
+        )
+        action = ZOMBIE_ACTION
+
+    values: dict[str, float] = {
+        "util": round(util_mean, 1),
+        "idle_util": p.idle_util,
+        "held_mem_bytes": p.held_mem_bytes,
+        "duration_s": round(duration, 1),
+    }
+    if mem_now is not None:
+        values["mem_used"] = mem_now
+    total = float(window.gpu_mem_total[g])
+    if np.isfinite(total) and total > 0:
+        values["mem_total"] = total
+    return Condition(
+        rule=IdleHeldDetector.name,
+        subject={"cluster": window.cluster, "node": node, "gpu": index},
+        since=since,
+        severity=p.severity,
+        summary=summary,
+        action=action,
+        nodes=[node],
+        gpus=[window.gpu_label(g)],
+        users=sorted({q.user for q in procs if q.user}),
+        containers=sorted({q.container for q in procs if q.container}),
+        values=values,
+        evidence=_evidence(window, g, util, mem, util_mean, mem_now, p),
+    )
+
+
+def _evidence(
+    window: Window,
+    g: int,
+    util: np.ndarray,
+    mem: np.ndarray,
+    util_mean: float,
+    mem_now: float | None,
+    p: _Params,
+) -> Evidence:
+    """Two rows on one scale: utilisation in %, and memory in use as % of the GPU's memory (GiB when
+    the total is unknown, with the scale widened to fit)."""
+    total = float(window.gpu_mem_total[g])
+    span = _duration(window.end - window.start)
+    label = window.gpu_label(g)
+    if np.isfinite(total) and total > 0:
+        mem_values = mem / total * 100
+        mem_level = mem_now / total * 100 if mem_now is not None else 0.0
+        title = f"{label}: utilisation (%) and memory in use (% of {total / GIB:.1f} GiB), last {span}"
+        scale = 100.0
+    else:
+        mem_values = mem / GIB
+        mem_level = mem_now / GIB if mem_now is not None else 0.0
+        title = f"{label}: utilisation (%) and memory in use (GiB), last {span}"
+        finite = mem_values[np.isfinite(mem_values)]
+        scale = max(100.0, float(finite.max()) if finite.size else 0.0)
+    return Evidence(
+        title=title,
+        unit="%",
+        rows=[
+            EvidenceRow("utilisation", downsample(util, EVIDENCE_POINTS), round(util_mean, 1), True),
+            EvidenceRow("memory in use", downsample(mem_values, EVIDENCE_POINTS), round(mem_level, 1), False),
+        ],
+        reference=p.idle_util,
+        reference_label="idle threshold",
+        scale_max=scale,
+    )
+
+
+def _holders(procs: list[ProcessSeen]) -> str:
+    """'bob (container 3f2a1b9c8d7e, jupyter)': who holds the GPU, in one short phrase."""
+    if not procs:
+        return "an unrecorded process"
+    users = _unique(q.user for q in procs)
+    who = _listed(users) if users else "pid " + _listed(_unique(str(q.pid) for q in procs))
+    containers = _unique(_short_container(q.container) for q in procs)
+    names = _unique(q.name for q in procs)
+    details = []
+    if containers:
+        details.append(("container " if len(containers) == 1 else "containers ") + _listed(containers))
+    if names:
+        details.append(_listed(names))
+    return f"{who} ({', '.join(details)})" if details else who
+
+
+def _unique(items: Any) -> list[str]:
+    """Distinct non-empty strings in first-seen order."""
+    return list(dict.fromkeys(i for i in items if i))
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown if len(items) <= MAX_LISTED else f"{shown} +{len(items) - MAX_LISTED} more"
+
+
+def _short_container(container: str | None) -> str | None:
+    if container and _CONTAINER_ID.fullmatch(container):
+        return container[:12]
+    return container
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    return f"{s // 3600}h {s % 3600 // 60}m"
+
+
+def _parse(params: dict[str, Any]) -> _Params:
+    r = ParamReader("idle_held", params, IdleHeldDetector.defaults)
+    return _Params(
+        for_s=r.number("for_s", 0, 86_400),
+        severity=r.severity(),
+        idle_util=r.number("idle_util", 0, 100),
+        held_mem_bytes=r.number("held_mem_bytes", 0, 1 << 50),
+    )

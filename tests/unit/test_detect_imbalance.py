@@ -1,0 +1,333 @@
+"""Golden tests of the cross-node imbalance detector, in the manner of `promtool test rules`:
+hand-built windows, exact conditions out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpulse.detect.base import Condition, Window
+from gpulse.detect.catalogue import params_for
+from gpulse.detect.imbalance import ACTION, ImbalanceDetector, medians, node_levels, rolling_corr
+from gpulse.finding import Evidence, EvidenceRow
+
+T0 = 1_770_000_000.0
+STEP = 5.0
+BINS = 120  # 10 minutes of 5 s bins
+DETECTOR = ImbalanceDetector()
+
+
+def make_window(
+    levels: np.ndarray, *, groups: list[str | None] | None = None, gpus_per_node: int = 2
+) -> Window:
+    """A window whose nodes' GPUs all run at the node's level: levels is (nodes × bins), NaN = silent."""
+    levels = np.asarray(levels, dtype=float)
+    n, t = levels.shape
+    g = n * gpus_per_node
+    return Window(
+        cluster="demo",
+        start=T0,
+        step=STEP,
+        end=T0 + STEP * t,
+        nodes=[f"node-{i + 1:02d}" for i in range(n)],
+        node_groups=list(groups) if groups is not None else [None] * n,
+        node_last_seen=np.full(n, T0 + STEP * t),
+        host={},
+        cpu_count=np.full(n, 64.0),
+        host_mem_total=np.full(n, 2.0 * 2**40),
+        gpu_node=np.repeat(np.arange(n), gpus_per_node),
+        gpu_index=np.tile(np.arange(gpus_per_node), n),
+        gpu={"util_gpu": np.repeat(levels, gpus_per_node, axis=0), "mem_used": np.full((g, t), 40.0 * 2**30)},
+        gpu_mem_total=np.full(g, 80.0 * 2**30),
+        gpu_has_process=np.isfinite(np.repeat(levels, gpus_per_node, axis=0)),
+        gpu_processes=[[] for _ in range(g)],
+    )
+
+
+def detect(levels: np.ndarray, **overrides: object) -> list[Condition]:
+    groups = overrides.pop("groups", None)
+    return DETECTOR.detect(make_window(levels, groups=groups), params_for("imbalance", overrides))  # type: ignore[arg-type]
+
+
+def at(bin_index: int) -> float:
+    return T0 + STEP * bin_index
+
+
+def noisy(level: float, nodes: int, seed: int = 7) -> np.ndarray:
+    return level + np.random.default_rng(seed).uniform(-5, 5, (nodes, BINS))
+
+
+# --- it fires --------------------------------------------------------------------------------
+
+
+def test_two_of_eight_nodes_idle_while_peers_busy() -> None:
+    levels = np.full((8, BINS), 92.0)
+    levels[2, 40:] = 1.0  # node-03 lost its job at bin 40, node-06 at bin 50
+    levels[5, 50:] = 1.0
+
+    [cond] = detect(levels)
+
+    flat: list[float | None] = [*[92.0] * 30]
+    dropped: list[float | None] = [*[92.0] * 10, *[1.0] * 20]
+    node_06: list[float | None] = [*[92.0] * 12, 46.5, *[1.0] * 17]  # it dropped mid-slice
+    assert cond == Condition(
+        rule="imbalance",
+        subject={"cluster": "demo", "node_group": None},
+        since=at(40),
+        severity="warning",
+        summary=(
+            "2 of 8 nodes in demo at 1 % GPU utilisation while their peers run at 92 % (median)"
+            " — node-03, node-06"
+        ),
+        action=ACTION,
+        nodes=["node-03", "node-06"],
+        values={
+            "nodes_out": 2.0,
+            "nodes_reporting": 8.0,
+            "worst_level": 1.0,
+            "group_median": 92.0,
+            "gap": 91.0,
+            "cv": 0.569,
+            "ratio": 0.011,
+            "level:node-03": 1.0,
+            "level:node-06": 1.0,
+        },
+        evidence=Evidence(
+            title="GPU utilisation per node in demo, last 10 min",
+            unit="%",
+            rows=[
+                EvidenceRow("node-01", flat, 92.0, False),
+                EvidenceRow("node-02", flat, 92.0, False),
+                EvidenceRow("node-03", dropped, 1.0, True),
+                EvidenceRow("node-04", flat, 92.0, False),
+                EvidenceRow("node-05", flat, 92.0, False),
+                EvidenceRow("node-06", node_06, 1.0, True),
+                EvidenceRow("node-07", flat, 92.0, False),
+                EvidenceRow("node-08", flat, 92.0, False),
+            ],
+            reference=92.0,
+            reference_label="group median",
+        ),
+    )
+
+
+def test_a_node_that_stops_following_an_oscillating_group() -> None:
+    # the group swings 40–95 % with a one-minute period; node-04 goes flat at 60 % from bin 60:
+    # its level stays within reach of the median, only its shape gives it away
+    swing = 67.5 + 27.5 * np.sin(2 * np.pi * np.arange(BINS) / 12)
+    levels = np.tile(swing, (6, 1))
+    levels[3, 60:] = 60.0
+
+    [cond] = detect(levels)
+
+    # the 2-minute correlation window has to slide mostly past the change before it drops under 0.2
+    assert cond.since == at(82)
+    assert cond.nodes == ["node-04"]
+    assert cond.summary == (
+        "1 of 6 nodes in demo out of step with their peers (correlation 0.00 over 2 min; "
+        "at 60 % while the group median swings 40–95 %) — node-04"
+    )
+    assert cond.values == {
+        "nodes_out": 1.0,
+        "nodes_reporting": 6.0,
+        "worst_level": 60.0,
+        "group_median": 67.5,
+        "gap": 7.5,
+        "cv": 0.042,
+        "ratio": 0.889,
+        "min_corr": 0.0,
+        "level:node-04": 60.0,
+    }
+    assert [(r.label, r.flagged) for r in cond.evidence.rows] == [  # type: ignore[union-attr]
+        ("node-01", False),
+        ("node-02", False),
+        ("node-03", False),
+        ("node-04", True),
+        ("node-05", False),
+        ("node-06", False),
+    ]
+
+
+def test_min_corr_minus_one_turns_the_correlation_test_off() -> None:
+    swing = 67.5 + 27.5 * np.sin(2 * np.pi * np.arange(BINS) / 12)
+    levels = np.tile(swing, (6, 1))
+    levels[3, 60:] = 60.0
+    assert detect(levels, min_corr=-1) == []
+
+
+def test_node_groups_are_judged_apart() -> None:
+    # group a sits idle between jobs; group b runs a job with one straggler, node-08
+    levels = np.vstack([np.full((4, BINS), 1.0), np.full((4, BINS), 92.0)])
+    levels[7, 90:] = 1.0
+    groups: list[str | None] = ["a", "a", "a", "a", "b", "b", "b", "b"]
+
+    [cond] = detect(levels, groups=groups)
+
+    assert cond.subject == {"cluster": "demo", "node_group": "b"}
+    assert cond.nodes == ["node-08"]
+    assert cond.since == at(90)
+    assert cond.summary == (
+        "1 of 4 nodes in demo/b at 1 % GPU utilisation while their peers run at 92 % (median) — node-08"
+    )
+    assert [r.label for r in cond.evidence.rows] == ["node-05", "node-06", "node-07", "node-08"]  # type: ignore[union-attr]
+    # judged as one group, the idle half drags the median to 1 %: nothing looks busy
+    assert detect(levels) == []
+
+
+def test_a_level_drop_and_a_lost_correlation_in_one_group() -> None:
+    swing = 70.0 + 25.0 * np.sin(2 * np.pi * np.arange(BINS) / 12)
+    levels = np.tile(swing, (8, 1))
+    levels[1, 30:] = 2.0
+    levels[6, 60:] = 60.0
+
+    [cond] = detect(levels)
+
+    assert cond.nodes == ["node-02", "node-07"]
+    assert cond.since == at(30)
+    assert cond.summary == (
+        "1 of 8 nodes in demo at 2 % GPU utilisation while their peers run at 70 % (median) — node-02; "
+        "1 more out of step with their peers (correlation 0.00 over 2 min; "
+        "at 60 % while the group median swings 45–95 %) — node-07"
+    )
+
+
+def test_two_nodes_are_enough_when_min_nodes_allows() -> None:
+    levels = np.vstack([np.full(BINS, 92.0), np.full(BINS, 1.0)])
+    [cond] = detect(levels, min_nodes=2)
+    assert cond.nodes == ["node-02"]
+    assert cond.values["group_median"] == 46.5
+
+
+# --- it stays quiet --------------------------------------------------------------------------
+
+
+def test_all_nodes_idle_together_is_not_imbalance() -> None:
+    assert detect(np.full((8, BINS), 1.0)) == []
+
+
+def test_busy_nodes_with_noise_are_balanced() -> None:
+    assert detect(noisy(90.0, 8)) == []
+
+
+def test_a_node_fifteen_points_below_its_peers_is_normal_variation() -> None:
+    levels = noisy(90.0, 8)
+    levels[3] -= 15.0
+    assert detect(levels) == []
+
+
+def test_fewer_than_min_nodes_is_skipped() -> None:
+    assert detect(np.vstack([np.full(BINS, 92.0), np.full(BINS, 1.0)])) == []
+
+
+def test_a_silent_node_is_not_idle() -> None:
+    levels = np.full((8, BINS), 92.0)
+    levels[4, 100:] = np.nan  # node-05 stopped reporting: the silent-node rule's business
+    assert detect(levels) == []
+
+
+def test_a_silent_node_is_not_counted() -> None:
+    levels = np.full((8, BINS), 92.0)
+    levels[4, 100:] = np.nan
+    levels[0, 80:] = 3.0
+    [cond] = detect(levels)
+    assert cond.summary == (
+        "1 of 7 nodes in demo at 3 % GPU utilisation while their peers run at 92 % (median) — node-01"
+    )
+    assert "node-05" not in [r.label for r in cond.evidence.rows]  # type: ignore[union-attr]
+
+
+def test_a_group_that_falls_below_min_nodes_reporting_is_skipped() -> None:
+    levels = np.full((3, BINS), 92.0)
+    levels[0, 80:] = 1.0
+    levels[2, 110:] = np.nan
+    assert detect(levels) == []
+
+
+def test_one_busy_bin_restarts_the_run() -> None:
+    levels = np.full((8, BINS), 92.0)
+    levels[2, 40:] = 1.0
+    levels[2, 100] = 92.0  # it caught up for one bin
+    [cond] = detect(levels)
+    assert cond.since == at(101)
+    assert cond.values["level:node-03"] == 1.0
+
+
+def test_the_drop_must_hold_at_the_last_bin() -> None:
+    levels = np.full((8, BINS), 92.0)
+    levels[2, 40:110] = 1.0  # it recovered ten bins ago
+    assert detect(levels) == []
+
+
+def test_empty_and_all_nan_windows() -> None:
+    assert detect(np.full((8, BINS), np.nan)) == []
+    assert detect(np.empty((8, 0))) == []
+    assert detect(np.empty((0, BINS))) == []
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"level_ratio": 1.5}, "level_ratio"),
+        ({"min_nodes": 2.5}, "min_nodes"),
+        ({"min_nodes": 1}, "min_nodes"),
+        ({"min_corr": "low"}, "min_corr"),
+        ({"min_group_util": True}, "min_group_util"),
+        ({"corr_window_s": float("nan")}, "corr_window_s"),
+        ({"severity": "loud"}, "severity"),
+        ({"min_gap_pts": 10}, "min_gap_pts"),
+    ],
+)
+def test_bad_parameters_name_themselves(overrides: dict[str, object], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        DETECTOR.detect(make_window(np.full((3, 4), 90.0)), {**ImbalanceDetector.defaults, **overrides})
+
+
+def test_a_missing_parameter_is_named() -> None:
+    params = dict(ImbalanceDetector.defaults)
+    del params["min_gap"]
+    with pytest.raises(ValueError, match="min_gap"):
+        DETECTOR.detect(make_window(np.full((3, 4), 90.0)), params)
+
+
+# --- the vectorised helpers against plain numpy ------------------------------------------------
+
+
+def test_medians_match_nanmedian_with_and_without_each_row() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 100, (7, 40))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[:, 0] = np.nan  # a bin nobody reported
+    x[1:, 1] = np.nan  # a bin only one node reported
+    m, loo = medians(x)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        np.testing.assert_allclose(m, np.nanmedian(x, axis=0))
+        for i in range(x.shape[0]):
+            np.testing.assert_allclose(loo[i], np.nanmedian(np.delete(x, i, axis=0), axis=0))
+
+
+def test_rolling_corr_matches_corrcoef() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 100, (3, 50))
+    y = x + rng.normal(0, 30, x.shape)
+    x[0, 10:14] = np.nan
+    corr, y_std = rolling_corr(x, y, w=12, min_pairs=6)
+    for i in range(3):
+        for t in range(50):
+            a, b = x[i, max(0, t - 11) : t + 1], y[i, max(0, t - 11) : t + 1]
+            ok = np.isfinite(a) & np.isfinite(b)
+            if ok.sum() < 6:
+                assert np.isnan(corr[i, t])
+                continue
+            assert corr[i, t] == pytest.approx(np.corrcoef(a[ok], b[ok])[0, 1], abs=1e-9)
+            assert y_std[i, t] == pytest.approx(b[ok].std(), abs=1e-9)
+
+
+def test_node_levels_average_the_gpus_that_reported() -> None:
+    util = np.array([[10.0, np.nan], [30.0, np.nan], [50.0, 70.0]])
+    expected = np.array([[20.0, np.nan], [50.0, 70.0], [np.nan, np.nan]])  # node 2 has no GPU
+    np.testing.assert_array_equal(node_levels(util, np.array([0, 0, 1]), 3), expected)
+    np.testing.assert_array_equal(node_levels(util[::-1], np.array([1, 0, 0]), 3), expected)
+    assert node_levels(np.empty((0, 2)), np.empty(0, dtype=int), 2).shape == (2, 2)

@@ -30,7 +30,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 sent = SentLog(env.require(env.STATE_TABLE))
 dead = DeadLetters(env.require(env.FINDINGS_DLQ_URL))
-session = make_session()
+session = make_session(total_retries=3, max_retry_after_s=10)  # worst case stays inside the 60 s timeout
 parameters = SsmParameters()
 SLACK_PARAM = env.require(env.SLACK_WEBHOOK_PARAM)
 JANDI_PARAM = env.require(env.JANDI_WEBHOOK_PARAM)

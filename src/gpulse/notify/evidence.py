@@ -1,0 +1,264 @@
+"""What every chat format shows, rendered once: the evidence picture and the plain facts.
+
+The picture is a monospace table, one row per node (or GPU): a level bar in eighth blocks
+scaled to `scale_max`, the level, and a sparkline of the window, flagged rows marked.
+Slack puts it in a code block, Jandi in a description; both call `table` with their own size
+limit, so a long table is summarised the same way everywhere (flagged rows first, never a
+row cut in half).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gpulse.finding import Evidence, EvidenceRow, Finding
+
+BAR_WIDTH = 20
+SPARK_WIDTH = 30  # the most points a sparkline draws; longer series are averaged down
+EIGHTHS = ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")
+FULL = "█"
+SPARKS = "▁▂▃▄▅▆▇█"
+GAP = "·"  # a sparkline point with no data
+FLAG = "◀"
+CONTAINER_ID_CHARS = 12  # as `docker ps` shows them
+MAX_LISTED = 8  # names listed in Where/Who before "(+N more)"
+MAX_ROWS = 16  # a longer table is summarised even where it would fit: a picture, not a dump
+SUMMARY_ROWS = 12  # rows a summarised table shows: every flagged row, then context rows up to this
+
+SEVERITY_WORD = {"critical": "Critical", "warning": "Warning", "info": "Info"}
+
+
+def bar(value: float, scale_max: float, width: int = BAR_WIDTH) -> str:
+    """A bar of exactly `width` characters: `value / scale_max` of it filled in eighths.
+
+    Values at or above `scale_max` fill it, zero or below (or a non-positive scale) leave it blank.
+    """
+    fraction = value / scale_max if scale_max > 0 and math.isfinite(value) else 0.0
+    eighths = round(min(max(fraction, 0.0), 1.0) * width * 8)
+    full, part = divmod(eighths, 8)
+    return (FULL * full + EIGHTHS[part]).ljust(width)
+
+
+def _squeeze(values: Sequence[float | None], width: int) -> list[float | None]:
+    """Average a long series down to `width` points (None where a slice has no data)."""
+    if len(values) <= width:
+        return list(values)
+    out: list[float | None] = []
+    for i in range(width):
+        chunk = [
+            v for v in values[i * len(values) // width : (i + 1) * len(values) // width] if v is not None
+        ]
+        out.append(sum(chunk) / len(chunk) if chunk else None)
+    return out
+
+
+def sparkline(values: Sequence[float | None], scale_max: float, width: int = SPARK_WIDTH) -> str:
+    """One character per point (at most `width`), on the fixed scale 0..scale_max so that rows
+    compare with each other; None is drawn as GAP, values outside the scale are clamped."""
+    chars = []
+    for v in _squeeze(values, width):
+        if v is None or not math.isfinite(v):
+            chars.append(GAP)
+            continue
+        fraction = v / scale_max if scale_max > 0 else 0.0
+        chars.append(SPARKS[round(min(max(fraction, 0.0), 1.0) * (len(SPARKS) - 1))])
+    return "".join(chars)
+
+
+def format_value(value: float, unit: str) -> str:
+    """`78%`, `8.2%`, `71 °C`: whole numbers from 10 up, one decimal below."""
+    text = f"{value:.0f}" if abs(value) >= 10 or value == round(value) else f"{value:.1f}"
+    if not unit:
+        return text
+    return f"{text}{unit}" if unit == "%" else f"{text} {unit}"
+
+
+def _noun(rows: Sequence[EvidenceRow]) -> str:
+    gpus = all("/" in r.label for r in rows)
+    word = "GPU" if gpus else "node"
+    return word if len(rows) == 1 else word + "s"
+
+
+def _range(rows: Sequence[EvidenceRow], ev: Evidence) -> str:
+    lo, hi = min(r.level for r in rows), max(r.level for r in rows)
+    if format_value(lo, ev.unit) == format_value(hi, ev.unit):
+        return f"at {format_value(lo, ev.unit)}"
+    return f"at {format_value(lo, ev.unit)}–{format_value(hi, ev.unit)}"
+
+
+def _spread(rows: Sequence[EvidenceRow], ev: Evidence) -> str:
+    """How left-out unflagged rows sit: against the reference when there is one, else their range."""
+    ref = ev.reference
+    if ref is None or ref == 0:
+        return _range(rows, ev)
+    pct = math.ceil(max(abs(r.level - ref) for r in rows) / abs(ref) * 100)
+    return f"within {pct}% of the {ev.reference_label or 'reference'}"
+
+
+def _omitted_line(flagged: Sequence[EvidenceRow], other: Sequence[EvidenceRow], ev: Evidence) -> str:
+    parts = []
+    if flagged:
+        parts.append(f"{len(flagged)} more flagged {_noun(flagged)} {_range(flagged, ev)}")
+    if other:
+        parts.append(f"{len(other)} more {_noun(other)} {_spread(other, ev)}")
+    return "… and " + " and ".join(parts)
+
+
+def table(evidence: Evidence, max_chars: int | None = None) -> str:
+    """The evidence as aligned monospace lines (no trailing spaces), at most `max_chars` long.
+
+    Up to MAX_ROWS rows are all shown if they fit. Otherwise every flagged row that fits is
+    kept, then other rows in order up to SUMMARY_ROWS in all, and one line summarises the rest
+    ("… and 52 more nodes within 5% of the group median"). Rows keep their original order; a
+    row is shown whole or not at all.
+    """
+    rows = evidence.rows
+    values = [format_value(r.level, evidence.unit) for r in rows]
+    ref_label = evidence.reference_label or "reference"
+    labels = [r.label for r in rows] + ([ref_label] if evidence.reference is not None else [])
+    label_w = max((len(s) for s in labels), default=0)
+    ref_value = format_value(evidence.reference, evidence.unit) if evidence.reference is not None else ""
+    value_w = max((len(s) for s in [*values, ref_value]), default=0)
+
+    def line(label: str, level: float, value: str, spark: str, mark: str) -> str:
+        text = f"{label.ljust(label_w)}  {bar(level, evidence.scale_max)} {value.rjust(value_w)}  {spark}"
+        return f"{text}  {mark}" if mark else text.rstrip()
+
+    row_lines = [
+        line(r.label, r.level, v, sparkline(r.values, evidence.scale_max), FLAG if r.flagged else "")
+        for r, v in zip(rows, values, strict=True)
+    ]
+    tail = []
+    if evidence.reference is not None:
+        tail.append(line(ref_label, evidence.reference, ref_value, "", ""))
+
+    def render(shown: set[int]) -> str:
+        left_out = [i for i in range(len(rows)) if i not in shown]
+        body = [row_lines[i] for i in sorted(shown)]
+        if left_out:
+            body.append(
+                _omitted_line(
+                    [rows[i] for i in left_out if rows[i].flagged],
+                    [rows[i] for i in left_out if not rows[i].flagged],
+                    evidence,
+                )
+            )
+        return "\n".join(body + tail)
+
+    everything = set(range(len(rows)))
+    full = render(everything)
+    if len(rows) <= MAX_ROWS and (max_chars is None or len(full) <= max_chars):
+        return full
+    limit = len(full) if max_chars is None else max_chars
+    shown: set[int] = set()
+    for i in [i for i, r in enumerate(rows) if r.flagged]:  # re-rendering is cheap and exact
+        if len(render(shown | {i})) <= limit:
+            shown.add(i)
+    for i in [i for i, r in enumerate(rows) if not r.flagged]:
+        if len(shown) >= SUMMARY_ROWS:
+            break
+        if len(render(shown | {i})) <= limit:
+            shown.add(i)
+    return render(shown)
+
+
+def fit_table(evidence: Evidence, limit: int, measure: Callable[[str], int]) -> str:
+    """`table` sized so that `measure(table) <= limit`, for formats whose wrapping or escaping
+    makes the sent text longer than the table itself."""
+    budget = limit
+    while True:
+        text = table(evidence, max_chars=budget)
+        over = measure(text) - limit
+        if over <= 0 or budget <= 0:
+            return text
+        budget -= over
+
+
+def format_duration(seconds: float) -> str:
+    """`45s`, `2m 10s`, `1h 5m`, `3d 4h`: the two largest units, zero parts left out."""
+    s = max(int(seconds), 0)
+    days, rest = divmod(s, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    first = next((i for i, (n, _) in enumerate(parts) if n), len(parts) - 1)
+    return " ".join(f"{n}{u}" for n, u in parts[first : first + 2] if n) or "0s"
+
+
+def format_time(ts: float) -> str:
+    """`2024-05-01 12:32:00 UTC`."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def short_container(container_id: str) -> str:
+    """A container id as `docker ps` shows it (the first 12 characters)."""
+    return container_id[:CONTAINER_ID_CHARS]
+
+
+def listing(names: Sequence[str], most: int = MAX_LISTED) -> str:
+    """`a, b, c` or `a, b, … (+5 more)`."""
+    shown = ", ".join(names[:most])
+    return f"{shown}, … (+{len(names) - most} more)" if len(names) > most else shown
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` if it fits, else cut at the last space before `limit` (never mid-word) with `…`."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > 0 else cut).rstrip() + "…"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The plain-text facts of a finding, worded once for every format."""
+
+    headline: str  # "[FIRING] Cross-node imbalance — 2 of 8 nodes ..."
+    where: str
+    who: str
+    since: str
+    severity: str
+    context: str  # "rule imbalance · fingerprint … · cluster …"
+
+
+def facts(finding: Finding) -> Facts:
+    """Word what, where, who, since when and how bad, with no markup."""
+    resolved = finding.state == "resolved"
+    where = [f"cluster {finding.cluster}" + (f" · group {finding.node_group}" if finding.node_group else "")]
+    if finding.nodes:
+        where.append(f"{'node' if len(finding.nodes) == 1 else 'nodes'} {listing(finding.nodes)}")
+    if finding.gpus:
+        where.append(f"{'GPU' if len(finding.gpus) == 1 else 'GPUs'} {listing(finding.gpus)}")
+    if finding.mig:
+        where.append(f"MIG {finding.mig}")
+    who = []
+    if finding.users:
+        who.append(f"{'user' if len(finding.users) == 1 else 'users'} {listing(finding.users)}")
+    if finding.containers:
+        ids = [short_container(c) for c in finding.containers]
+        who.append(f"{'container' if len(ids) == 1 else 'containers'} {listing(ids)}")
+    duration = format_duration(finding.at - finding.since)
+    if resolved:
+        start, end = format_time(finding.since), format_time(finding.at)
+        if start[:10] == end[:10]:
+            end = end[11:]  # same day: the time is enough
+        since = f"{start[:-4]} → {end} (was firing for {duration})"
+    else:
+        since = f"{format_time(finding.since)} (for {duration})"
+    word = SEVERITY_WORD[finding.severity]
+    return Facts(
+        headline=(
+            f"[RESOLVED] {finding.title} — was: {finding.summary}"
+            if resolved
+            else f"[FIRING] {finding.title} — {finding.summary}"
+        ),
+        where="\n".join(where),
+        who="\n".join(who) or "—",
+        since=since,
+        severity=f"Resolved (was {word.lower()})" if resolved else word,
+        context=f"rule {finding.rule} · fingerprint {finding.fingerprint} · cluster {finding.cluster}",
+    )

@@ -1,0 +1,181 @@
+"""deploy_local against a moto server: the tables and queues are exactly what template.yaml declares."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from mypy_boto3_dynamodb import DynamoDBClient
+from mypy_boto3_sqs import SQSClient
+
+from devstack.template import (
+    QUEUE_TYPE,
+    TABLE_TYPE,
+    TEMPLATE_PATH,
+    LocalDeployment,
+    deploy_local,
+    function_specs,
+    load_template,
+)
+from gpulse import env
+
+pytestmark = pytest.mark.integration
+
+TEMPLATE = load_template(TEMPLATE_PATH)
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+TABLES = {lid: r["Properties"] for lid, r in RESOURCES.items() if r["Type"] == TABLE_TYPE}
+QUEUES = {lid: r["Properties"] for lid, r in RESOURCES.items() if r["Type"] == QUEUE_TYPE}
+PREFIX = "tpl-test"
+
+
+@pytest.fixture(scope="module")
+def clients(moto_server: str) -> tuple[DynamoDBClient, SQSClient]:
+    return (
+        boto3.client("dynamodb", endpoint_url=moto_server, region_name="us-east-1"),
+        boto3.client("sqs", endpoint_url=moto_server, region_name="us-east-1"),
+    )
+
+
+@pytest.fixture(scope="module")
+def deployed(clients: tuple[DynamoDBClient, SQSClient]) -> Iterator[LocalDeployment]:
+    dynamodb, sqs = clients
+    yield deploy_local(TEMPLATE, dynamodb=dynamodb, sqs=sqs, prefix=PREFIX, parameters={"Stage": "it"})
+
+
+def test_deployment_names_every_table_and_queue(
+    deployed: LocalDeployment, clients: tuple[DynamoDBClient, SQSClient]
+) -> None:
+    _, sqs = clients
+    assert deployed.tables == {lid: f"{PREFIX}-{lid}" for lid in TABLES}
+    assert {lid: q["name"] for lid, q in deployed.queues.items()} == {
+        lid: f"{PREFIX}-{lid}" for lid in QUEUES
+    }
+    for lid, queue in deployed.queues.items():
+        assert queue["arn"] == f"arn:aws:sqs:us-east-1:{deployed.account_id}:{PREFIX}-{lid}"
+        assert queue["url"] == sqs.get_queue_url(QueueName=f"{PREFIX}-{lid}")["QueueUrl"]
+    assert (deployed.region, deployed.account_id) == ("us-east-1", "123456789012")
+    assert deployed.parameters == {
+        "Stage": "it",
+        "SeriesTtlDays": "14",
+        "AnalyzeWindowSeconds": "600",
+        "LogLevel": "INFO",
+    }
+
+
+@pytest.mark.parametrize("logical_id", sorted(TABLES))
+def test_table_matches_the_template(
+    logical_id: str, deployed: LocalDeployment, clients: tuple[DynamoDBClient, SQSClient]
+) -> None:
+    dynamodb, _ = clients
+    declared = TABLES[logical_id]
+    name = deployed.tables[logical_id]
+    table = dynamodb.describe_table(TableName=name)["Table"]
+    assert table["KeySchema"] == declared["KeySchema"]
+    assert sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == sorted(
+        declared["AttributeDefinitions"], key=lambda a: a["AttributeName"]
+    )
+    assert table["BillingModeSummary"]["BillingMode"] == declared["BillingMode"]
+    assert table.get("GlobalSecondaryIndexes", []) == declared.get("GlobalSecondaryIndexes", [])
+    assert table["SSEDescription"]["Status"] == (
+        "ENABLED" if declared["SSESpecification"]["SSEEnabled"] else "DISABLED"
+    )
+
+    ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    if "TimeToLiveSpecification" in declared:
+        assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == (
+            "ENABLED",
+            declared["TimeToLiveSpecification"]["AttributeName"],
+        )
+    else:
+        assert ttl["TimeToLiveStatus"] == "DISABLED"
+
+    pitr = dynamodb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+    wanted = declared.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled", False)
+    assert pitr["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == (
+        "ENABLED" if wanted else "DISABLED"
+    )
+
+
+@pytest.mark.parametrize("logical_id", sorted(QUEUES))
+def test_queue_matches_the_template(
+    logical_id: str, deployed: LocalDeployment, clients: tuple[DynamoDBClient, SQSClient]
+) -> None:
+    _, sqs = clients
+    declared = QUEUES[logical_id]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=deployed.queues[logical_id]["url"], AttributeNames=["All"]
+    )["Attributes"]
+    for key in ("VisibilityTimeout", "MessageRetentionPeriod"):
+        if key in declared:
+            assert attributes[key] == str(declared[key]), key
+    assert attributes["SqsManagedSseEnabled"] == str(declared["SqsManagedSseEnabled"]).lower()
+    if "RedrivePolicy" in declared:
+        dlq_id = declared["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        assert json.loads(attributes["RedrivePolicy"]) == {
+            "deadLetterTargetArn": deployed.queues[dlq_id]["arn"],
+            "maxReceiveCount": declared["RedrivePolicy"]["maxReceiveCount"],
+        }
+    else:
+        assert "RedrivePolicy" not in attributes
+
+
+def test_findings_queue_redrives_to_the_dlq_after_five_receives(
+    deployed: LocalDeployment, clients: tuple[DynamoDBClient, SQSClient]
+) -> None:
+    _, sqs = clients
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=deployed.queues["FindingsQueue"]["url"],
+        AttributeNames=["VisibilityTimeout", "RedrivePolicy"],
+    )["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"]) == {
+        "deadLetterTargetArn": deployed.queues["FindingsDLQ"]["arn"],
+        "maxReceiveCount": 5,
+    }
+    assert attributes["VisibilityTimeout"] == "360"
+
+
+def test_deploying_again_reuses_what_exists(
+    deployed: LocalDeployment, clients: tuple[DynamoDBClient, SQSClient]
+) -> None:
+    dynamodb, sqs = clients
+    again = deploy_local(TEMPLATE, dynamodb=dynamodb, sqs=sqs, prefix=PREFIX, parameters={"Stage": "it"})
+    assert again == deployed
+    mine = [t for t in dynamodb.list_tables()["TableNames"] if t.startswith(f"{PREFIX}-")]
+    assert sorted(mine) == sorted(deployed.tables.values())
+
+
+def test_function_environments_resolve_to_the_local_resources(deployed: LocalDeployment) -> None:
+    specs = function_specs(TEMPLATE, deployed)
+    powertools = {
+        "POWERTOOLS_SERVICE_NAME": "gpulse",
+        "POWERTOOLS_METRICS_NAMESPACE": "Gpulse",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }
+    assert {lid: spec.environment for lid, spec in specs.items()} == {
+        "IngestFunction": {
+            **powertools,
+            env.SERIES_TABLE: f"{PREFIX}-SeriesTable",
+            env.IDEMPOTENCY_TABLE: f"{PREFIX}-IdempotencyTable",
+            env.NODE_SECRETS_PREFIX: "/gpulse/it/nodes",
+            env.SERIES_TTL_DAYS: "14",
+        },
+        "AnalyzeFunction": {
+            **powertools,
+            env.SERIES_TABLE: f"{PREFIX}-SeriesTable",
+            env.STATE_TABLE: f"{PREFIX}-StateTable",
+            env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
+            env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
+            env.ANALYZE_WINDOW_S: "600",
+        },
+        "AlertFunction": {
+            **powertools,
+            env.STATE_TABLE: f"{PREFIX}-StateTable",
+            env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
+            env.FINDINGS_DLQ_URL: deployed.queues["FindingsDLQ"]["url"],
+            env.SLACK_WEBHOOK_PARAM: "/gpulse/it/webhooks/slack",
+            env.JANDI_WEBHOOK_PARAM: "/gpulse/it/webhooks/jandi",
+        },
+    }

@@ -1,0 +1,125 @@
+"""template.yaml against what the code and AWS expect of it: lint, env names, grants, handlers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+from cfnlint.api import ManualArgs, lint_file
+
+from devstack.template import FUNCTION_TYPE, QUEUE_TYPE, TABLE_TYPE, TEMPLATE_PATH, load_template
+from gpulse import env
+
+TEMPLATE = load_template(TEMPLATE_PATH)
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+FUNCTIONS = {lid: r["Properties"] for lid, r in RESOURCES.items() if r["Type"] == FUNCTION_TYPE}
+ROOT = TEMPLATE_PATH.parent
+ENV_NAMES = {value for name, value in vars(env).items() if name.isupper() and isinstance(value, str)}
+
+
+def statements(function_id: str) -> list[dict[str, Any]]:
+    return [s for policy in FUNCTIONS[function_id]["Policies"] for s in policy["Statement"]]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_cfn_lint_reports_nothing_not_even_informational() -> None:
+    matches = lint_file(TEMPLATE_PATH, ManualArgs(include_checks=["I"]))
+    assert [str(m) for m in matches] == []
+
+
+def test_functions_set_only_names_from_gpulse_env_and_every_name_is_set_somewhere() -> None:
+    set_names = {
+        name
+        for props in FUNCTIONS.values()
+        for name in props["Environment"]["Variables"]
+        if name.startswith("GPULSE_")
+    }
+    assert set_names == ENV_NAMES
+
+
+def test_findings_queue_visibility_is_six_times_the_alert_timeout() -> None:
+    # AWS's advice for an SQS event source: at least 6 × the function timeout, or messages reappear mid-run.
+    (alert_id,) = [
+        lid
+        for lid, props in FUNCTIONS.items()
+        for event in props["Events"].values()
+        if event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::GetAtt": ["FindingsQueue", "Arn"]}
+    ]
+    assert RESOURCES["FindingsQueue"]["Properties"]["VisibilityTimeout"] == 6 * FUNCTIONS[alert_id]["Timeout"]
+
+
+def test_the_dlq_keeps_messages_longer_than_the_queue() -> None:
+    # A message's age carries over to the DLQ; a shorter DLQ retention would drop it on arrival.
+    queue = RESOURCES["FindingsQueue"]["Properties"]
+    dlq_id = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    assert RESOURCES[dlq_id]["Properties"]["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+
+
+def test_grants_name_actions_and_resources_never_wildcards() -> None:
+    for function_id in FUNCTIONS:
+        for statement in statements(function_id):
+            assert statement["Effect"] == "Allow", function_id
+            for action in as_list(statement["Action"]):
+                assert "*" not in action, (function_id, action)
+            for resource in as_list(statement["Resource"]):
+                if "Fn::GetAtt" in resource:
+                    target, attribute = resource["Fn::GetAtt"]
+                    assert RESOURCES[target]["Type"] in (TABLE_TYPE, QUEUE_TYPE), (function_id, target)
+                    assert attribute == "Arn"
+                else:
+                    arn = resource["Fn::Sub"]
+                    assert arn.startswith(
+                        "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/gpulse/${Stage}/"
+                    )
+
+
+def ssm_grants(function_id: str) -> set[str]:
+    """The parameter paths (as Sub strings) a function may read."""
+    prefix = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
+    return {
+        resource["Fn::Sub"].removeprefix(prefix)
+        for statement in statements(function_id)
+        if as_list(statement["Action"]) == ["ssm:GetParameter"]
+        for resource in as_list(statement["Resource"])
+    }
+
+
+def test_each_ssm_name_a_function_is_told_is_one_it_may_read() -> None:
+    variables = {lid: props["Environment"]["Variables"] for lid, props in FUNCTIONS.items()}
+    assert ssm_grants("IngestFunction") == {
+        variables["IngestFunction"][env.NODE_SECRETS_PREFIX]["Fn::Sub"] + "/*"
+    }
+    assert ssm_grants("AlertFunction") == {
+        variables["AlertFunction"][env.SLACK_WEBHOOK_PARAM]["Fn::Sub"],
+        variables["AlertFunction"][env.JANDI_WEBHOOK_PARAM]["Fn::Sub"],
+    }
+    assert ssm_grants("AnalyzeFunction") == set()
+
+
+def test_every_table_and_queue_is_an_output() -> None:
+    exported = {output["Value"].get("Ref") for output in TEMPLATE["Outputs"].values()}
+    stateful = {lid for lid, r in RESOURCES.items() if r["Type"] in (TABLE_TYPE, QUEUE_TYPE)}
+    assert stateful <= exported
+
+
+def test_each_handler_named_in_the_template_is_a_function_in_its_code_uri() -> None:
+    for function_id, props in FUNCTIONS.items():
+        module, name = props["Handler"].rsplit(".", 1)
+        source = ROOT / props["CodeUri"] / f"{module}.py"
+        assert source.is_file(), f"{function_id}: {source} is missing"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in defined, f"{function_id}: {source} defines no top-level {name}()"
+
+
+def test_the_layer_holds_the_core_package_and_its_requirements() -> None:
+    layer = RESOURCES["CoreLayer"]
+    content = ROOT / layer["Properties"]["ContentUri"]
+    assert (content / "requirements.txt").is_file()
+    assert (content / "gpulse" / "__init__.py").is_file()
+    assert layer["Metadata"]["BuildMethod"] == TEMPLATE["Globals"]["Function"]["Runtime"]
+    assert Path(content, "gpulse").resolve() == (ROOT / "src" / "gpulse").resolve()

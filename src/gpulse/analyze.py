@@ -103,7 +103,10 @@ class Analyzer:
         report.chunks, report.read_s, report.decode_s = len(chunks), t1 - t0, t2 - t1
         if not chunks:
             return report
-        end = window_end((float(c.timestamps[-1]) for c in chunks), self.step_s)
+        last_seen: dict[str, float] = {}
+        for c in chunks:
+            last_seen[c.node] = max(last_seen.get(c.node, 0.0), float(c.timestamps[-1]))
+        end = window_end(last_seen.values(), self.step_s)
         window = build_window(
             cluster,
             chunks,

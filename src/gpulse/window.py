@@ -19,7 +19,9 @@ STALE_S = 90.0  # a node quieter than this (behind the freshest) no longer holds
 
 
 def window_end(last_seen: Iterable[float], step: float) -> float:
-    """The end of the window: the floor, to a bin edge, of the slowest fresh node's last sample."""
+    """The end of the window: the floor, to a bin edge, of the slowest fresh node's last sample.
+
+    `last_seen` holds one time per node (its latest sample), not one per chunk."""
     seen = np.asarray(list(last_seen), dtype=float)
     if seen.size == 0:
         return 0.0

@@ -1,0 +1,98 @@
+"""The analyze Lambda against moto: chunks in, exact findings out on the queue, once each."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from gpulse.finding import Finding
+from gpulse.rules import put_rule_params
+from gpulse.store import SeriesStore
+from gpulse.wire.batch import Batch
+from tests.events import load_event
+from tests.factories import GIB, batch_doc
+from tests.integration.lambdas import FakeContext, deploy, load_function
+
+pytestmark = pytest.mark.integration
+NODES = [f"node-{i:02d}" for i in range(1, 9)]
+GPUS = 4
+BOB = {"user": "bob", "container": "c0ffee" * 10 + "abcd", "name": "jupyter", "pid": 4242}
+
+
+def ship(store: SeriesStore, start: float, seconds: int, *, faulty: bool) -> None:
+    """`seconds` of 1 Hz samples from 8 nodes, in 30-sample batches; with `faulty`, node-03 and
+    node-06 idle with their memory freed, and bob holding node-05 GPU 3 idle."""
+    for t0 in range(int(start), int(start) + seconds, 30):
+        for node in NODES:
+            idle = faulty and node in ("node-03", "node-06")
+            util = [[1.0 if idle else 90.0] * 30 for _ in range(GPUS)]
+            mem = [[0.5 * GIB if idle else 60 * GIB] * 30 for _ in range(GPUS)]
+            procs: list[dict[str, Any]] = []
+            if faulty and node == "node-05":
+                util[3], mem[3] = [0.0] * 30, [22 * GIB] * 30
+                procs = [{**BOB, "gpu_index": 3, "mem_used": 22 * GIB, "first_seen": t0, "last_seen": t0 + 29}]
+            store.put_batch(Batch(batch_doc(node=node, t0=t0, n=30, gpus=GPUS, util=util, mem_used=mem, processes=procs)))
+
+
+def findings(queue_url: str) -> list[Finding]:
+    sqs = boto3.client("sqs")
+    out = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not got:
+            return sorted(out, key=lambda f: (f.rule, f.state))
+        for m in got:
+            out.append(Finding.from_json(m["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def invoke(module: ModuleType) -> dict[str, Any]:
+    result: dict[str, Any] = module.handler(load_event("analyze_schedule"), FakeContext())
+    return result
+
+
+def test_imbalance_and_idle_held_fire_once_then_resolve(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = deploy(moto_server, monkeypatch)
+    store = SeriesStore(deployment.tables["SeriesTable"])
+    queue = deployment.queues["FindingsQueue"]["url"]
+    for rule in ("imbalance", "idle_held"):
+        put_rule_params(deployment.tables["ConfigTable"], rule, {"for_s": 60}, who="test")
+    analyze = load_function("AnalyzeFunction", deployment, monkeypatch)
+
+    now = time.time()
+    start = now - now % 30 - 240  # 240 s: 90 s healthy, then 150 s of faults
+    ship(store, start, 90, faulty=False)
+    ship(store, start + 90, 150, faulty=True)
+
+    assert invoke(analyze) == {"clusters": 1, "published": 2}
+    idle, imbalance = findings(queue)  # sorted by rule name
+    assert (imbalance.rule, imbalance.state, imbalance.cluster) == ("imbalance", "firing", "c1")
+    assert imbalance.nodes == ["node-03", "node-06"]
+    assert imbalance.since == start + 90
+    assert imbalance.summary.startswith("2 of 8 nodes in c1 at 1 % GPU utilisation while their peers run at 90 %")
+    assert [r.label for r in imbalance.evidence.rows if r.flagged] == ["node-03", "node-06"]  # type: ignore[union-attr]
+    assert (idle.rule, idle.state, idle.gpus, idle.users, idle.containers) == (
+        "idle_held", "firing", ["node-05/3"], ["bob"], [BOB["container"]]
+    )
+    assert idle.since == start + 90
+
+    assert invoke(analyze) == {"clusters": 1, "published": 0}  # still firing: nothing new to say
+    assert findings(queue) == []
+
+    ship(store, start + 240, 60, faulty=False)  # recovery (in the future of `now`: the window follows the data)
+    monkeypatch.setattr(time, "time", lambda: start + 300 + 5)
+    assert invoke(analyze) == {"clusters": 1, "published": 2}
+    resolved = findings(queue)
+    assert sorted((f.rule, f.state, f.fingerprint, f.since) for f in resolved) == sorted(
+        [
+            ("idle_held", "resolved", idle.fingerprint, idle.since),
+            ("imbalance", "resolved", imbalance.fingerprint, imbalance.since),
+        ]
+    )
+    state_items = boto3.client("dynamodb").scan(TableName=deployment.tables["StateTable"])["Items"]
+    assert [json.loads(i["finding"]["S"])["rule"] for i in state_items if i["pk"]["S"].startswith("alert#")] == []

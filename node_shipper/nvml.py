@@ -1,0 +1,348 @@
+"""GPU readings through NVML (the `pynvml` module of the nvidia-ml-py distribution).
+
+The module is injected (`nvml=`), so tests pass a fake with pynvml's own signatures. A value
+a device cannot report (NVMLError_NotSupported and friends) is None, never a crash; a field
+that answers NotSupported once is not asked again (it is a property of the device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pynvml as _pynvml
+
+from node_shipper.errors import NoGpuError, ShipperError
+from node_shipper.model import Event, GpuInfo, MigInfo, MigReading, ProcessInfo, Value
+from node_shipper.procfs import ProcReader
+
+log = logging.getLogger(__name__)
+
+KIB = 1024  # nvmlDeviceGetPcieThroughput reports KB/s; NVIDIA's KB is 1024 bytes
+MAX_EVENTS_PER_SAMPLE = 64  # an XID storm must not stall sampling
+_MIG_PROFILE = re.compile(r"\bMIG\s+(\S+)")
+_NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId of a process on a GPU without MIG
+
+
+def mig_profile(device_name: str) -> str | None:
+    """The profile in a MIG device name: "NVIDIA H100 80GB HBM3 MIG 1g.10gb" → "1g.10gb"."""
+    found = _MIG_PROFILE.search(device_name)
+    return found.group(1) if found else None
+
+
+def sysfs_bus_id(nvml_bus_id: str) -> str:
+    """NVML's "00000000:17:00.0" as sysfs names it: lowercase, domain trimmed to 4 hex digits."""
+    bus_id = nvml_bus_id.strip().lower()
+    domain, sep, rest = bus_id.partition(":")
+    if sep and len(domain) == 8:
+        domain = domain[4:]
+    return f"{domain}{sep}{rest}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class NvmlCollector:
+    """Owns the NVML session: `open()` once per process, `sample()` each second, `close()` on exit."""
+
+    def __init__(
+        self,
+        nvml: ModuleType = _pynvml,
+        *,
+        proc: ProcReader | None = None,
+        sysfs: Path = Path("/sys"),
+    ) -> None:
+        self._nvml = nvml
+        self._proc = proc or ProcReader()
+        self._sysfs = sysfs
+        self._handles: list[Any] = []
+        self._infos: list[GpuInfo] = []
+        self._unsupported: set[tuple[int, str]] = set()
+        self._event_set: Any = None
+        self._mig_layout: dict[int, tuple[tuple[str, str | None], ...]] = {}
+        self._open = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> tuple[GpuInfo, ...]:
+        """nvmlInit, enumerate GPUs, register for XID events. NoGpuError when there is nothing to watch."""
+        nv = self._nvml
+        try:
+            nv.nvmlInit()
+        except (nv.NVMLError_LibraryNotFound, nv.NVMLError_DriverNotLoaded) as e:
+            raise NoGpuError(f"no GPU/NVML found: {e}") from None
+        except nv.NVMLError as e:
+            raise ShipperError(f"NVML failed to initialise: {e}") from None
+        self._open = True
+        try:
+            count = nv.nvmlDeviceGetCount()
+            self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        except nv.NVMLError as e:
+            self.close()
+            raise ShipperError(f"NVML cannot list the GPUs: {e}") from None
+        if count == 0:
+            self.close()
+            raise NoGpuError("no GPU/NVML found: NVML sees 0 devices")
+        self._infos = [self._static(i, h) for i, h in enumerate(self._handles)]
+        self._register_events()
+        return tuple(self._infos)
+
+    def close(self) -> None:
+        """Free the event set and shut NVML down; safe to call twice."""
+        if not self._open:
+            return
+        nv = self._nvml
+        if self._event_set is not None:
+            with contextlib.suppress(nv.NVMLError):  # freeing is best effort; nvmlShutdown frees it anyway
+                nv.nvmlEventSetFree(self._event_set)
+            self._event_set = None
+        try:
+            nv.nvmlShutdown()
+        except nv.NVMLError as e:
+            log.warning("nvmlShutdown failed", extra={"error": str(e)})
+        self._open = False
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _get(self, index: int, field: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args), or None when the device cannot answer; NotSupported is remembered."""
+        if (index, field) in self._unsupported:
+            return None
+        nv = self._nvml
+        try:
+            return fn(*args)
+        except (nv.NVMLError_NotSupported, nv.NVMLError_FunctionNotFound):
+            self._unsupported.add((index, field))
+            log.debug("not supported", extra={"gpu": index, "field": field})
+            return None
+        except nv.NVMLError as e:
+            # NoPermission, GpuIsLost, Unknown...: this sample has no value; the next one may.
+            log.debug("nvml error", extra={"gpu": index, "field": field, "error": str(e)})
+            return None
+
+    def _numa_node(self, index: int, handle: Any) -> int | None:
+        pci = self._get(index, "pci", self._nvml.nvmlDeviceGetPciInfo, handle)
+        if pci is None:
+            return None
+        path = self._sysfs / "bus/pci/devices" / sysfs_bus_id(_text(pci.busId)) / "numa_node"
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _static(self, index: int, handle: Any) -> GpuInfo:
+        nv = self._nvml
+        uuid = self._get(index, "uuid", nv.nvmlDeviceGetUUID, handle)
+        name = self._get(index, "name", nv.nvmlDeviceGetName, handle)
+        mem = self._get(index, "memory", nv.nvmlDeviceGetMemoryInfo, handle)
+        limit_mw = self._get(index, "power_limit", nv.nvmlDeviceGetEnforcedPowerLimit, handle)
+        if limit_mw is None:
+            limit_mw = self._get(index, "power_limit_mgmt", nv.nvmlDeviceGetPowerManagementLimit, handle)
+        slowdown = self._get(
+            index,
+            "temp_slowdown",
+            nv.nvmlDeviceGetTemperatureThreshold,
+            handle,
+            nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN,
+        )
+        return GpuInfo(
+            index=index,
+            uuid=_text(uuid) if uuid is not None else f"GPU-index-{index}",
+            name=_text(name) if name is not None else None,
+            mem_total=int(mem.total) if mem is not None else 0,
+            numa_node=self._numa_node(index, handle),
+            power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
+            temp_slowdown_c=float(slowdown) if slowdown is not None else None,
+            mig_mode=self._mig_enabled(index, handle),
+        )
+
+    def _mig_enabled(self, index: int, handle: Any) -> bool:
+        modes = self._get(index, "mig_mode", self._nvml.nvmlDeviceGetMigMode, handle)
+        return bool(modes) and modes[0] == self._nvml.NVML_DEVICE_MIG_ENABLE
+
+    def _register_events(self) -> None:
+        nv = self._nvml
+        try:
+            self._event_set = nv.nvmlEventSetCreate()
+        except nv.NVMLError as e:
+            log.warning("XID events unavailable", extra={"error": str(e)})
+            return
+        for index, handle in enumerate(self._handles):
+            try:
+                nv.nvmlDeviceRegisterEvents(handle, nv.nvmlEventTypeXidCriticalError, self._event_set)
+            except nv.NVMLError as e:
+                log.warning("XID events not registered", extra={"gpu": index, "error": str(e)})
+
+    # -- sampling ------------------------------------------------------------------------
+
+    def infos(self) -> tuple[GpuInfo, ...]:
+        return tuple(self._infos)
+
+    def _throttle(self, index: int, handle: Any) -> Any:
+        nv = self._nvml
+        current = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if current is not None:
+            value = self._get(index, "clocks_event", current, handle)
+            if value is not None or (index, "clocks_event") not in self._unsupported:
+                return value
+        # Drivers before 535 (and older nvidia-ml-py) know only the older name of the same bitmask.
+        return self._get(index, "throttle", nv.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
+
+    def gpu_metrics(self, index: int, handle: Any) -> dict[str, Value]:
+        """Every per-GPU series value of one sample (catalogue names, SI units)."""
+        nv = self._nvml
+        util = self._get(index, "util", nv.nvmlDeviceGetUtilizationRates, handle)
+        mem = self._get(index, "memory", nv.nvmlDeviceGetMemoryInfo, handle)
+        power = self._get(index, "power", nv.nvmlDeviceGetPowerUsage, handle)
+        temp = self._get(index, "temp", nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU)
+        clock = self._get(index, "sm_clock", nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_SM)
+        sbe = self._get(
+            index,
+            "ecc_sbe",
+            nv.nvmlDeviceGetTotalEccErrors,
+            handle,
+            nv.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+            nv.NVML_VOLATILE_ECC,
+        )
+        dbe = self._get(
+            index,
+            "ecc_dbe",
+            nv.nvmlDeviceGetTotalEccErrors,
+            handle,
+            nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+            nv.NVML_VOLATILE_ECC,
+        )
+        tx = self._get(index, "pcie_tx", nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_TX_BYTES)
+        rx = self._get(index, "pcie_rx", nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_RX_BYTES)
+        throttle = self._throttle(index, handle)
+        return {
+            "util_gpu": float(util.gpu) if util is not None else None,
+            "util_mem": float(util.memory) if util is not None else None,
+            "mem_used": float(mem.used) if mem is not None else None,
+            "power_w": power / 1000.0 if power is not None else None,
+            "temp_c": float(temp) if temp is not None else None,
+            "sm_clock_mhz": float(clock) if clock is not None else None,
+            "throttle_reasons": float(throttle) if throttle is not None else None,
+            "ecc_sbe_volatile": float(sbe) if sbe is not None else None,
+            "ecc_dbe_volatile": float(dbe) if dbe is not None else None,
+            "pcie_tx_bps": float(tx * KIB) if tx is not None else None,
+            "pcie_rx_bps": float(rx * KIB) if rx is not None else None,
+        }
+
+    def _mig_instances(self, index: int, handle: Any) -> list[MigReading]:
+        nv = self._nvml
+        count = self._get(index, "mig_count", nv.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
+        found: list[MigReading] = []
+        for slot in range(int(count)):
+            try:
+                mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+                uuid = _text(nv.nvmlDeviceGetUUID(mig))
+                gi_id = int(nv.nvmlDeviceGetGpuInstanceId(mig))
+                ci_id = int(nv.nvmlDeviceGetComputeInstanceId(mig))
+            except nv.NVMLError:  # NotFound: an empty slot
+                continue
+            name = self._get(index, f"mig_name:{uuid}", nv.nvmlDeviceGetName, mig)
+            mem = self._get(index, f"mig_mem:{uuid}", nv.nvmlDeviceGetMemoryInfo, mig)
+            info = MigInfo(
+                gpu_index=index,
+                uuid=uuid,
+                gi_id=gi_id,
+                ci_id=ci_id,
+                mem_total=int(mem.total) if mem is not None else 0,
+                profile=mig_profile(_text(name)) if name is not None else None,
+            )
+            found.append(MigReading(info, float(mem.used) if mem is not None else None))
+        return found
+
+    def _processes(
+        self, index: int, handle: Any, by_instance: dict[tuple[int, int], str]
+    ) -> list[ProcessInfo]:
+        running = self._get(index, "processes", self._nvml.nvmlDeviceGetComputeRunningProcesses, handle)
+        out = []
+        for p in running or ():
+            pid = int(p.pid)
+            facts = self._proc.facts(pid)
+            gi = getattr(p, "gpuInstanceId", _NO_INSTANCE)
+            ci = getattr(p, "computeInstanceId", _NO_INSTANCE)
+            used = getattr(p, "usedGpuMemory", None)
+            out.append(
+                ProcessInfo(
+                    gpu_index=index,
+                    pid=pid,
+                    user=facts.user,
+                    container=facts.container,
+                    name=facts.name,
+                    mem_used=int(used) if used is not None else None,
+                    cpu_affinity=facts.cpu_affinity,
+                    mig_uuid=by_instance.get((gi, ci)),
+                )
+            )
+        return out
+
+    def _xid_events(self, ts: float) -> list[Event]:
+        nv = self._nvml
+        if self._event_set is None:
+            return []
+        events: list[Event] = []
+        for _ in range(MAX_EVENTS_PER_SAMPLE):
+            try:
+                data = nv.nvmlEventSetWait(self._event_set, 0)  # 0 ms: never block the sample
+            except nv.NVMLError_Timeout:
+                break
+            except nv.NVMLError as e:
+                log.warning("XID event read failed", extra={"error": str(e)})
+                break
+            if not int(data.eventType) & nv.nvmlEventTypeXidCriticalError:
+                continue
+            try:
+                gpu_index: int | None = int(nv.nvmlDeviceGetIndex(data.device))
+            except nv.NVMLError:
+                gpu_index = None
+            code = int(data.eventData)
+            log.warning("XID event", extra={"gpu": gpu_index, "xid": code})
+            events.append(Event(ts=ts, type="xid", gpu_index=gpu_index, code=code, message=f"Xid {code}"))
+        return events
+
+    def sample(
+        self, ts: float
+    ) -> tuple[dict[int, dict[str, Value]], list[MigReading], list[ProcessInfo], list[Event]]:
+        """One reading of every GPU: per-GPU metrics, MIG memory, compute processes, new events."""
+        gpus: dict[int, dict[str, Value]] = {}
+        mig_readings: list[MigReading] = []
+        processes: list[ProcessInfo] = []
+        events = self._xid_events(ts)
+        for index, handle in enumerate(self._handles):
+            enabled = self._mig_enabled(index, handle)
+            if enabled != self._infos[index].mig_mode:
+                # What a GPU supports differs in and out of MIG mode (utilisation, for one): ask again.
+                self._unsupported = {
+                    key for key in self._unsupported if key[0] != index or key[1] == "mig_mode"
+                }
+                self._infos[index] = replace(self._infos[index], mig_mode=enabled)
+            gpus[index] = self.gpu_metrics(index, handle)
+            by_instance: dict[tuple[int, int], str] = {}
+            layout: list[tuple[str, str | None]] = []
+            if enabled:
+                for reading in self._mig_instances(index, handle):
+                    mig_readings.append(reading)
+                    by_instance[(reading.info.gi_id, reading.info.ci_id)] = reading.info.uuid
+                    layout.append((reading.info.uuid, reading.info.profile))
+            events += self._layout_event(ts, index, tuple(sorted(layout)))
+            processes += self._processes(index, handle, by_instance)
+        self._proc.forget_except({p.pid for p in processes})
+        return gpus, mig_readings, processes, events
+
+    def _layout_event(self, ts: float, index: int, layout: tuple[tuple[str, str | None], ...]) -> list[Event]:
+        before = self._mig_layout.get(index)
+        self._mig_layout[index] = layout
+        if before is None or before == layout:
+            return []  # the first look is the starting layout, not a change
+        profiles = ", ".join(sorted(p or "?" for _, p in layout)) or "none"
+        return [Event(ts=ts, type="mig_layout", gpu_index=index, message=f"MIG instances now: {profiles}")]

@@ -1,0 +1,295 @@
+"""The real shipper process against a tiny HTTP server on 127.0.0.1: signing, retries, drops, SIGTERM.
+
+Each test runs `python -m node_shipper --simulate ...` as a subprocess, the way the demo does.
+The server verifies every signature with gpulse.wire.signing and parses every body with
+gpulse.wire.batch, and answers from a per-test script (503, 429, 400, then 200).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpulse.errors import InvalidInput
+from gpulse.wire import batch, signing
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Request:
+    at: float  # server-side monotonic arrival time
+    node: str
+    batch_id: str
+    seq: int
+    doc: dict[str, Any]
+
+
+@dataclass
+class Ingest:
+    """What the fake ingest saw. `script(n)` answers the n-th request (0-based); default 200."""
+
+    secrets: dict[str, bytes]
+    script: Callable[[int], Answer | None] = lambda n: None
+    requests: list[Request] = field(default_factory=list)
+    stored: list[Request] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, headers: Any, body: bytes) -> Answer:
+        node = (headers.get(signing.HEADER_NODE) or "").partition("/")[2]
+        try:
+            ts = signing.parse_timestamp(headers.get(signing.HEADER_TIMESTAMP), time.time())
+            signing.verify(self.secrets[node], ts, body, headers.get(signing.HEADER_SIGNATURE))
+            doc = batch.parse(batch.inflate(body, headers.get("Content-Encoding")), now=time.time()).doc
+        except (InvalidInput, KeyError) as e:
+            self.problems.append(f"{node}: {e}")
+            return 401, {}, b'{"message":"refused by the test server"}'
+        with self.lock:
+            request = Request(time.monotonic(), node, doc["batch_id"], doc["seq"], doc)
+            answer = self.script(len(self.requests))
+            self.requests.append(request)
+            if answer is None:
+                self.stored.append(request)
+                return 200, {}, b'{"accepted":true}'
+            return answer
+
+    def stored_by_node(self) -> dict[str, list[Request]]:
+        out: dict[str, list[Request]] = {}
+        for r in self.stored:
+            out.setdefault(r.node, []).append(r)
+        return out
+
+
+@pytest.fixture
+def ingest(tmp_path: Path) -> Iterator[tuple[Ingest, str]]:
+    state = Ingest(secrets={f"node-0{i}": f"secret-of-node-0{i}".encode() for i in range(1, 9)})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            status, headers, payload = (
+                state.handle(self.headers, body) if self.path == "/v1/batches" else (404, {}, b"{}")
+            )
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    assert state.problems == []
+
+
+def _secrets_dir(tmp_path: Path, state: Ingest) -> Path:
+    d = tmp_path / "secrets"
+    d.mkdir()
+    for node, secret in state.secrets.items():
+        (d / node).write_bytes(secret + b"\n")
+        (d / node).chmod(0o600)
+    return d
+
+
+def _command(endpoint: str, tmp_path: Path, state: Ingest, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "node_shipper",
+        "--endpoint",
+        endpoint,
+        "--cluster",
+        "demo",
+        "--secrets-dir",
+        str(_secrets_dir(tmp_path, state)),
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--sim-gpus",
+        "2",
+        "--interval",
+        "0.25",
+        *extra,
+    ]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _stopped(stderr: str) -> dict[str, dict[str, int]]:
+    """node → the counters of its "shipper stopped" log line."""
+    out = {}
+    for line in stderr.splitlines():
+        if 'msg="shipper stopped"' in line:
+            fields = dict(re.findall(r"(\w+)=(\S+)", line))
+            out[fields["node"]] = {k: int(fields[k]) for k in ("samples", "batches", "sent", "pending")}
+    return out
+
+
+def _spooled(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "spool").glob("*/*.batch.gz"))
+
+
+def test_posts_signed_gzip_batches(ingest: tuple[Ingest, str], tmp_path: Path) -> None:
+    state, endpoint = ingest
+    cmd = _command(
+        endpoint, tmp_path, state, "--simulate", "healthy", "--sim-nodes", "2", "--batch-seconds", "1"
+    )
+    done = _run([*cmd, "--duration", "1.6"])
+    assert done.returncode == 0, done.stderr
+    assert "SIMULATED: 2 virtual nodes, scenario healthy — not real GPUs" in done.stdout
+    stopped = _stopped(done.stderr)
+    by_node = state.stored_by_node()
+    assert sorted(by_node) == ["node-01", "node-02"]
+    for node, stored in by_node.items():
+        assert [r.seq for r in stored] == list(range(stopped[node]["batches"]))
+        assert sum(len(r.doc["timestamps"]) for r in stored) == stopped[node]["samples"]
+        assert all(r.doc["shipper"]["simulated"] is True for r in stored)
+        assert all(r.doc["cluster"] == "demo" and len(r.doc["gpus"]) == 2 for r in stored)
+    assert len({r.batch_id for r in state.stored}) == len(state.stored)
+    assert _spooled(tmp_path) == []
+
+
+def test_503_then_200_stores_each_batch_once(ingest: tuple[Ingest, str], tmp_path: Path) -> None:
+    state, endpoint = ingest
+    state.script = lambda n: (503, {}, b'{"message":"busy"}') if n == 0 else None
+    cmd = _command(
+        endpoint, tmp_path, state, "--simulate", "healthy", "--sim-nodes", "1", "--batch-seconds", "1"
+    )
+    done = _run([*cmd, "--duration", "2.5"])
+    assert done.returncode == 0, done.stderr
+    batches = _stopped(done.stderr)["node-01"]["batches"]
+    assert sorted(r.seq for r in state.stored) == list(range(batches))
+    assert len(state.requests) == batches + 1  # the one 503, retried once
+    assert state.requests[0].batch_id == state.requests[1].batch_id
+    assert _spooled(tmp_path) == []
+
+
+def test_429_retry_after_is_honoured(ingest: tuple[Ingest, str], tmp_path: Path) -> None:
+    state, endpoint = ingest
+    state.script = lambda n: (429, {"Retry-After": "1"}, b'{"message":"slow down"}') if n == 0 else None
+    cmd = _command(
+        endpoint, tmp_path, state, "--simulate", "healthy", "--sim-nodes", "1", "--batch-seconds", "1"
+    )
+    done = _run([*cmd, "--duration", "1.5"])
+    assert done.returncode == 0, done.stderr
+    first, second = state.requests[0], state.requests[1]
+    assert first.batch_id == second.batch_id
+    assert second.at - first.at >= 1.0  # not before the server said
+    assert [r.batch_id for r in state.stored].count(first.batch_id) == 1
+    assert "retry_after=1.0" in done.stderr
+
+
+def test_400_is_dropped_not_retried(ingest: tuple[Ingest, str], tmp_path: Path) -> None:
+    state, endpoint = ingest
+    state.script = lambda n: (400, {}, b'{"message":"schema: nope"}') if n == 0 else None
+    cmd = _command(
+        endpoint, tmp_path, state, "--simulate", "healthy", "--sim-nodes", "1", "--batch-seconds", "1"
+    )
+    done = _run([*cmd, "--duration", "1.5"])
+    assert done.returncode == 0, done.stderr
+    refused = state.requests[0].batch_id
+    assert [r.batch_id for r in state.requests].count(refused) == 1
+    assert refused not in {r.batch_id for r in state.stored}
+    assert sorted(r.seq for r in state.stored) == list(range(1, _stopped(done.stderr)["node-01"]["batches"]))
+    assert 'msg="batch refused, dropped"' in done.stderr and "schema: nope" in done.stderr
+    assert _spooled(tmp_path) == []
+
+
+def test_sigterm_flushes_the_partial_batch_and_exits_0(ingest: tuple[Ingest, str], tmp_path: Path) -> None:
+    state, endpoint = ingest
+    cmd = _command(
+        endpoint,
+        tmp_path,
+        state,
+        "--simulate",
+        "demo",
+        "--sim-nodes",
+        "2",
+        "--batch-seconds",
+        "2",
+        "--drain-seconds",
+        "3",
+    )
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while len(state.stored_by_node()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(state.stored_by_node()) == 2, "no batch arrived"
+        time.sleep(0.6)  # a few samples into the next batch
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "reason=SIGTERM" in err
+    stopped = _stopped(err)
+    for node, stored in state.stored_by_node().items():
+        assert [r.seq for r in stored] == list(range(stopped[node]["batches"]))
+        # every sample taken reached the server: the partial batch was flushed, not lost
+        assert sum(len(r.doc["timestamps"]) for r in stored) == stopped[node]["samples"]
+        assert stopped[node]["pending"] == 0
+    assert _spooled(tmp_path) == []
+
+
+def _nvml_present() -> bool:
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+@pytest.mark.skipif(_nvml_present(), reason="this machine has NVML: the no-GPU refusal cannot be seen here")
+def test_without_gpus_and_simulate_exit_2(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    secret.chmod(0o600)
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "node_shipper",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--cluster",
+            "c1",
+            "--node",
+            "n1",
+            "--secret-file",
+            str(secret),
+            "--spool-dir",
+            str(tmp_path / "spool"),
+        ]
+    )
+    assert done.returncode == 2
+    assert "no GPU/NVML found" in done.stderr and "--simulate" in done.stderr
+    assert os.listdir(tmp_path) == ["secret"]  # refused before touching the spool

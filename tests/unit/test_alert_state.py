@@ -47,8 +47,9 @@ def test_pending_then_firing_then_resolved_each_announced_once() -> None:
     assert d.record.outbox.transition_id == f"{FP}:firing:1000"
     records[FP] = replace(records[FP], outbox=None, version=3)  # published and cleared
 
-    [d] = step(records, [cond(1000, ["node-03"])], now=1120)
-    assert (d.record.state, d.record.outbox, d.record.finding.nodes) == ("firing", None, ["node-03"])
+    [d] = step(records, [cond(1000, ["node-03"])], now=1120)  # what was announced stands
+    assert (d.record.state, d.record.outbox, d.record.finding.nodes) == ("firing", None, ["node-03", "node-06"])
+    assert d.record.finding.at == 1120
 
     [d] = step(records, [], now=1180)
     assert d.record.state == "resolved"

@@ -99,7 +99,10 @@ def decide(
         expected = rec.version if rec is not None else None
         version = (rec.version + 1) if rec is not None else 1
         if live is not None and live.state == "firing":
-            out.append(Decision(replace(live, finding=finding, version=version), expected))
+            # the announced summary and attribution stand (a resolve says what was announced);
+            # only the picture follows the data
+            kept = replace(live.finding, evidence=finding.evidence, at=now)
+            out.append(Decision(replace(live, finding=kept, version=version), expected))
         elif now - since >= rule.for_s:
             out.append(
                 Decision(

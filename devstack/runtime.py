@@ -1,0 +1,310 @@
+"""One function of the template, run locally the way Lambda runs it, with its event source.
+
+`python -m devstack.runtime FUNCTION --endpoint URL --port N` runs in its own process (as a
+Lambda container does), with exactly the environment the template gives the function, and
+imports the same `functions/<name>/app.py` handler that `sam build` packages:
+
+- an HttpApi event: an HTTP server on 127.0.0.1 that turns requests into API Gateway v2
+  (payload format 2.0) events and the handler's answer back into HTTP;
+- a Schedule event: the handler fired with an EventBridge scheduled event every rate/time_scale;
+- an SQS event: an event-source-mapping poller that deletes what succeeded and leaves the
+  `batchItemFailures` to come back after the visibility timeout (scaled like the schedule).
+
+One invocation at a time per process, as in one Lambda container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+
+from devstack.template import (
+    FunctionSpec,
+    HttpApiEvent,
+    ScheduleEvent,
+    SqsEvent,
+    deploy_local,
+    function_specs,
+    load_template,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+HTTP_API_MAX_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API payload limit
+LAMBDA_SYNC_MAX_BYTES = 6 * 1024 * 1024
+logger = logging.getLogger("devstack.runtime")
+
+
+@dataclass
+class LambdaContext:
+    """What the Lambda runtime hands a handler (the fields Powertools reads)."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_s: int
+    aws_request_id: str = ""
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = ""
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    _deadline: float = 0.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(int((self._deadline - time.monotonic()) * 1000), 0)
+
+
+class Function:
+    """A handler imported with its own environment, invoked one event at a time."""
+
+    def __init__(self, spec: FunctionSpec, region: str, account: str) -> None:
+        self.spec = spec
+        self.region, self.account = region, account
+        self.lock = threading.Lock()
+        path = ROOT / spec.code_uri / f"{spec.handler_module}.py"
+        module_spec = importlib.util.spec_from_file_location(f"{spec.logical_id}_{spec.handler_module}", path)
+        if module_spec is None or module_spec.loader is None:
+            raise SystemExit(f"cannot load handler module {path}")
+        module: ModuleType = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        self.handler: Callable[[dict[str, Any], Any], Any] = getattr(module, spec.handler_name)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        ctx = LambdaContext(
+            function_name=self.spec.logical_id,
+            memory_limit_in_mb=self.spec.memory,
+            timeout_s=self.spec.timeout,
+            aws_request_id=str(uuid.uuid4()),
+            invoked_function_arn=f"arn:aws:lambda:{self.region}:{self.account}:function:{self.spec.logical_id}",
+            log_group_name=f"/aws/lambda/{self.spec.logical_id}",
+            _deadline=time.monotonic() + self.spec.timeout,
+        )
+        with self.lock:
+            return self.handler(event, ctx)
+
+
+def http_api_event(method: str, path: str, query: str, headers: dict[str, str], body: bytes, route: str) -> dict[str, Any]:
+    """An API Gateway HTTP API payload-format-2.0 event, as Lambda receives it."""
+    now = datetime.now(UTC)
+    text_types = ("application/json", "text/")
+    ctype = headers.get("content-type", "")
+    binary = bool(body) and (headers.get("content-encoding") or not ctype.startswith(text_types))
+    return {
+        "version": "2.0",
+        "routeKey": route,
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": headers.get("host", "127.0.0.1"),
+            "domainPrefix": "local",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
+                     "userAgent": headers.get("user-agent", "")},
+            "requestId": uuid.uuid4().hex,
+            "routeKey": route,
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "body": base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace"),
+        "isBase64Encoded": bool(binary),
+    }
+
+
+def serve_http_api(fn: Function, routes: list[HttpApiEvent], port: int, stop: threading.Event) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # the handler logs; keep stderr quiet
+            pass
+
+        def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for k, v in headers.items():
+                if k.lower() not in ("content-length", "connection"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _handle(self) -> None:
+            path, _, query = self.path.partition("?")
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > HTTP_API_MAX_BYTES:
+                self._answer(413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"})
+                self.close_connection = True
+                return
+            body = self.rfile.read(length) if length else b""
+            route = next((r for r in routes if r.path == path and r.method in (self.command, "ANY")), None)
+            if route is None:
+                self._answer(404, b'{"message":"Not Found"}', {"Content-Type": "application/json"})
+                return
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            event = http_api_event(self.command, path, query, headers, body, f"{route.method} {route.path}")
+            if len(json.dumps(event)) > LAMBDA_SYNC_MAX_BYTES:  # what Lambda refuses before the handler
+                self._answer(413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"})
+                return
+            try:
+                result = fn.invoke(event)
+            except Exception:  # an unhandled error in a handler is API Gateway's 500, as in AWS
+                logger.exception("handler raised")
+                self._answer(500, b'{"message":"Internal Server Error"}', {"Content-Type": "application/json"})
+                return
+            out = result.get("body") or ""
+            raw = base64.b64decode(out) if result.get("isBase64Encoded") else str(out).encode()
+            self._answer(int(result.get("statusCode", 200)), raw, dict(result.get("headers") or {}))
+
+        do_POST = do_GET = do_PUT = do_DELETE = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"ready http://127.0.0.1:{server.server_address[1]}", flush=True)
+    stop.wait()
+    server.shutdown()
+
+
+def scheduled_event(region: str, account: str, rule: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:events:{region}:{account}:rule/{rule}"],
+        "detail": {},
+    }
+
+
+def run_schedule(fn: Function, ev: ScheduleEvent, time_scale: float, stop: threading.Event) -> None:
+    period = ev.rate_seconds / time_scale
+    print(f"ready schedule every {period:g}s", flush=True)
+    while not stop.wait(period):
+        try:
+            fn.invoke(scheduled_event(fn.region, fn.account, f"{fn.spec.logical_id}-{ev.name}"))
+        except Exception:  # as in AWS: the run fails, the next one comes on schedule
+            logger.exception("scheduled invocation failed")
+
+
+def poll_sqs(fn: Function, ev: SqsEvent, time_scale: float, stop: threading.Event) -> None:
+    sqs = boto3.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=ev.queue_url, AttributeNames=["QueueArn", "VisibilityTimeout"])[
+        "Attributes"
+    ]
+    queue_arn, visibility = arn["QueueArn"], int(arn["VisibilityTimeout"])
+    retry_after = max(int(visibility / time_scale), 1)
+    print(f"ready sqs {ev.queue_logical_id} batch={ev.batch_size}", flush=True)
+    while not stop.is_set():
+        got = sqs.receive_message(
+            QueueUrl=ev.queue_url,
+            MaxNumberOfMessages=ev.batch_size,
+            WaitTimeSeconds=1,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not got:
+            continue
+        records = [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {
+                    k: {
+                        "stringValue": v.get("StringValue"),
+                        "binaryValue": v.get("BinaryValue"),
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": v["DataType"],
+                    }
+                    for k, v in m.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": fn.region,
+            }
+            for m in got
+        ]
+        try:
+            result = fn.invoke({"Records": records}) or {}
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+            if failed and not ev.report_batch_item_failures:
+                failed = {m["MessageId"] for m in got}
+        except Exception:  # the whole batch failed: every message comes back
+            logger.exception("sqs invocation failed")
+            failed = {m["MessageId"] for m in got}
+        for m in got:
+            if m["MessageId"] in failed:
+                sqs.change_message_visibility(
+                    QueueUrl=ev.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=retry_after
+                )
+            else:
+                sqs.delete_message(QueueUrl=ev.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m devstack.runtime", description=__doc__.splitlines()[0])
+    ap.add_argument("function", help="logical id in template.yaml, e.g. IngestFunction")
+    ap.add_argument("--endpoint", required=True, help="the moto server, http://127.0.0.1:PORT")
+    ap.add_argument("--port", type=int, default=0, help="for an HttpApi function: the port to serve on")
+    ap.add_argument("--time-scale", type=float, default=1.0, help="schedules and SQS visibility run this much faster")
+    ap.add_argument("--param", action="append", default=[], help="template parameter override NAME=VALUE")
+    ap.add_argument("--template", default=str(ROOT / "template.yaml"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    os.environ["AWS_ENDPOINT_URL"] = args.endpoint
+    template = load_template(args.template)
+    params = dict(p.split("=", 1) for p in args.param)
+    deployment = deploy_local(
+        template, dynamodb=boto3.client("dynamodb"), sqs=boto3.client("sqs"), parameters=params
+    )
+    spec = function_specs(template, deployment)[args.function]
+    os.environ.update(spec.environment)  # exactly what the template gives this function
+    fn = Function(spec, deployment.region, deployment.account_id)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    threads = []
+    for ev in spec.events:
+        if isinstance(ev, HttpApiEvent):
+            continue
+        target: Any = run_schedule if isinstance(ev, ScheduleEvent) else poll_sqs
+        t = threading.Thread(target=target, args=(fn, ev, args.time_scale, stop), daemon=True)
+        t.start()
+        threads.append(t)
+    routes = [ev for ev in spec.events if isinstance(ev, HttpApiEvent)]
+    if routes:
+        serve_http_api(fn, routes, args.port, stop)
+    else:
+        stop.wait()
+    for t in threads:
+        t.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The local stack: gpulse whole on one machine, from the same template and the same handlers.
+
+moto in server mode on 127.0.0.1 is the AWS endpoint; tables and queues are created from
+template.yaml; each function runs in its own process (devstack.runtime) with the template's
+environment and its event source; a chat sink on 127.0.0.1 stands in for Slack and Jandi.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import boto3
+
+from devstack.chat_sink import ChatSink
+from devstack.template import LocalDeployment, deploy_local, function_specs, load_template
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE = "local"
+REGION = "us-east-1"
+FUNCTIONS = ("IngestFunction", "AnalyzeFunction", "AlertFunction")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """What every local process needs to reach moto instead of AWS (and never AWS)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+        "POWERTOOLS_DEV": "false",
+    }
+
+
+class LocalStack:
+    def __init__(self, run_dir: Path, *, time_scale: float = 1.0, sink_out: TextIO | None = sys.stdout) -> None:
+        self.run_dir = run_dir
+        self.time_scale = time_scale
+        self.sink = ChatSink(out=sink_out)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.endpoint = ""
+        self.api_url = ""
+        self.deployment: LocalDeployment | None = None
+        self._moto: object | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer  # heavy import, only when a stack really starts
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request log drowns the chat
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        port = free_port()
+        self._moto = server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        os.environ.update(aws_env(self.endpoint))
+        template = load_template(ROOT / "template.yaml")
+        self.deployment = deploy_local(
+            template,
+            dynamodb=boto3.client("dynamodb"),
+            sqs=boto3.client("sqs"),
+            parameters={"Stage": STAGE},
+        )
+        self.specs = function_specs(template, self.deployment)
+        self.sink.start()
+        ssm = boto3.client("ssm")
+        for kind, param in (("slack", "GPULSE_SLACK_WEBHOOK_PARAM"), ("jandi", "GPULSE_JANDI_WEBHOOK_PARAM")):
+            ssm.put_parameter(
+                Name=self.specs["AlertFunction"].environment[param],
+                Value=f"{self.sink.url}/{kind}/gpu-alerts",
+                Type="SecureString",
+                Overwrite=True,
+            )
+        api_port = free_port()
+        for name in FUNCTIONS:
+            self._spawn(name, api_port if name == "IngestFunction" else 0)
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        for name in FUNCTIONS:
+            self._wait_ready(name)
+
+    def _spawn(self, name: str, port: int) -> None:
+        log = open(self.run_dir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPULSE_")} | aws_env(self.endpoint)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "devstack.runtime", name, "--endpoint", self.endpoint, "--port", str(port),
+             "--time-scale", str(self.time_scale), "--param", f"Stage={STAGE}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def _wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        log = self.run_dir / "logs" / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b"ready " in log.read_bytes():
+                return
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited during start-up; see {log}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not start within {timeout:.0f} s; see {log}")
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.sink.stop()
+        if self._moto is not None:
+            self._moto.stop()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- operator actions --------------------------------------------------------------------------
+
+    def register_node(self, cluster: str, node: str, secrets_dir: Path) -> None:
+        """Give a node its signing secret: a SecureString for ingest, a 0600 file for the shipper."""
+        secret = secrets.token_hex(32)
+        prefix = self.specs["IngestFunction"].environment["GPULSE_NODE_SECRETS_PREFIX"]
+        boto3.client("ssm").put_parameter(
+            Name=f"{prefix}/{cluster}/{node}", Value=secret, Type="SecureString", Overwrite=True
+        )
+        secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = secrets_dir / node
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret)
+
+    def table(self, logical_id: str) -> str:
+        assert self.deployment is not None
+        return self.deployment.tables[logical_id]
+
+    def queue_url(self, logical_id: str) -> str:
+        assert self.deployment is not None
+        return self.deployment.queues[logical_id]["url"]

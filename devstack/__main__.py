@@ -13,9 +13,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gpulse-local")
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="an 8-node simulated cluster; alerts arrive in the chat sink")
-    demo.add_argument("--time-scale", type=float, default=4.0, help="schedules run this much faster (default 4)")
+    demo.add_argument(
+        "--time-scale", type=float, default=4.0, help="schedules run this much faster (default 4)"
+    )
     demo.add_argument("--max-seconds", type=int, default=200, help="stop after this long at the latest")
-    demo.add_argument("--real", action="store_true", help="ship this machine's real GPUs instead of simulating")
+    demo.add_argument(
+        "--real", action="store_true", help="ship this machine's real GPUs instead of simulating"
+    )
     demo.add_argument("--run-dir", default=".gpulse-local", help="logs, spool and secrets of this run")
     args = ap.parse_args(argv)
     plan = DemoPlan(time_scale=args.time_scale, max_s=args.max_seconds, real=args.real)

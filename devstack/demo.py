@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -51,11 +52,13 @@ def headline(message: dict[str, Any]) -> str:
 
 def expected_done(messages: list[dict[str, Any]], rules: tuple[str, ...]) -> bool:
     """Every rule fired and resolved, in both formats."""
-    seen = {(m["kind"], "RESOLVED" in headline(m).upper(), r) for m in messages for r in rules if r in headline(m)}
+    seen = {
+        (m["kind"], "RESOLVED" in headline(m).upper(), r) for m in messages for r in rules if r in headline(m)
+    }
     return all((k, True, r) in seen for k in ("slack", "jandi") for r in rules)
 
 
-def _echo_banner(log: Path, say: Any, timeout_s: float = 10.0) -> None:
+def _echo_banner(log: Path, say: Callable[[str], None], timeout_s: float = 10.0) -> None:
     """Show the shipper's first line (it says whether the GPUs are real or simulated)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -70,15 +73,21 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
     """Run the demo; returns the chat messages received, in order."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    say = lambda text: print(f"\033[1m[gpulse demo +{time.monotonic() - t0:5.1f}s]\033[0m {text}", file=out, flush=True)  # noqa: E731
     t0 = time.monotonic()
-    say("starting moto (127.0.0.1), tables and queues from template.yaml, the three functions, the chat sink …")
+    bold = ("\033[1m", "\033[0m") if out.isatty() else ("", "")
+
+    def say(text: str) -> None:
+        print(f"{bold[0]}[gpulse demo +{time.monotonic() - t0:5.1f}s]{bold[1]} {text}", file=out, flush=True)
+
+    say("starting moto on 127.0.0.1, tables and queues from template.yaml, the functions, the chat sink")
     stack = LocalStack(run_dir, time_scale=plan.time_scale, sink_out=out)
     shipper: subprocess.Popen[bytes] | None = None
     try:
         stack.start()
-        say(f"HTTP API {stack.api_url}/v1/batches · chat sink {stack.sink.url} · analyze every "
-            f"{60 / plan.time_scale:g}s (time scale ×{plan.time_scale:g}) · logs in {run_dir}/logs")
+        say(
+            f"HTTP API {stack.api_url}/v1/batches · chat sink {stack.sink.url} · analyze every "
+            f"{60 / plan.time_scale:g}s (time scale ×{plan.time_scale:g}) · logs in {run_dir}/logs"
+        )
         for rule, params in plan.params().items():
             put_rule_params(stack.table("ConfigTable"), rule, params, who="demo")
         say(f"rule parameters for the demo, in the config table: {plan.params()}")
@@ -90,22 +99,52 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
         else:
             for i in range(1, plan.nodes + 1):
                 stack.register_node(CLUSTER, f"node-{i:02d}", secrets_dir)
-            cmd = ["--cluster", CLUSTER, "--simulate", "demo", "--sim-nodes", str(plan.nodes),
-                   "--sim-gpus", str(plan.gpus), "--secrets-dir", str(secrets_dir),
-                   "--fault-start", str(plan.fault_start_s), "--fault-end", str(plan.fault_end_s)]
+            cmd = [
+                "--cluster",
+                CLUSTER,
+                "--simulate",
+                "demo",
+                "--sim-nodes",
+                str(plan.nodes),
+                "--sim-gpus",
+                str(plan.gpus),
+                "--secrets-dir",
+                str(secrets_dir),
+                "--fault-start",
+                str(plan.fault_start_s),
+                "--fault-end",
+                str(plan.fault_end_s),
+            ]
         shipper_log = open(run_dir / "logs" / "shipper.log", "wb")  # noqa: SIM115 - closed with the process
         shipper = subprocess.Popen(
-            [sys.executable, "-m", "node_shipper", "--endpoint", stack.api_url, "--batch-seconds", str(plan.batch_s),
-             "--spool-dir", str(run_dir / "spool"), "--duration", str(plan.max_s), *cmd],
-            cwd=ROOT, env=dict(os.environ), stdout=shipper_log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "node_shipper",
+                "--endpoint",
+                stack.api_url,
+                "--batch-seconds",
+                str(plan.batch_s),
+                "--spool-dir",
+                str(run_dir / "spool"),
+                "--duration",
+                str(plan.max_s),
+                *cmd,
+            ],
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=shipper_log,
+            stderr=subprocess.STDOUT,
         )
         ship_start = time.monotonic()
         ship_epoch = time.time()
         _echo_banner(run_dir / "logs" / "shipper.log", say)
         if not plan.real:
-            say(f"shipping {plan.nodes} simulated nodes × {plan.gpus} GPUs (cluster {CLUSTER!r}), a batch every "
-                f"{plan.batch_s}s. At +{plan.fault_start_s}s node-03 and node-06 fall idle and bob holds node-05 "
-                f"GPU 7 idle; at +{plan.fault_end_s}s all recovers.")
+            say(
+                f"shipping {plan.nodes} simulated nodes × {plan.gpus} GPUs (cluster {CLUSTER!r}), "
+                f"a batch every {plan.batch_s}s. At +{plan.fault_start_s}s node-03 and node-06 fall "
+                f"idle and bob holds node-05 GPU 7 idle; at +{plan.fault_end_s}s all recovers."
+            )
         rules = ("Cross-node imbalance", "GPU held but idle")
         while time.monotonic() - ship_start < plan.max_s:
             time.sleep(1)
@@ -122,13 +161,19 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
         for m in messages:
             print(f"   +{m['received_at'] - ship_epoch:6.1f}s  {m['kind']:<6} {headline(m)[:88]}", file=out)
         done = expected_done(messages, rules)
-        print(f"   {len(messages)} chat messages; "
-              f"{'every alert fired and resolved, in both formats' if done else 'not every alert arrived'}",
-              file=out)
+        print(
+            f"   {len(messages)} chat messages; "
+            f"{'every alert fired and resolved, in both formats' if done else 'not every alert arrived'}",
+            file=out,
+        )
         if not plan.real:
-            print(f"   faults began at +{plan.fault_start_s}s and ended at +{plan.fault_end_s}s; rules' `for` "
-                  f"was {plan.for_s}s, analyze ran every {60 / plan.time_scale:g}s, batches every {plan.batch_s}s",
-                  file=out, flush=True)
+            print(
+                f"   faults began at +{plan.fault_start_s}s and ended at +{plan.fault_end_s}s; rules' `for` "
+                f"was {plan.for_s}s, analyze ran every {60 / plan.time_scale:g}s, "
+                f"batches every {plan.batch_s}s",
+                file=out,
+                flush=True,
+            )
         return messages
     finally:
         if shipper is not None and shipper.poll() is None:

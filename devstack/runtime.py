@@ -99,7 +99,9 @@ class Function:
             return self.handler(event, ctx)
 
 
-def http_api_event(method: str, path: str, query: str, headers: dict[str, str], body: bytes, route: str) -> dict[str, Any]:
+def http_api_event(
+    method: str, path: str, query: str, headers: dict[str, str], body: bytes, route: str
+) -> dict[str, Any]:
     """An API Gateway HTTP API payload-format-2.0 event, as Lambda receives it."""
     now = datetime.now(UTC)
     text_types = ("application/json", "text/")
@@ -116,8 +118,13 @@ def http_api_event(method: str, path: str, query: str, headers: dict[str, str], 
             "apiId": "local",
             "domainName": headers.get("host", "127.0.0.1"),
             "domainPrefix": "local",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
-                     "userAgent": headers.get("user-agent", "")},
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("user-agent", ""),
+            },
             "requestId": uuid.uuid4().hex,
             "routeKey": route,
             "stage": "$default",
@@ -149,7 +156,9 @@ def serve_http_api(fn: Function, routes: list[HttpApiEvent], port: int, stop: th
             path, _, query = self.path.partition("?")
             length = int(self.headers.get("Content-Length") or 0)
             if length > HTTP_API_MAX_BYTES:
-                self._answer(413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"})
+                self._answer(
+                    413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"}
+                )
                 self.close_connection = True
                 return
             body = self.rfile.read(length) if length else b""
@@ -160,13 +169,17 @@ def serve_http_api(fn: Function, routes: list[HttpApiEvent], port: int, stop: th
             headers = {k.lower(): v for k, v in self.headers.items()}
             event = http_api_event(self.command, path, query, headers, body, f"{route.method} {route.path}")
             if len(json.dumps(event)) > LAMBDA_SYNC_MAX_BYTES:  # what Lambda refuses before the handler
-                self._answer(413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"})
+                self._answer(
+                    413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"}
+                )
                 return
             try:
                 result = fn.invoke(event)
             except Exception:  # an unhandled error in a handler is API Gateway's 500, as in AWS
                 logger.exception("handler raised")
-                self._answer(500, b'{"message":"Internal Server Error"}', {"Content-Type": "application/json"})
+                self._answer(
+                    500, b'{"message":"Internal Server Error"}', {"Content-Type": "application/json"}
+                )
                 return
             out = result.get("body") or ""
             raw = base64.b64decode(out) if result.get("isBase64Encoded") else str(out).encode()
@@ -269,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("function", help="logical id in template.yaml, e.g. IngestFunction")
     ap.add_argument("--endpoint", required=True, help="the moto server, http://127.0.0.1:PORT")
     ap.add_argument("--port", type=int, default=0, help="for an HttpApi function: the port to serve on")
-    ap.add_argument("--time-scale", type=float, default=1.0, help="schedules and SQS visibility run this much faster")
+    ap.add_argument(
+        "--time-scale", type=float, default=1.0, help="schedules and SQS visibility run this much faster"
+    )
     ap.add_argument("--param", action="append", default=[], help="template parameter override NAME=VALUE")
     ap.add_argument("--template", default=str(ROOT / "template.yaml"))
     args = ap.parse_args(argv)

@@ -50,7 +50,9 @@ def aws_env(endpoint: str) -> dict[str, str]:
 
 
 class LocalStack:
-    def __init__(self, run_dir: Path, *, time_scale: float = 1.0, sink_out: TextIO | None = sys.stdout) -> None:
+    def __init__(
+        self, run_dir: Path, *, time_scale: float = 1.0, sink_out: TextIO | None = sys.stdout
+    ) -> None:
         self.run_dir = run_dir
         self.time_scale = time_scale
         self.sink = ChatSink(out=sink_out)
@@ -101,8 +103,20 @@ class LocalStack:
         log = open(self.run_dir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPULSE_")} | aws_env(self.endpoint)
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "devstack.runtime", name, "--endpoint", self.endpoint, "--port", str(port),
-             "--time-scale", str(self.time_scale), "--param", f"Stage={STAGE}"],
+            [
+                sys.executable,
+                "-m",
+                "devstack.runtime",
+                name,
+                "--endpoint",
+                self.endpoint,
+                "--port",
+                str(port),
+                "--time-scale",
+                str(self.time_scale),
+                "--param",
+                f"Stage={STAGE}",
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,

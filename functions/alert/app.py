@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -46,7 +47,9 @@ def default_route() -> list[Channel]:
     if jandi:
         channels.append(JandiWebhook("jandi-default", jandi, session))
     if not channels:
-        raise ConfigurationError(f"neither {SLACK_PARAM} nor {JANDI_PARAM} is set in SSM: no channel to alert")
+        raise ConfigurationError(
+            f"neither {SLACK_PARAM} nor {JANDI_PARAM} is set in SSM: no channel to alert"
+        )
     return channels
 
 
@@ -60,7 +63,9 @@ def record_handler(record: SQSRecord) -> None:
         dead.put(record.body, f"unreadable finding: {e}", None)
         telemetry.emit(metrics, "MessagesDeadLettered")
         return
-    logger.append_keys(cluster=finding.cluster, rule=finding.rule, state=finding.state, fingerprint=finding.fingerprint)
+    logger.append_keys(
+        cluster=finding.cluster, rule=finding.rule, state=finding.state, fingerprint=finding.fingerprint
+    )
     delivered = deliver(finding, default_route(), sent, dead)
     if delivered:
         telemetry.emit(metrics, "MessagesDelivered", len(delivered))
@@ -70,5 +75,7 @@ def record_handler(record: SQSRecord) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -126,7 +126,9 @@ class Analyzer:
         report.state_s = time.perf_counter() - t3
         return report
 
-    def settle(self, cluster: str, conditions: list[Condition], rules: dict[str, Rule], now: float) -> list[Finding]:
+    def settle(
+        self, cluster: str, conditions: list[Condition], rules: dict[str, Rule], now: float
+    ) -> list[Finding]:
         """Apply the state machine's decisions, then publish and clear every outbox."""
         records = self.records.load(cluster)
         for d in decide(cluster, conditions, records, rules, now):

@@ -61,12 +61,12 @@ def signer(headers: dict[str, str]) -> tuple[str, str]:
     return cluster, node
 
 
-def verify_request(
-    body: bytes, headers: dict[str, str], *, secrets: SecretSource, now: float
-) -> Verified:
+def verify_request(body: bytes, headers: dict[str, str], *, secrets: SecretSource, now: float) -> Verified:
     """Authenticate and validate one request. `headers` must have lower-case names."""
     if len(body) > wire.MAX_BODY_BYTES:
-        raise InvalidInput(f"body is {len(body)} bytes; the limit is {wire.MAX_BODY_BYTES} as sent", status=413)
+        raise InvalidInput(
+            f"body is {len(body)} bytes; the limit is {wire.MAX_BODY_BYTES} as sent", status=413
+        )
     cluster, node = signer(headers)
     timestamp = signing.parse_timestamp(headers.get(signing.HEADER_TIMESTAMP), now)
     secret = secrets.node_secret(cluster, node)

@@ -127,7 +127,13 @@ class SeriesStore:
             else:
                 self.client.transact_write_items(
                     TransactItems=[
-                        {"Put": {"TableName": self.table, "Item": it, "ConditionExpression": "attribute_not_exists(pk)"}}
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": it,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        }
                         for it in items
                     ]
                 )
@@ -140,9 +146,11 @@ class SeriesStore:
         self._touch_registry(batch, expires)
         return len(items)
 
-    def _chunk_item(self, batch: Batch, piece: dict[str, Any], data: bytes, part: int, expires: int) -> dict[str, Any]:
+    def _chunk_item(
+        self, batch: Batch, piece: dict[str, Any], data: bytes, part: int, expires: int
+    ) -> dict[str, Any]:
         ts = piece["timestamps"]
-        t_last_ms = int(round(ts[-1] * 1000))
+        t_last_ms = round(ts[-1] * 1000)
         item: dict[str, Any] = {
             "pk": {"S": f"{batch.cluster}#{bucket_of(ts[-1])}"},
             "sk": {"S": f"{t_last_ms:013d}#{batch.node}#{batch.batch_id}#{part}"},

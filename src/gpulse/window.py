@@ -63,7 +63,7 @@ def build_window(
     node_groups: dict[str, str | None] | None = None,
 ) -> Window:
     """Bin `chunks` (any order, any overlap) into the window (end - span_s, end]."""
-    bins = max(int(round(span_s / step)), 1)
+    bins = max(round(span_s / step), 1)
     start = end - bins * step
     nodes = sorted({c.node for c in chunks})
     node_row = {n: i for i, n in enumerate(nodes)}
@@ -101,9 +101,10 @@ def build_window(
             for name, values in g.metrics.items():
                 gpu.add(name, gr * bins + bi, values[inside])
         for p in c.processes:
-            gr = gpu_row.get((c.node, p["gpu_index"]))
-            if gr is None:
+            row = gpu_row.get((c.node, p["gpu_index"]))
+            if row is None:
                 continue
+            gr = row
             lo = max(int(np.floor((p["first_seen"] - start) / step)), 0)
             hi = min(int(np.floor((p["last_seen"] - start) / step)), bins - 1)
             if lo <= hi:
@@ -121,8 +122,8 @@ def build_window(
             )
 
     gpu_processes: list[list[ProcessSeen]] = [[] for _ in gpu_keys]
-    for (gr, _pid), p in sorted(procs.items()):
-        gpu_processes[gr].append(p)
+    for (gr, _pid), seen_proc in sorted(procs.items()):
+        gpu_processes[gr].append(seen_proc)
     return Window(
         cluster=cluster,
         start=start,

@@ -10,6 +10,7 @@ import pytest
 from devstack.demo import DemoPlan, headline, run_demo
 
 pytestmark = pytest.mark.e2e
+BOB = "node-05 GPU 7 held by bob (container 001547062189, jupyter)"
 
 # analyze every 5 s, batches every 5 s, faults from +15 s to +60 s. `for` is 20 s: longer than the
 # simulated job's ~8 s start-up (process present, GPU near 0 %), which a shorter `for` rightly reports.
@@ -28,18 +29,30 @@ def test_imbalance_and_idle_held_fire_and_resolve_in_both_formats(tmp_path: Path
     expected = {
         ("slack", "🟠 [FIRING] Cross-node imbalance — 2 of 8 nodes in demo at 0 % GPU utilisation"),
         ("jandi", "[FIRING] Cross-node imbalance — 2 of 8 nodes in demo at 0 % GPU utilisation"),
-        ("slack", "🟠 [FIRING] GPU held but idle — node-05 GPU 7 held by bob (container 001547062189, jupyter)"),
-        ("jandi", "[FIRING] GPU held but idle — node-05 GPU 7 held by bob (container 001547062189, jupyter)"),
+        (
+            "slack",
+            f"🟠 [FIRING] GPU held but idle — {BOB}",
+        ),
+        ("jandi", f"[FIRING] GPU held but idle — {BOB}"),
         ("slack", "✅ [RESOLVED] Cross-node imbalance — was: 2 of 8 nodes in demo at 0 % GPU utilisation"),
         ("jandi", "[RESOLVED] Cross-node imbalance — was: 2 of 8 nodes in demo at 0 % GPU utilisation"),
-        ("slack", "✅ [RESOLVED] GPU held but idle — was: node-05 GPU 7 held by bob (container 001547062189, jupyter)"),
-        ("jandi", "[RESOLVED] GPU held but idle — was: node-05 GPU 7 held by bob (container 001547062189, jupyter)"),
+        (
+            "slack",
+            f"✅ [RESOLVED] GPU held but idle — was: {BOB}",
+        ),
+        (
+            "jandi",
+            f"[RESOLVED] GPU held but idle — was: {BOB}",
+        ),
     }
     assert len(got) == 8 and set(got) == expected  # each exactly once
     imbalance = [m for m in messages if "Cross-node imbalance" in headline(m)]
     assert all("node-03, node-06" in headline(m) for m in imbalance)
     for kind in ("slack", "jandi"):  # each alert resolved after it fired
         for title in ("Cross-node imbalance", "GPU held but idle"):
-            times = {("RESOLVED" in headline(m)): m["received_at"] for m in messages
-                     if m["kind"] == kind and title in headline(m)}
+            times = {
+                ("RESOLVED" in headline(m)): m["received_at"]
+                for m in messages
+                if m["kind"] == kind and title in headline(m)
+            }
             assert times[False] < times[True]

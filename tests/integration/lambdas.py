@@ -43,7 +43,9 @@ def deploy(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> LocalDeployment:
     )
 
 
-def load_function(logical_id: str, deployment: LocalDeployment, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def load_function(
+    logical_id: str, deployment: LocalDeployment, monkeypatch: pytest.MonkeyPatch
+) -> ModuleType:
     """Import functions/<x>/app.py fresh, with exactly the template's environment for it."""
     spec = function_specs(load_template(ROOT / "template.yaml"), deployment)[logical_id]
     for k in [k for k in os.environ if k.startswith("GPULSE_")]:

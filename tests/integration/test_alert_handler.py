@@ -26,9 +26,23 @@ def alert(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[M
     env = env_of("AlertFunction", deployment)
     with ChatSink(out=None) as sink:
         ssm = boto3.client("ssm")
-        ssm.put_parameter(Name=env["GPULSE_SLACK_WEBHOOK_PARAM"], Value=f"{sink.url}/slack/ops", Type="SecureString", Overwrite=True)
-        ssm.put_parameter(Name=env["GPULSE_JANDI_WEBHOOK_PARAM"], Value=f"{sink.url}/jandi/ops", Type="SecureString", Overwrite=True)
-        yield load_function("AlertFunction", deployment, monkeypatch), sink, deployment.queues["FindingsDLQ"]["url"]
+        ssm.put_parameter(
+            Name=env["GPULSE_SLACK_WEBHOOK_PARAM"],
+            Value=f"{sink.url}/slack/ops",
+            Type="SecureString",
+            Overwrite=True,
+        )
+        ssm.put_parameter(
+            Name=env["GPULSE_JANDI_WEBHOOK_PARAM"],
+            Value=f"{sink.url}/jandi/ops",
+            Type="SecureString",
+            Overwrite=True,
+        )
+        yield (
+            load_function("AlertFunction", deployment, monkeypatch),
+            sink,
+            deployment.queues["FindingsDLQ"]["url"],
+        )
 
 
 def sqs_event(*bodies: str) -> dict[str, Any]:
@@ -96,7 +110,9 @@ def test_an_unreadable_message_is_dead_lettered_not_retried(alert: tuple[ModuleT
     assert module.handler(sqs_event("{not json"), FakeContext()) == {"batchItemFailures": []}
     [dead] = dead_letters(dlq)
     assert dead["Body"] == "{not json"
-    assert dead["MessageAttributes"]["reason"]["StringValue"].startswith("unreadable finding: finding is not JSON")
+    assert dead["MessageAttributes"]["reason"]["StringValue"].startswith(
+        "unreadable finding: finding is not JSON"
+    )
     assert sink.messages() == []
 
 

@@ -35,15 +35,21 @@ def ship(store: SeriesStore, start: float, seconds: int, *, faulty: bool) -> Non
             procs: list[dict[str, Any]] = []
             if faulty and node == "node-05":
                 util[3], mem[3] = [0.0] * 30, [22 * GIB] * 30
-                procs = [{**BOB, "gpu_index": 3, "mem_used": 22 * GIB, "first_seen": t0, "last_seen": t0 + 29}]
-            store.put_batch(Batch(batch_doc(node=node, t0=t0, n=30, gpus=GPUS, util=util, mem_used=mem, processes=procs)))
+                procs = [
+                    {**BOB, "gpu_index": 3, "mem_used": 22 * GIB, "first_seen": t0, "last_seen": t0 + 29}
+                ]
+            store.put_batch(
+                Batch(batch_doc(node=node, t0=t0, n=30, gpus=GPUS, util=util, mem_used=mem, processes=procs))
+            )
 
 
 def findings(queue_url: str) -> list[Finding]:
     sqs = boto3.client("sqs")
     out = []
     while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
         if not got:
             return sorted(out, key=lambda f: (f.rule, f.state))
         for m in got:
@@ -56,7 +62,9 @@ def invoke(module: ModuleType) -> dict[str, Any]:
     return result
 
 
-def test_imbalance_and_idle_held_fire_once_then_resolve(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imbalance_and_idle_held_fire_once_then_resolve(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     deployment = deploy(moto_server, monkeypatch)
     store = SeriesStore(deployment.tables["SeriesTable"])
     queue = deployment.queues["FindingsQueue"]["url"]
@@ -74,17 +82,25 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(moto_server: str, monkey
     assert (imbalance.rule, imbalance.state, imbalance.cluster) == ("imbalance", "firing", "c1")
     assert imbalance.nodes == ["node-03", "node-06"]
     assert imbalance.since == start + 90
-    assert imbalance.summary.startswith("2 of 8 nodes in c1 at 1 % GPU utilisation while their peers run at 90 %")
+    assert imbalance.summary.startswith(
+        "2 of 8 nodes in c1 at 1 % GPU utilisation while their peers run at 90 %"
+    )
     assert [r.label for r in imbalance.evidence.rows if r.flagged] == ["node-03", "node-06"]  # type: ignore[union-attr]
     assert (idle.rule, idle.state, idle.gpus, idle.users, idle.containers) == (
-        "idle_held", "firing", ["node-05/3"], ["bob"], [BOB["container"]]
+        "idle_held",
+        "firing",
+        ["node-05/3"],
+        ["bob"],
+        [BOB["container"]],
     )
     assert idle.since == start + 90
 
     assert invoke(analyze) == {"clusters": 1, "published": 0}  # still firing: nothing new to say
     assert findings(queue) == []
 
-    ship(store, start + 240, 60, faulty=False)  # recovery (in the future of `now`: the window follows the data)
+    ship(
+        store, start + 240, 60, faulty=False
+    )  # recovery (in the future of `now`: the window follows the data)
     monkeypatch.setattr(time, "time", lambda: start + 300 + 5)
     assert invoke(analyze) == {"clusters": 1, "published": 2}
     resolved = findings(queue)
@@ -95,4 +111,6 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(moto_server: str, monkey
         ]
     )
     state_items = boto3.client("dynamodb").scan(TableName=deployment.tables["StateTable"])["Items"]
-    assert [json.loads(i["finding"]["S"])["rule"] for i in state_items if i["pk"]["S"].startswith("alert#")] == []
+    assert [
+        json.loads(i["finding"]["S"])["rule"] for i in state_items if i["pk"]["S"].startswith("alert#")
+    ] == []

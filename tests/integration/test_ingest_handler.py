@@ -25,13 +25,17 @@ SECRET = "node-01-secret"
 def ingest(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, str]]:
     deployment = deploy(moto_server, monkeypatch)
     prefix = env_of("IngestFunction", deployment)["GPULSE_NODE_SECRETS_PREFIX"]
-    boto3.client("ssm").put_parameter(Name=f"{prefix}/c1/node-01", Value=SECRET, Type="SecureString", Overwrite=True)
+    boto3.client("ssm").put_parameter(
+        Name=f"{prefix}/c1/node-01", Value=SECRET, Type="SecureString", Overwrite=True
+    )
     yield load_function("IngestFunction", deployment, monkeypatch), deployment.tables["SeriesTable"]
 
 
 def post(module: ModuleType, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
     event = load_event("ingest_batch")
-    event["headers"] = {k: v for k, v in event["headers"].items() if not k.startswith("x-gpulse") and k != "content-encoding"} | headers
+    event["headers"] = {
+        k: v for k, v in event["headers"].items() if not k.startswith("x-gpulse") and k != "content-encoding"
+    } | headers
     event["headers"]["content-length"] = str(len(body))
     event["body"] = base64.b64encode(body).decode()
     resp = module.handler(event, FakeContext())
@@ -47,7 +51,10 @@ def test_sample_event_shape_is_accepted_once_resigned(ingest: tuple[ModuleType, 
     module, table = ingest
     doc = batch_doc(t0=time.time() - 20)
     status, body = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
-    assert (status, body) == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False})
+    assert (status, body) == (
+        200,
+        {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False},
+    )
     [item] = chunks(table)
     assert item["batch_id"]["S"] == doc["batch_id"]
     assert item["node"]["S"] == "node-01"
@@ -59,7 +66,9 @@ def test_replay_is_stored_once_with_the_same_answer(ingest: tuple[ModuleType, st
     doc = batch_doc(t0=time.time() - 20)
     first = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
     again = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
-    assert first == again == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False})
+    assert (
+        first == again == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False})
+    )
     assert len(chunks(table)) == 1
 
 
@@ -78,7 +87,11 @@ def test_same_batch_id_other_content_is_409(ingest: tuple[ModuleType, str]) -> N
     [
         ("bad_signature", 401, "signature does not match the body for this node's secret"),
         ("schema", 400, "schema: data.timestamps[0] must be bigger than or equal to 1000000000"),
-        ("not_gzip", 400, "body is not valid gzip: Error -3 while decompressing data: incorrect header check"),
+        (
+            "not_gzip",
+            400,
+            "body is not valid gzip: Error -3 while decompressing data: incorrect header check",
+        ),
         ("oversized", 413, "body is 1048577 bytes; the limit is 1048576 as sent"),
     ],
 )

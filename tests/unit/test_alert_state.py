@@ -38,7 +38,12 @@ def step(records: dict[str, AlertRecord], conditions: list[Condition], now: floa
 def test_pending_then_firing_then_resolved_each_announced_once() -> None:
     records: dict[str, AlertRecord] = {}
     [d] = step(records, [cond(1000)], now=1030)
-    assert (d.record.state, d.record.since, d.record.outbox, d.expected_version) == ("pending", 1000, None, None)
+    assert (d.record.state, d.record.since, d.record.outbox, d.expected_version) == (
+        "pending",
+        1000,
+        None,
+        None,
+    )
 
     [d] = step(records, [cond(1000)], now=1060)
     assert (d.record.state, d.expected_version, d.record.version) == ("firing", 1, 2)
@@ -48,7 +53,11 @@ def test_pending_then_firing_then_resolved_each_announced_once() -> None:
     records[FP] = replace(records[FP], outbox=None, version=3)  # published and cleared
 
     [d] = step(records, [cond(1000, ["node-03"])], now=1120)  # what was announced stands
-    assert (d.record.state, d.record.outbox, d.record.finding.nodes) == ("firing", None, ["node-03", "node-06"])
+    assert (d.record.state, d.record.outbox, d.record.finding.nodes) == (
+        "firing",
+        None,
+        ["node-03", "node-06"],
+    )
     assert d.record.finding.at == 1120
 
     [d] = step(records, [], now=1180)

@@ -90,7 +90,10 @@ def test_malformed_auth_headers_are_401(header: str, value: str, message: str) -
 def test_oversized_body_is_413_before_anything_else() -> None:
     body = b"\0" * (wire.MAX_BODY_BYTES + 1)
     e = reject(body, {})  # no headers at all: size is checked first
-    assert (e.status, str(e)) == (413, f"body is {len(body)} bytes; the limit is {wire.MAX_BODY_BYTES} as sent")
+    assert (e.status, str(e)) == (
+        413,
+        f"body is {len(body)} bytes; the limit is {wire.MAX_BODY_BYTES} as sent",
+    )
 
 
 def test_gzip_bomb_is_413() -> None:

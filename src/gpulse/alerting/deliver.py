@@ -7,7 +7,6 @@ webhook is not retried: the finding goes to the dead-letter queue with the reaso
 
 from __future__ import annotations
 
-
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -109,6 +108,3 @@ def deliver(finding: Finding, channels: Sequence[Channel], sent: SentLog, dead: 
         sent.record(tid, ch.name, "delivered")
         delivered.append(ch.name)
     return delivered
-
-
-

@@ -6,7 +6,6 @@ cannot both announce a transition: the loser's write fails and it leaves that al
 
 from __future__ import annotations
 
-
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -118,6 +117,3 @@ def finding_message(f: Finding) -> dict[str, Any]:
             "cluster": {"DataType": "String", "StringValue": f.cluster},
         },
     }
-
-
-

@@ -113,7 +113,9 @@ def decide(
         else:
             outbox = rec.outbox if rec is not None else None  # an unpublished resolve still goes out
             out.append(
-                Decision(AlertRecord(cluster, fp, cond.rule, "pending", since, finding, version, outbox), expected)
+                Decision(
+                    AlertRecord(cluster, fp, cond.rule, "pending", since, finding, version, outbox), expected
+                )
             )
     for fp, rec in records.items():
         if fp in active:
@@ -122,5 +124,9 @@ def decide(
             out.append(Decision(rec, rec.version, delete=True))
         elif rec.state == "firing":
             resolved = with_state(rec.finding, "resolved", now)
-            out.append(Decision(replace(rec, state="resolved", outbox=resolved, version=rec.version + 1), rec.version))
+            out.append(
+                Decision(
+                    replace(rec, state="resolved", outbox=resolved, version=rec.version + 1), rec.version
+                )
+            )
     return out

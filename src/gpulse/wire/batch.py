@@ -7,6 +7,7 @@ increasing timestamps, unique devices, a time range the store accepts).
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 from dataclasses import dataclass
@@ -105,12 +106,14 @@ def parse(raw_json: bytes, *, now: float) -> Batch:
 def _check_semantics(doc: dict[str, Any], now: float) -> None:
     ts = doc["timestamps"]
     n = len(ts)
-    if any(b <= a for a, b in zip(ts, ts[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(ts)):
         raise InvalidInput("timestamps must be strictly increasing")
     if ts[-1] > now + MAX_FUTURE_S:
         raise InvalidInput(f"timestamps reach {ts[-1] - now:.0f} s into the future; check the node's clock")
     if ts[0] < now - MAX_AGE_S:
-        raise InvalidInput(f"timestamps start {now - ts[0]:.0f} s ago; batches older than {MAX_AGE_S} s are refused")
+        raise InvalidInput(
+            f"timestamps start {now - ts[0]:.0f} s ago; batches older than {MAX_AGE_S} s are refused"
+        )
 
     def lengths(where: str, metrics: dict[str, list[Any]]) -> None:
         for name, values in metrics.items():

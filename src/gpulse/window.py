@@ -95,11 +95,18 @@ def build_window(
         bi = b[inside]
         for name, values in c.host.items():
             host.add(name, r * bins + bi, values[inside])
+        # one call per metric for all of the chunk's GPUs: (GPUs × samples) at once
+        by_metric: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
         for g in c.gpus:
             gr = gpu_row[(c.node, g.index)]
             gpu_mem_total[gr] = g.mem_total
             for name, values in g.metrics.items():
-                gpu.add(name, gr * bins + bi, values[inside])
+                rows_of, values_of = by_metric[name]
+                rows_of.append(gr)
+                values_of.append(values)
+        for name, (rows_of, values_of) in by_metric.items():
+            flat = (np.asarray(rows_of)[:, None] * bins + bi[None, :]).ravel()
+            gpu.add(name, flat, np.stack(values_of)[:, inside].ravel())
         for p in c.processes:
             row = gpu_row.get((c.node, p["gpu_index"]))
             if row is None:

@@ -266,6 +266,14 @@ def test_cpu_affinity_comes_back_exactly_whatever_its_order(cpus: list[int]) -> 
     assert decode(encode(doc)).processes[0]["cpu_affinity"] == cpus
 
 
+def test_cpu_ids_that_are_not_plain_stay_a_list() -> None:
+    cpus = [0, 1, 2, 1 << 70]
+    doc = make_doc(
+        processes=[{"gpu_index": 0, "pid": 1, "cpu_affinity": cpus, "first_seen": 1.0, "last_seen": 2.0}]
+    )
+    assert decode(encode(doc)).processes[0]["cpu_affinity"] == cpus
+
+
 def test_nulls_come_back_as_nan_where_they_were() -> None:
     doc = make_doc(n=6)
     gpu = doc["gpus"][0]["metrics"]
@@ -565,6 +573,10 @@ def test_any_well_framed_garbage_is_chunk_corrupt(raw: bytes) -> None:
         (lambda h, p: ({**h, "series": {**h["series"], "steps": [0, 1, 2, 3, 4, 5]}}, p), "positive number"),
         (lambda h, p: ({k: v for k, v in h.items() if k != "host"}, p), "KeyError"),
         (lambda h, p: ({**h, "gpus": 3}, p), "TypeError"),
+        (
+            lambda h, p: ({**h, "processes": [{"gpu_index": 0, "pid": 1, "cpu_affinity": "0-9999"}]}, p),
+            "expands past 4096",
+        ),
     ],
 )
 def test_a_malformed_body_under_a_valid_checksum_is_chunk_corrupt(change: Any, message: str) -> None:
@@ -587,6 +599,7 @@ def test_limits_match_batch_v1() -> None:
     schema = batch.SCHEMA
     assert schema["properties"]["timestamps"]["maxItems"] == codec.MAX_SAMPLES
     assert schema["definitions"]["series"]["maxItems"] == codec.MAX_SAMPLES
+    assert schema["properties"]["processes"]["items"]["properties"]["cpu_affinity"]["maxItems"] == 4096
     most = (
         1
         + len(HOST_METRICS)

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from gpulse.finding import Evidence, EvidenceRow
 from gpulse.wire.signing import sign_headers
 
 GIB = 1 << 30
@@ -66,3 +67,18 @@ def signed_request(
     raw = body if body is not None else gzip.compress(json.dumps(doc).encode())
     headers = sign_headers(secret, doc["cluster"], doc["node"], timestamp, raw)
     return raw, {k.lower(): v for k, v in headers.items()}
+
+
+def eight_node_evidence() -> Evidence:
+    """Per-node utilisation of an 8-node group in which node-03 and node-06 fell idle."""
+    rows = [
+        EvidenceRow("node-01", [80.0, 82.0, 81.0, 83.0, 80.0, 82.0], 81.3, False),
+        EvidenceRow("node-02", [79.0, 80.0, 82.0, 81.0, None, 80.0], 80.4, False),
+        EvidenceRow("node-03", [78.0, 40.0, 10.0, 8.0, 7.0, 8.0], 8.0, True),
+        EvidenceRow("node-04", [81.0, 81.0, 82.0, 83.0, 82.0, 81.0], 81.7, False),
+        EvidenceRow("node-05", [82.0, 83.0, 81.0, 80.0, 81.0, 82.0], 81.5, False),
+        EvidenceRow("node-06", [80.0, 75.0, 12.0, 9.0, 8.0, 9.0], 9.0, True),
+        EvidenceRow("node-07", [80.0, 81.0, 80.0, 82.0, 81.0, 80.0], 80.7, False),
+        EvidenceRow("node-08", [83.0, 82.0, 84.0, 82.0, 83.0, 81.0], 82.5, False),
+    ]
+    return Evidence("GPU utilisation per node, last 10 min", "%", rows, 81.0, "group median")

@@ -8,6 +8,7 @@ import pytest
 
 from gpulse.finding import Evidence, EvidenceRow, Finding
 from gpulse.notify import evidence as ev
+from tests.factories import eight_node_evidence
 
 SINCE = 1714566720.0  # 2024-05-01 12:32:00 UTC
 
@@ -101,18 +102,7 @@ def test_truncate_never_cuts_a_word() -> None:
 # ---- the table ---------------------------------------------------------------------------------
 
 
-def eight_nodes() -> Evidence:
-    rows = [
-        EvidenceRow("node-01", [80.0, 82.0, 81.0, 83.0, 80.0, 82.0], 81.3, False),
-        EvidenceRow("node-02", [79.0, 80.0, 82.0, 81.0, None, 80.0], 80.4, False),
-        EvidenceRow("node-03", [78.0, 40.0, 10.0, 8.0, 7.0, 8.0], 8.0, True),
-        EvidenceRow("node-04", [81.0, 81.0, 82.0, 83.0, 82.0, 81.0], 81.7, False),
-        EvidenceRow("node-05", [82.0, 83.0, 81.0, 80.0, 81.0, 82.0], 81.5, False),
-        EvidenceRow("node-06", [80.0, 75.0, 12.0, 9.0, 8.0, 9.0], 9.0, True),
-        EvidenceRow("node-07", [80.0, 81.0, 80.0, 82.0, 81.0, 80.0], 80.7, False),
-        EvidenceRow("node-08", [83.0, 82.0, 84.0, 82.0, 83.0, 81.0], 82.5, False),
-    ]
-    return Evidence("GPU utilisation per node, last 10 min", "%", rows, 81.0, "group median")
+eight_nodes = eight_node_evidence
 
 
 EIGHT_NODES_TABLE = (

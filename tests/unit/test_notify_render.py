@@ -6,6 +6,7 @@ import dataclasses
 
 from gpulse.finding import Evidence, EvidenceRow, Finding, with_state
 from gpulse.notify import jandi, slack
+from tests.factories import eight_node_evidence
 
 SINCE = 1714566720.0  # 2024-05-01 12:32:00 UTC
 IMBALANCE_ACTION = "Look for a straggler on node-03 and node-06: py-spy dump the idle ranks, check NCCL logs."
@@ -14,16 +15,6 @@ CONTAINER = "4d2f8a1c9b7e0a5f3c6d2e1b8a7f9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b"
 
 
 def imbalance() -> Finding:
-    rows = [
-        EvidenceRow("node-01", [80.0, 82.0, 81.0, 83.0, 80.0, 82.0], 81.3, False),
-        EvidenceRow("node-02", [79.0, 80.0, 82.0, 81.0, None, 80.0], 80.4, False),
-        EvidenceRow("node-03", [78.0, 40.0, 10.0, 8.0, 7.0, 8.0], 8.0, True),
-        EvidenceRow("node-04", [81.0, 81.0, 82.0, 83.0, 82.0, 81.0], 81.7, False),
-        EvidenceRow("node-05", [82.0, 83.0, 81.0, 80.0, 81.0, 82.0], 81.5, False),
-        EvidenceRow("node-06", [80.0, 75.0, 12.0, 9.0, 8.0, 9.0], 9.0, True),
-        EvidenceRow("node-07", [80.0, 81.0, 80.0, 82.0, 81.0, 80.0], 80.7, False),
-        EvidenceRow("node-08", [83.0, 82.0, 84.0, 82.0, 83.0, 81.0], 82.5, False),
-    ]
     return Finding(
         rule="imbalance",
         title="Cross-node imbalance",
@@ -39,7 +30,7 @@ def imbalance() -> Finding:
         nodes=["node-03", "node-06"],
         users=["alice"],
         values={"level": 8.0, "median": 81.0},
-        evidence=Evidence("GPU utilisation per node, last 10 min", "%", rows, 81.0, "group median"),
+        evidence=eight_node_evidence(),
     )
 
 

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from gpulse import codec
 from gpulse.alerting.records import AlertRecords, finding_message
 from gpulse.alerting.state import Decision, Rule, decide
-from gpulse.detect.base import Condition, Window
+from gpulse.detect.base import Condition, NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE
 from gpulse.errors import StoreError
 from gpulse.finding import Finding
@@ -114,12 +114,13 @@ class Analyzer:
             span_s=self.window_s,
             step=self.step_s,
             node_groups={n.node: n.node_group for n in nodes},
+            registry=[NodeSeen(n.node, n.node_group, n.last_seen) for n in nodes],
         )
         conditions = detect_all(window, params)
         t3 = time.perf_counter()
         report.detect_s, report.conditions = t3 - t2, len(conditions)
         rules = {
-            name: Rule(name=name, title=det.title, for_s=float(params[name]["for_s"]))
+            name: Rule(name=name, title=det.title, for_s=float(params[name]["for_s"]), one_shot=det.one_shot)
             for name, det in CATALOGUE.items()
         }
         report.published = self.settle(cluster, conditions, rules, now=window.end)
@@ -150,8 +151,27 @@ class Analyzer:
 
 
 def detect_all(window: Window, params: dict[str, dict[str, Any]]) -> list[Condition]:
-    """Every detector of the catalogue over one window."""
+    """Every detector of the catalogue over one window, silent nodes' other alerts inhibited."""
     out: list[Condition] = []
     for name, det in CATALOGUE.items():
         out.extend(det.detect(window, params[name]))
-    return out
+    return inhibit_silent(out)
+
+
+SILENT_RULE = "silent_node"
+
+
+def inhibit_silent(conditions: list[Condition]) -> list[Condition]:
+    """Drop the conditions about nodes that are silent: their data is stale, not their GPUs idle.
+
+    A condition naming several nodes stays if any of them still reports."""
+    silent = {str(c.subject.get("node")) for c in conditions if c.rule == SILENT_RULE}
+    if not silent:
+        return conditions
+    kept = []
+    for c in conditions:
+        named = set(c.nodes) | ({str(c.subject["node"])} if c.subject.get("node") is not None else set())
+        if c.rule != SILENT_RULE and named and named <= silent:
+            continue
+        kept.append(c)
+    return kept

@@ -113,3 +113,21 @@ def test_every_write_is_conditional_on_the_version_read() -> None:
     v = records[FP].version
     [d] = step(records, [cond(1000)], now=1020)
     assert (d.expected_version, d.record.version) == (v, v + 1)
+
+
+def test_a_one_shot_rule_fires_once_and_ends_without_a_resolve() -> None:
+    rules = {"mig_layout": Rule("mig_layout", "MIG layout changed", for_s=0, one_shot=True)}
+    event = Condition(
+        rule="mig_layout",
+        subject={"cluster": "c1", "node": "n1", "gpu": 0},
+        since=1000,
+        severity="info",
+        summary="layout changed",
+        action="",
+    )
+    records: dict[str, AlertRecord] = {}
+    [d] = decide("c1", [event], records, rules, 1010)
+    assert d.record.state == "firing" and d.record.outbox is not None
+    records[d.record.fingerprint] = replace(d.record, outbox=None)
+    [d] = decide("c1", [], records, rules, 1070)
+    assert d.delete and d.record.outbox is None

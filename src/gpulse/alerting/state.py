@@ -38,6 +38,7 @@ class Rule:
     name: str
     title: str
     for_s: float
+    one_shot: bool = False  # an event: announced when it fires, forgotten without a resolve
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def decide(
             continue
         if rec.state in ("pending", "resolved") and rec.outbox is None:
             out.append(Decision(rec, rec.version, delete=True))
+        elif rec.state == "firing" and rec.outbox is None and rec.rule in rules and rules[rec.rule].one_shot:
+            out.append(Decision(rec, rec.version, delete=True))  # an event ends without a resolve
         elif rec.state == "firing":
             resolved = with_state(rec.finding, "resolved", now)
             out.append(

@@ -17,6 +17,11 @@ import numpy as np
 
 from gpulse.finding import SEVERITIES, Evidence, Severity
 
+# NVML clocks-event (throttle) reason bits, folded by the window builder into two series:
+# the fraction of each bin a GPU spent throttled for heat, and for power.
+THROTTLE_THERMAL_BITS = 0x08 | 0x20 | 0x40  # HW slowdown, SW thermal, HW thermal
+THROTTLE_POWER_BITS = 0x04 | 0x80  # SW power cap, HW power brake
+
 
 @dataclass(frozen=True)
 class ProcessSeen:
@@ -28,6 +33,30 @@ class ProcessSeen:
     name: str | None
     mem_used: int | None
     first_seen: float
+    last_seen: float
+    cpu_affinity: tuple[int, ...] | None = None
+    cpu_numa_nodes: tuple[int, ...] | None = None
+    mig_uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """One MIG instance seen in the window (a row of `Window.mig_metrics`)."""
+
+    gpu_row: int  # row of its GPU in the GPU matrices
+    uuid: str
+    profile: str | None
+    gi_id: int
+    ci_id: int
+    mem_total: float
+
+
+@dataclass(frozen=True)
+class NodeSeen:
+    """A node the registry knows for this cluster, whether or not it reported in the window."""
+
+    node: str
+    node_group: str | None
     last_seen: float
 
 
@@ -51,6 +80,17 @@ class Window:
     gpu_mem_total: np.ndarray  # (G,)
     gpu_has_process: np.ndarray  # (G, T) bool: a compute process was seen in that bin
     gpu_processes: list[list[ProcessSeen]]  # per GPU row
+    # Below: optional context (defaults keep hand-made test windows short).
+    gpu_numa: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) NUMA node, NaN unknown
+    gpu_power_limit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) W, NaN unknown
+    gpu_temp_slowdown: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) °C, NaN unknown
+    mig: list[MigInstance] = field(default_factory=list)
+    mig_metrics: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (M, T)
+    mig_has_process: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))  # (M, T)
+    # per GPU row: each distinct MIG layout in time order, as (first seen, {(profile, gi_id, ci_id)})
+    mig_layouts: dict[int, list[tuple[float, frozenset[tuple[str, int, int]]]]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)  # batch events, each with its "node"
+    registry: list[NodeSeen] = field(default_factory=list)  # every node the cluster has, silent ones too
 
     @property
     def bins(self) -> int:
@@ -91,6 +131,8 @@ class Detector(Protocol):
     description: ClassVar[str]
     reads: ClassVar[tuple[str, ...]]  # the metrics it needs, e.g. ("gpu.util_gpu", "gpu.mem_used")
     defaults: ClassVar[dict[str, Any]]  # must include "for_s" and "severity"
+    # True for events (a MIG layout change, an XID): announced once, never "resolved"
+    one_shot: ClassVar[bool]
 
     def validate(self, params: dict[str, Any]) -> None:
         """Raise ValueError naming the first parameter that is missing, unknown or out of range."""

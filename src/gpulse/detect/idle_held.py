@@ -52,6 +52,7 @@ class IdleHeldDetector:
         "A GPU with a compute process on it, or with memory allocated above the idle baseline, "
         "whose utilisation stays at idle: a forgotten notebook, a job waiting on input, a zombie allocation."
     )
+    one_shot: ClassVar[bool] = False
     reads: ClassVar[tuple[str, ...]] = ("gpu.util_gpu", "gpu.mem_used", "processes")
     defaults: ClassVar[dict[str, Any]] = {
         "for_s": 300,

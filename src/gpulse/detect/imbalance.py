@@ -54,6 +54,7 @@ class ImbalanceDetector:
         "Within each node group, nodes whose mean GPU utilisation falls far below the group median, "
         "or stops correlating with it, while the group is busy: stragglers and stuck ranks."
     )
+    one_shot: ClassVar[bool] = False
     reads: ClassVar[tuple[str, ...]] = ("gpu.util_gpu",)
     defaults: ClassVar[dict[str, Any]] = {
         "for_s": 60,

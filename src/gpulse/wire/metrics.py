@@ -30,6 +30,9 @@ GPU_METRICS: tuple[Metric, ...] = (
     Metric("ecc_dbe_volatile", "count", 1.0, "uncorrected (double-bit) ECC errors since driver load"),
     Metric("pcie_tx_bps", "bytes/s", 1024.0, "PCIe transmit throughput, stored at KiB/s resolution"),
     Metric("pcie_rx_bps", "bytes/s", 1024.0, "PCIe receive throughput, stored at KiB/s resolution"),
+    Metric("retired_pages", "count", 1.0, "pages retired for ECC errors, both causes (pre-Ampere)"),
+    Metric("remapped_rows_unc", "count", 1.0, "rows remapped for uncorrectable errors (Ampere and later)"),
+    Metric("remap_failure", "0/1", 1.0, "1 when a row remapping failed: the GPU needs service"),
 )
 
 HOST_METRICS: tuple[Metric, ...] = (
@@ -44,6 +47,7 @@ HOST_METRICS: tuple[Metric, ...] = (
 
 MIG_METRICS: tuple[Metric, ...] = (
     Metric("mem_used", "bytes", 1 << 20, "MIG instance memory in use, MiB resolution"),
+    Metric("util_sm", "%", 1.0, "SM utilisation of the instance (NVML GPM, Hopper and later)"),
 )
 
 BY_KIND: dict[str, dict[str, Metric]] = {

@@ -20,7 +20,8 @@ from gpulse.finding import SEVERITIES, Evidence, Severity
 # NVML clocks-event (throttle) reason bits, folded by the window builder into two series:
 # the fraction of each bin a GPU spent throttled for heat, and for power.
 THROTTLE_THERMAL_BITS = 0x08 | 0x20 | 0x40  # HW slowdown, SW thermal, HW thermal
-THROTTLE_POWER_BITS = 0x04 | 0x80  # SW power cap, HW power brake
+# HW power brake only: the SW power cap (0x04) is a busy GPU at its limit, normal under full load
+THROTTLE_POWER_BITS = 0x80
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from devstack.stack import aws_env, free_port  # noqa: E402
 from devstack.template import deploy_local, load_template  # noqa: E402
 from gpulse import codec  # noqa: E402
 from gpulse.alerting.records import AlertRecords  # noqa: E402
-from gpulse.analyze import Analyzer, FindingsQueue, detect_all  # noqa: E402
+from gpulse.alerting.settle import FindingsQueue  # noqa: E402
+from gpulse.analyze import Analyzer, detect_all  # noqa: E402
 from gpulse.detect.catalogue import CATALOGUE, params_for  # noqa: E402
 from gpulse.store import SeriesStore, encode_parts  # noqa: E402
 from gpulse.window import build_window  # noqa: E402

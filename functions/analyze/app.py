@@ -13,7 +13,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gpulse import env, telemetry
 from gpulse.alerting.records import AlertRecords
-from gpulse.analyze import Analyzer, FindingsQueue
+from gpulse.alerting.settle import FindingsQueue
+from gpulse.analyze import Analyzer
 from gpulse.rules import RuleParams
 from gpulse.store import SeriesStore
 

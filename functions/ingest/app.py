@@ -24,7 +24,9 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gpulse import env, ingest, telemetry
+from gpulse import env, fastpath, ingest, telemetry
+from gpulse.alerting.records import AlertRecords
+from gpulse.alerting.settle import FindingsQueue
 from gpulse.errors import InvalidInput, StoreError
 from gpulse.secrets import SsmNodeSecrets
 from gpulse.store import SeriesStore
@@ -36,6 +38,8 @@ metrics = Metrics()
 app = APIGatewayHttpResolver()
 
 store = SeriesStore(env.require(env.SERIES_TABLE), ttl_days=env.optional_int(env.SERIES_TTL_DAYS, 14))
+alert_records = AlertRecords(env.require(env.STATE_TABLE))
+findings = FindingsQueue(env.require(env.FINDINGS_QUEUE_URL))
 secrets = SsmNodeSecrets(env.require(env.NODE_SECRETS_PREFIX))
 idempotency = IdempotencyConfig(
     event_key_jmespath="batch_id",
@@ -71,8 +75,21 @@ def post_batch() -> Response:
     telemetry.emit(metrics, "BatchesDuplicate" if result["duplicate"] else "BatchesStored")
     if not result["duplicate"]:
         telemetry.emit(metrics, "SamplesStored", batch.samples)
+        announce_hardware_errors(batch)
     logger.info("batch accepted", samples=batch.samples, duplicate=result["duplicate"])
     return _json(200, result)
+
+
+def announce_hardware_errors(batch: Batch) -> None:
+    """The fast path; the batch is stored already, so a failure here only leaves it to analyze."""
+    try:
+        published = fastpath.hardware_alerts(batch.doc, alert_records, findings)
+    except StoreError as e:
+        logger.warning("hardware fast path failed; analyze will catch up", error=str(e))
+        return
+    if published:
+        telemetry.emit(metrics, "FindingsPublished", len(published))
+        logger.info("hardware errors announced", faults=[f.summary for f in published])
 
 
 @app.exception_handler(InvalidInput)

@@ -8,24 +8,21 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import boto3
-from botocore.exceptions import ClientError
-
 from gpulse import codec
-from gpulse.alerting.records import AlertRecords, finding_message
-from gpulse.alerting.state import Decision, Rule, decide
+from gpulse.alerting.records import AlertRecords
+from gpulse.alerting.settle import FindingsQueue, settle
+from gpulse.alerting.state import Rule
 from gpulse.detect.base import Condition, NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE
-from gpulse.errors import StoreError
 from gpulse.finding import Finding
 from gpulse.store import NodeInfo, SeriesStore
 from gpulse.window import STALE_S, build_window, window_end
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
+    pass
 
 logger = logging.getLogger(__name__)
 STEP_S = 5.0
@@ -34,24 +31,6 @@ FRESH_S = 3600.0  # clusters with no report for this long are not analysed
 
 class ParamSource(Protocol):
     def all(self) -> dict[str, dict[str, Any]]: ...
-
-
-class FindingsQueue:
-    """Publishes findings to SQS, ten to a call."""
-
-    def __init__(self, queue_url: str, *, client: SQSClient | None = None) -> None:
-        self.url = queue_url
-        self.client: SQSClient = client or boto3.client("sqs")
-
-    def publish(self, findings: list[Finding]) -> None:
-        for i in range(0, len(findings), 10):
-            entries = [finding_message(f) for f in findings[i : i + 10]]
-            try:
-                resp = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)  # type: ignore[arg-type]
-            except ClientError as e:
-                raise StoreError(f"SQS {e.response.get('Error', {}).get('Code')}") from e
-            if resp.get("Failed"):
-                raise StoreError(f"SQS refused {len(resp['Failed'])} findings")
 
 
 @dataclass
@@ -123,31 +102,9 @@ class Analyzer:
             name: Rule(name=name, title=det.title, for_s=float(params[name]["for_s"]), one_shot=det.one_shot)
             for name, det in CATALOGUE.items()
         }
-        report.published = self.settle(cluster, conditions, rules, now=window.end)
+        report.published = settle(self.records, self.queue, cluster, conditions, rules, window.end)
         report.state_s = time.perf_counter() - t3
         return report
-
-    def settle(
-        self, cluster: str, conditions: list[Condition], rules: dict[str, Rule], now: float
-    ) -> list[Finding]:
-        """Apply the state machine's decisions, then publish and clear every outbox."""
-        records = self.records.load(cluster)
-        for d in decide(cluster, conditions, records, rules, now):
-            if self.records.apply(d, now):
-                records[d.record.fingerprint] = d.record
-            else:
-                logger.info("alert changed by another run, left alone: %s", d.record.fingerprint)
-        published = []
-        for rec in list(records.values()):
-            if rec.outbox is None:
-                continue
-            self.queue.publish([rec.outbox])
-            published.append(rec.outbox)
-            # cleared only after SQS accepted it: a crash in between re-publishes, never loses
-            done = rec.state == "resolved"
-            cleared = replace(rec, outbox=None, version=rec.version + 1)
-            self.records.apply(Decision(cleared, rec.version, delete=done), now)
-        return published
 
 
 def detect_all(window: Window, params: dict[str, dict[str, Any]]) -> list[Condition]:

@@ -161,6 +161,8 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.IDEMPOTENCY_TABLE: f"{PREFIX}-IdempotencyTable",
             env.NODE_SECRETS_PREFIX: "/gpulse/it/nodes",
             env.SERIES_TTL_DAYS: "14",
+            env.STATE_TABLE: f"{PREFIX}-StateTable",
+            env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
         },
         "AnalyzeFunction": {
             **powertools,

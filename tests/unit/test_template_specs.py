@@ -74,6 +74,8 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.IDEMPOTENCY_TABLE: "t-IdempotencyTable",
                 env.NODE_SECRETS_PREFIX: "/gpulse/dev/nodes",
                 env.SERIES_TTL_DAYS: "3",
+                env.STATE_TABLE: "t-StateTable",
+                env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
             },
             events=(HttpApiEvent(method="POST", path="/v1/batches", name="PostBatch"),),
         ),

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from gpulse.detect.base import Detector
+from gpulse.detect.hardware import HardwareErrorsDetector
 from gpulse.detect.idle_held import IdleHeldDetector
 from gpulse.detect.imbalance import ImbalanceDetector
 
 _DETECTORS: tuple[Detector, ...] = (
     ImbalanceDetector(),
     IdleHeldDetector(),
+    HardwareErrorsDetector(),
 )
 
 CATALOGUE: dict[str, Detector] = {d.name: d for d in _DETECTORS}

@@ -1,0 +1,78 @@
+"""Settle conditions into alert records and publish each transition once (analyze and ingest).
+
+The state machine's decisions are written conditionally; then every record with an outbox is
+published to the findings queue and the outbox cleared — only after SQS accepted it, so a crash
+in between re-publishes on the next run instead of losing the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.exceptions import ClientError
+
+from gpulse.alerting.records import AlertRecords, finding_message
+from gpulse.alerting.state import Decision, Rule, decide
+from gpulse.detect.base import Condition
+from gpulse.errors import StoreError
+from gpulse.finding import Finding, fingerprint
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+
+
+class FindingsQueue:
+    """Publishes findings to SQS, ten to a call."""
+
+    def __init__(self, queue_url: str, *, client: SQSClient | None = None) -> None:
+        self.url = queue_url
+        self.client: SQSClient = client or boto3.client("sqs")
+
+    def publish(self, findings: list[Finding]) -> None:
+        for i in range(0, len(findings), 10):
+            entries = [finding_message(f) for f in findings[i : i + 10]]
+            try:
+                resp = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)  # type: ignore[arg-type]
+            except ClientError as e:
+                raise StoreError(f"SQS {e.response.get('Error', {}).get('Code')}") from e
+            if resp.get("Failed"):
+                raise StoreError(f"SQS refused {len(resp['Failed'])} findings")
+
+
+def settle(
+    records: AlertRecords,
+    queue: FindingsQueue,
+    cluster: str,
+    conditions: list[Condition],
+    rules: dict[str, Rule],
+    now: float,
+    *,
+    whole_cluster: bool = True,
+) -> list[Finding]:
+    """Move the cluster's alerts to where `conditions` put them and publish the transitions.
+
+    With `whole_cluster` False (ingest's fast path, which sees one batch), only the alerts of
+    these conditions are touched: the absence of the others there says nothing."""
+    stored = records.load(cluster)
+    if not whole_cluster:
+        wanted = {fingerprint(c.rule, **c.subject) for c in conditions}
+        stored = {fp: rec for fp, rec in stored.items() if fp in wanted}
+    for d in decide(cluster, conditions, stored, rules, now):
+        if records.apply(d, now):
+            stored[d.record.fingerprint] = d.record
+        else:
+            logger.info("alert changed by another writer, left alone: %s", d.record.fingerprint)
+    published = []
+    for rec in list(stored.values()):
+        if rec.outbox is None:
+            continue
+        queue.publish([rec.outbox])
+        published.append(rec.outbox)
+        cleared = replace(rec, outbox=None, version=rec.version + 1)
+        records.apply(Decision(cleared, rec.version, delete=rec.state == "resolved"), now)
+    return published

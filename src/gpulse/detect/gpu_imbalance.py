@@ -1,0 +1,232 @@
+"""GPU imbalance inside a node: one job holds several GPUs of a node, uses one (or a few), and
+leaves the rest idle.
+
+The classic cause is a job given N GPUs that computes on one: a script with no
+DistributedDataParallel launcher runs on cuda:0 while a CUDA context (a stray
+`torch.cuda.device_count()` loop, `nn.DataParallel` misused, a library initialising every visible
+device) holds the others. The GPUs are allocated to it, so nobody else can use them.
+
+A job is the set of processes of one container on one node, or of one user when the container is
+unknown. A GPU is held by the job in a bin when one of its processes was seen on it then. The
+condition holds in a bin when, among the job's GPUs, at least one is busy (util ≥ `busy_util`)
+and at least `min_idle_gpus` are idle (util ≤ `idle_util`). Other users' GPUs, and free ones,
+are not the job's and never count: on a shared node one user holding one idle GPU is normal
+(idle_held covers that).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from gpulse.detect.base import Condition, ParamReader, ProcessSeen, Window, downsample, trailing_run_start
+from gpulse.detect.idle_held import _duration, _listed, _short_container, _unique
+from gpulse.finding import Evidence, EvidenceRow, Severity
+
+EVIDENCE_POINTS = 30
+
+ACTION = (
+    "Use all the GPUs or ask for fewer: launch with DistributedDataParallel "
+    "(`torchrun --nproc_per_node=<gpus> train.py`, one process per GPU) instead of nn.DataParallel or a "
+    "single process, or request 1 GPU; check CUDA_VISIBLE_DEVICES inside the job and that the code does "
+    "not pin everything to cuda:0."
+)
+
+# (node row, "container" or "user", its value): one job
+JobKey = tuple[int, str, str]
+
+
+@dataclass(frozen=True)
+class _Params:
+    for_s: float
+    severity: Severity
+    busy_util: float
+    idle_util: float
+    min_idle_gpus: int
+
+
+class GpuImbalanceDetector:
+    """Jobs that hold several GPUs of a node but keep only one or a few of them busy."""
+
+    name: ClassVar[str] = "gpu_imbalance"
+    title: ClassVar[str] = "GPUs unevenly used inside a node"
+    description: ClassVar[str] = (
+        "On one node, a job (a container, or a user) keeps one or a few of its GPUs busy while its "
+        "other GPUs sit idle: the single-GPU DataParallel mistake, or a launcher that started one rank."
+    )
+    one_shot: ClassVar[bool] = False
+    reads: ClassVar[tuple[str, ...]] = ("gpu.util_gpu", "processes")
+    defaults: ClassVar[dict[str, Any]] = {
+        "for_s": 300,
+        "severity": "warning",
+        "busy_util": 50.0,
+        "idle_util": 10.0,
+        "min_idle_gpus": 2,
+    }
+
+    def validate(self, params: dict[str, Any]) -> None:
+        """Raise ValueError naming the first parameter that is missing, unknown or out of range."""
+        _parse(params)
+
+    def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
+        """One Condition per (node, job) whose GPUs are unevenly used in every bin of the trailing
+        run up to `window.end`. A GPU without data in a bin is neither busy nor idle."""
+        p = _parse(params)
+        util = window.gpu.get("util_gpu")
+        if util is None or util.size == 0:
+            return []
+        out = []
+        for key, by_gpu in sorted(_jobs(window).items()):  # a few jobs per node, not bins
+            if len(by_gpu) < p.min_idle_gpus + 1:  # too few GPUs to have one busy and enough idle
+                continue
+            rows = np.array(sorted(by_gpu))
+            held = np.stack([_presence(window, by_gpu[int(r)]) for r in rows])
+            u = util[rows]
+            with np.errstate(invalid="ignore"):  # NaN compares False: unknown is neither busy nor idle
+                busy = held & (u >= p.busy_util)
+                idle = held & (u <= p.idle_util)
+            uneven = (busy.sum(axis=0) >= 1) & (idle.sum(axis=0) >= p.min_idle_gpus)
+            since = float(trailing_run_start(uneven[None, :], window.times)[0])
+            if np.isfinite(since):
+                out.append(_condition(window, key, rows, by_gpu, held, busy, idle, since, p))
+        return out
+
+
+def _jobs(window: Window) -> dict[JobKey, dict[int, list[ProcessSeen]]]:
+    """Each job's processes, by GPU row. Processes with neither container nor user belong to no job."""
+    jobs: dict[JobKey, dict[int, list[ProcessSeen]]] = defaultdict(lambda: defaultdict(list))
+    for g, procs in enumerate(window.gpu_processes):
+        node = int(window.gpu_node[g])
+        for q in procs:
+            if q.container:
+                jobs[(node, "container", q.container)][g].append(q)
+            elif q.user:
+                jobs[(node, "user", q.user)][g].append(q)
+    return jobs
+
+
+def _presence(window: Window, procs: list[ProcessSeen]) -> np.ndarray:
+    """(T,) bool: a bin in which one of `procs` was seen (the bins between its first and last sample,
+    as the window builder marks gpu_has_process)."""
+    bins = np.arange(window.bins)
+    first = np.floor((np.array([q.first_seen for q in procs]) - window.start) / window.step)
+    last = np.floor((np.array([q.last_seen for q in procs]) - window.start) / window.step)
+    seen = (bins[None, :] >= first[:, None]) & (bins[None, :] <= last[:, None])
+    return np.asarray(seen.any(axis=0))
+
+
+def _condition(
+    window: Window,
+    key: JobKey,
+    rows: np.ndarray,
+    by_gpu: dict[int, list[ProcessSeen]],
+    held: np.ndarray,
+    busy: np.ndarray,
+    idle: np.ndarray,
+    since: float,
+    p: _Params,
+) -> Condition:
+    node_row, kind, ident = key
+    node = window.nodes[node_row]
+    util = window.gpu["util_gpu"]
+    run = window.times >= since
+    now_held, now_busy, now_idle = held[:, -1], busy[:, -1], idle[:, -1]
+    busy_level = _mean(util[rows[now_busy]][:, run])
+    idle_level = _mean(util[rows[now_idle]][:, run])
+    procs = [q for r in rows for q in by_gpu[int(r)] if q.last_seen >= since and q.first_seen <= window.end]
+    users = _unique(q.user for q in sorted(procs, key=lambda q: q.first_seen))
+    job = _job_phrase(kind, ident, users)
+    n_held, n_busy, n_idle = int(now_held.sum()), int(now_busy.sum()), int(now_idle.sum())
+    summary = (
+        f"{node}: {n_busy} of {n_held} GPUs of {job} busy at {busy_level:.0f} %, "
+        f"{n_idle} idle at {idle_level:.0f} %"
+    )
+    return Condition(
+        rule=GpuImbalanceDetector.name,
+        subject={"cluster": window.cluster, "node": node, kind: ident},
+        since=since,
+        severity=p.severity,
+        summary=summary,
+        action=ACTION,
+        nodes=[node],
+        gpus=[window.gpu_label(int(r)) for r in rows[now_held]],
+        users=sorted(set(users)),
+        containers=[ident] if kind == "container" else [],
+        values={
+            "gpus": float(n_held),
+            "busy_gpus": float(n_busy),
+            "idle_gpus": float(n_idle),
+            "busy_level": round(busy_level, 1),
+            "idle_level": round(idle_level, 1),
+            "busy_util": p.busy_util,
+            "idle_util": p.idle_util,
+            "min_idle_gpus": float(p.min_idle_gpus),
+            "duration_s": round(float(window.end - since), 1),
+        },
+        evidence=_evidence(window, node_row, set(rows[now_idle].tolist()), run, job, p),
+    )
+
+
+def _job_phrase(kind: str, ident: str, users: list[str]) -> str:
+    """ "alice's job (container 3f2a1b9c8d7e)", "bob's job", "the job in container train-7"."""
+    if kind == "user":
+        return f"{ident}'s job"
+    where = f"container {_short_container(ident)}"
+    if len(users) == 1:
+        return f"{users[0]}'s job ({where})"
+    if users:
+        return f"the job of {_listed(users)} ({where})"
+    return f"the job in {where}"
+
+
+def _evidence(
+    window: Window, node_row: int, flagged: set[int], run: np.ndarray, job: str, p: _Params
+) -> Evidence:
+    """One row per GPU of the node, the job's idle GPUs flagged; a row's level is its mean over the run."""
+    util = window.gpu["util_gpu"]
+    rows = np.flatnonzero(window.gpu_node == node_row)
+    rows = rows[np.argsort(window.gpu_index[rows], kind="stable")]
+    node = window.nodes[node_row]
+    return Evidence(
+        title=(
+            f"{node}: GPU utilisation per GPU, last {_duration(window.end - window.start)}; "
+            f"flagged: the idle GPUs of {job}"
+        ),
+        unit="%",
+        rows=[
+            EvidenceRow(
+                label=window.gpu_label(int(g)),
+                values=downsample(util[g], EVIDENCE_POINTS),
+                level=round(_mean(util[g][run]), 1),
+                flagged=int(g) in flagged,
+            )
+            for g in rows
+        ],
+        reference=p.idle_util,
+        reference_label="idle threshold",
+    )
+
+
+def _mean(a: np.ndarray) -> float:
+    """Mean of the finite values; 0.0 when there are none (a figure for text, never NaN)."""
+    finite = a[np.isfinite(a)]
+    return float(finite.mean()) if finite.size else 0.0
+
+
+def _parse(params: dict[str, Any]) -> _Params:
+    r = ParamReader(GpuImbalanceDetector.name, params, GpuImbalanceDetector.defaults)
+    p = _Params(
+        for_s=r.number("for_s", 0, 86_400),
+        severity=r.severity(),
+        busy_util=r.number("busy_util", 0, 100),
+        idle_util=r.number("idle_util", 0, 100),
+        min_idle_gpus=int(r.number("min_idle_gpus", 1, 64, integer=True)),
+    )
+    if p.idle_util >= p.busy_util:
+        raise ValueError(
+            f"gpu_imbalance: idle_util must be below busy_util ({p.busy_util:g}), not {p.idle_util:g}"
+        )
+    return p

@@ -1,0 +1,235 @@
+"""GPU starved by the CPU: the data-loading bottleneck.
+
+A training job whose input pipeline (reading, decoding, augmenting, collating) runs on the CPU
+keeps its GPUs waiting when the CPU cannot keep up: the GPUs that hold the job's processes sit at
+low utilisation while the cores the job may use are saturated. The fix is on the CPU side (more
+DataLoader workers, GPU-side decoding, cached preprocessing), so this is worth telling apart from
+a job that is merely idle (idle_held) or a GPU nobody uses.
+
+Per node and bin:
+
+- the GPU level is the mean util_gpu over the node's GPUs that hold a compute process in that bin
+  (idle GPUs without a process are someone else's or nobody's: they do not count);
+- the cores the job may use are the union of the CPU affinity of the processes on those GPUs, or
+  the node's cpu_count when any of them has no known affinity;
+- the CPU is busy by `cpu_busy_cores` (cores' worth of work; `cpu_util` / 100 × cpu_count when it
+  is absent) and saturated when busy ≥ `cpu_saturation` × allowed cores.
+
+The condition holds in a bin where the GPU level is at most `max_gpu_util` and the CPU is
+saturated; `since` is the start of its trailing run. A bin without GPU or CPU data breaks the run.
+
+Limits: the busy figure is the whole node's, so on a node shared with CPU work outside the job's
+cores a pinned job can look saturated when only its neighbours are; and a CPU quota (a cgroup
+limit, e.g. a Kubernetes CPU limit) is not an affinity, so a job throttled to 4 of 64 cores shows
+a CPU far from saturated — the action says to check the limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
+from gpulse.detect.imbalance import node_levels
+from gpulse.finding import Evidence, EvidenceRow, Severity
+
+EVIDENCE_POINTS = 30
+
+ACTION = (
+    "Feed the GPUs faster: raise the DataLoader's num_workers (about one per free core), set "
+    "pin_memory=True and prefetch_factor, move decoding and augmentation to the GPU (NVIDIA DALI, "
+    "torchvision.io.decode_jpeg on the GPU), cache preprocessed data instead of decoding it every "
+    "epoch, and check the job's CPU limit (cgroup quota, taskset/numactl pinning, --cpus-per-task)."
+)
+
+
+@dataclass(frozen=True)
+class _Params:
+    for_s: float
+    severity: Severity
+    cpu_saturation: float
+    max_gpu_util: float
+
+
+class InputBoundDetector:
+    """Nodes whose GPUs with processes run at low utilisation while the job's CPU cores are saturated."""
+
+    name: ClassVar[str] = "input_bound"
+    title: ClassVar[str] = "GPU starved by the CPU"
+    description: ClassVar[str] = (
+        "On a node, GPUs that hold compute processes run at low utilisation while the CPU cores the job "
+        "may use are saturated, sustained: the input pipeline is the bottleneck."
+    )
+    one_shot: ClassVar[bool] = False
+    reads: ClassVar[tuple[str, ...]] = ("gpu.util_gpu", "host.cpu_busy_cores", "host.cpu_util", "processes")
+    defaults: ClassVar[dict[str, Any]] = {
+        "for_s": 300,
+        "severity": "warning",
+        "cpu_saturation": 0.85,
+        "max_gpu_util": 40.0,
+    }
+
+    def validate(self, params: dict[str, Any]) -> None:
+        """Raise ValueError naming the first parameter that is missing, unknown or out of range."""
+        _parse(params)
+
+    def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
+        """One Condition per node (in window order) whose GPUs are starved by its CPU at `window.end`."""
+        p = _parse(params)
+        util = window.gpu.get("util_gpu")
+        n_nodes, t = len(window.nodes), window.bins
+        if util is None or util.shape != window.gpu_has_process.shape or n_nodes == 0 or t == 0:
+            return []
+        has_process = window.gpu_has_process.astype(bool)
+        gpu_level = node_levels(np.where(has_process, util, np.nan), window.gpu_node, n_nodes)
+        busy = cpu_busy(window)
+        allowed = allowed_cores(window)
+        with np.errstate(invalid="ignore"):  # NaN compares False: no data is neither low nor saturated
+            starved = (gpu_level <= p.max_gpu_util) & (allowed > 0) & (busy >= p.cpu_saturation * allowed)
+        starts = trailing_run_start(starved, window.times)
+        return [
+            _condition(window, int(n), float(starts[n]), gpu_level[n], busy[n], allowed[n], p)
+            for n in np.flatnonzero(np.isfinite(starts))
+        ]
+
+
+def cpu_busy(window: Window) -> np.ndarray:
+    """(nodes × bins) cores' worth of work: cpu_busy_cores, else cpu_util / 100 × cpu_count; NaN unknown."""
+    shape = (len(window.nodes), window.bins)
+    nan = np.full(shape, np.nan)
+    cores = window.host.get("cpu_busy_cores", nan)
+    util = window.host.get("cpu_util", nan)
+    if cores.shape != shape:
+        cores = nan
+    if util.shape != shape:
+        util = nan
+    count = np.asarray(window.cpu_count, dtype=np.float64).reshape(-1, 1)
+    return np.where(np.isfinite(cores), cores, util / 100.0 * count)
+
+
+def allowed_cores(window: Window) -> np.ndarray:
+    """(nodes × bins) how many cores the node's GPU processes may run on in each bin.
+
+    The union of the CPU affinity of the processes on the GPUs that hold one in that bin, capped
+    at the node's cpu_count; the cpu_count itself where any of those GPUs has a process of unknown
+    affinity (or none listed), or where no GPU holds a process. NaN where neither is known.
+    """
+    n_nodes, t = len(window.nodes), window.bins
+    count = np.asarray(window.cpu_count, dtype=np.float64)
+    out = np.repeat(count[:, None], t, axis=1)
+    has_process = window.gpu_has_process.astype(bool)
+    gpu_node = np.asarray(window.gpu_node, dtype=int)
+    for n in range(n_nodes):  # a loop over nodes and their GPUs, each step vectorised over bins
+        rows = np.flatnonzero(gpu_node == n)
+        active = has_process[rows]  # (gpus × T)
+        affinity = [_affinity(window, int(g)) for g in rows]  # None: unknown
+        cores = sorted({c for a in affinity if a is not None for c in a})
+        if not active.any() or not cores:
+            continue
+        known = np.array([a is not None for a in affinity])
+        # (gpus × cores) membership: a core is allowed in a bin when an active GPU's processes may use it
+        col = {c: i for i, c in enumerate(cores)}
+        member = np.zeros((rows.size, len(cores)), dtype=np.int64)
+        for i, a in enumerate(affinity):
+            if a is not None:
+                member[i, [col[c] for c in a]] = 1
+        union = ((member.T @ active.astype(np.int64)) > 0).sum(axis=0).astype(np.float64)  # (T,)
+        exact = active.any(axis=0) & ~(active & ~known[:, None]).any(axis=0)
+        capped = np.fmin(union, count[n]) if np.isfinite(count[n]) else union
+        out[n] = np.where(exact & (union > 0), capped, out[n])
+    return out
+
+
+def _affinity(window: Window, g: int) -> set[int] | None:
+    """The cores the processes seen on GPU row `g` may use; None when any of them (or all: none
+    listed) is of unknown affinity."""
+    procs = window.gpu_processes[g]
+    if not procs or any(q.cpu_affinity is None for q in procs):
+        return None
+    return {c for q in procs for c in q.cpu_affinity or ()}
+
+
+def _condition(
+    window: Window,
+    n: int,
+    since: float,
+    gpu_level: np.ndarray,
+    busy: np.ndarray,
+    allowed: np.ndarray,
+    p: _Params,
+) -> Condition:
+    node = window.nodes[n]
+    run = window.times >= since
+    gpu_mean = float(gpu_level[run].mean())  # every bin of the run has data: NaN breaks a run
+    busy_mean = float(busy[run].mean())
+    allowed_now = float(allowed[-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pct = np.where(allowed > 0, busy / np.where(allowed > 0, allowed, 1.0) * 100, np.nan)
+    pct_mean = float(pct[run].mean())
+    rows = np.flatnonzero(np.asarray(window.gpu_node, dtype=int) == n)
+    held = [int(g) for g in rows if window.gpu_has_process[g][run].any()]
+    procs = [q for g in held for q in window.gpu_processes[g] if q.last_seen >= since]
+
+    cores = f"{allowed_now:g}"
+    if busy_mean <= allowed_now:
+        cpu_text = f"{busy_mean:.1f} of {cores} allowed CPU cores are saturated"
+    else:  # the node's busy figure holds work outside the job's cores too
+        cpu_text = f"its {cores} allowed CPU cores are saturated ({busy_mean:.1f} cores busy on the node)"
+    summary = f"{node}: GPUs {gpu_mean:.0f} % busy while {cpu_text} — the input pipeline is the bottleneck"
+
+    values = {
+        "gpu_util": round(gpu_mean, 1),
+        "cpu_busy_cores": round(busy_mean, 2),
+        "cpu_allowed_cores": allowed_now,
+        "cpu_busy_pct": round(pct_mean, 1),
+        "gpus": float(len(held)),
+        "max_gpu_util": p.max_gpu_util,
+        "cpu_saturation": p.cpu_saturation,
+        "duration_s": round(float(window.end - since), 1),
+    }
+    span = _duration(window.end - window.start)
+    evidence = Evidence(
+        title=f"{node}: GPU utilisation and CPU busy (% of {cores} allowed cores), last {span}",
+        unit="%",
+        rows=[
+            EvidenceRow("GPU utilisation", downsample(gpu_level, EVIDENCE_POINTS), round(gpu_mean, 1), True),
+            EvidenceRow("CPU busy", downsample(pct, EVIDENCE_POINTS), round(pct_mean, 1), True),
+        ],
+        reference=round(p.cpu_saturation * 100, 1),
+        reference_label="CPU saturated",
+    )
+    return Condition(
+        rule=InputBoundDetector.name,
+        subject={"cluster": window.cluster, "node": node},
+        since=since,
+        severity=p.severity,
+        summary=summary,
+        action=ACTION,
+        nodes=[node],
+        gpus=[window.gpu_label(g) for g in held],
+        users=sorted({q.user for q in procs if q.user}),
+        containers=sorted({q.container for q in procs if q.container}),
+        values=values,
+        evidence=evidence,
+    )
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s" if s % 60 else f"{s // 60}m"
+    return f"{s // 3600}h {s % 3600 // 60}m"
+
+
+def _parse(params: dict[str, Any]) -> _Params:
+    r = ParamReader("input_bound", params, InputBoundDetector.defaults)
+    return _Params(
+        for_s=r.number("for_s", 0, 86_400),
+        severity=r.severity(),
+        cpu_saturation=r.number("cpu_saturation", 0.1, 1),
+        max_gpu_util=r.number("max_gpu_util", 0, 100),
+    )

@@ -1,0 +1,324 @@
+"""Memory nearly full: a GPU's or a host's memory at the brim, or climbing steadily towards it.
+
+Two kinds, one alert per subject (a GPU, or a node's host memory):
+
+- **full**: the level in the last bin (memory in use / total) is at least `full_ratio`. Always
+  critical: the next allocation may fail now.
+- **trend**: a least-squares line fitted over the last `fit_s` rises, fits well (r² ≥ `min_r2`),
+  rests on at least `min_fit_s` of data, and reaches the total within `horizon_s`. Severity from
+  the rule's `severity` parameter (warning by default): there is still time to act before the OOM.
+
+`since` is the start of the trailing run of bins where either kind held, judged bin by bin: the
+line is refitted at every bin over the `fit_s` that ends there. The fits of all rows and all bins
+come from one set of cumulative sums (a rolling window costs the same as one fit), so the run
+reflects what the detector would have said at each bin, not a guess from the last fit alone.
+
+Why the line must fit well: memory that steps up at a job's start and then stays flat is a step,
+and a straight line fitted over a single step explains at most 3p(1−p) ≤ 0.75 of its variance
+(p: where the step falls in the span), under `min_r2`; once the plateau fills the span, the slope
+is zero. A ramp of a minute or two (weights loading) fits a line better, so the rise must also go
+on to the end: over the last quarter of the fit the level must still climb at least half as fast
+as over the whole fit. A caching allocator's sawtooth has near-zero slope and little fit over
+several teeth. Only a tooth about as long as `fit_s` looks like a leak until it drops.
+
+The `severity` parameter applies to the trend kind only; a full GPU or host is always critical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
+from gpulse.finding import Evidence, EvidenceRow, Severity
+
+GIB = 1 << 30
+EVIDENCE_POINTS = 30
+HOST = "host"  # the `gpu` label of a node's host memory: distinct fingerprint, simple labels
+# ratio² per bin: a series whose variance over the fit is below this is flat (1e-5 of the total is
+# under one MiB on an 80 GiB GPU, the codec's resolution), so its fit says nothing
+_FLAT_VAR = 1e-10
+# The rise must go on to the end: over the last quarter of the fit (150 s by default) the level must
+# still climb at least half as fast as over the whole fit. A ramp that reaches its plateau (weights
+# loading, optimiser state created) fits a line well for a while after it stops; this drops it
+# within a fraction of the quarter, while a leak, steady by nature, keeps its pace. A quarter, not
+# less: over fewer bins the recent slope of a noisy leak wavers and would break the run.
+RECENT_SHARE = 0.25
+KEEP_PACE = -1e9
+
+GPU_ACTION = (
+    "Reduce the batch size, or trade compute for memory with activation checkpointing and gradient "
+    "accumulation; if usage grows step after step, look for a leak: tensors kept across steps (a loss "
+    "summed without .item(), growing caches or lists of outputs) — compare torch.cuda.memory_allocated() "
+    "between steps, or record a snapshot with torch.cuda.memory._record_memory_history()."
+)
+HOST_ACTION = (
+    "Find what grows: `ps aux --sort=-rss` on the node. DataLoader workers each hold their own copy of "
+    "a Python-object dataset (copy-on-access): use fewer workers, numpy/Arrow or memory-mapped datasets. "
+    "Shared memory (/dev/shm) from worker tensors counts as used, page cache does not (it is reclaimable; "
+    "`free -g` shows both). If usage grows step after step, look for a leak in the training loop."
+)
+
+
+@dataclass(frozen=True)
+class _Params:
+    for_s: float
+    severity: Severity
+    full_ratio: float
+    fit_s: float
+    min_fit_s: float
+    horizon_s: float
+    min_r2: float
+
+
+@dataclass(frozen=True)
+class RollingFit:
+    """Least-squares lines fitted over the trailing bins ending at each bin, all (rows × T).
+
+    slope: change of the level per bin; r2: the fit's coefficient of determination (0 where the
+    series is flat); at_end: the line's value at the end of the bin; points: bins with data.
+    """
+
+    slope: np.ndarray
+    r2: np.ndarray
+    at_end: np.ndarray
+    points: np.ndarray
+
+
+def rolling_fit(y: np.ndarray, w: int) -> RollingFit:
+    """Fit y ≈ a + b·t over the trailing `w` bins ending at each bin of each row of (rows × T) `y`,
+    ignoring NaN. Each bin's value stands at its centre; `at_end` is the line half a bin later.
+
+    Six cumulative sums make it one pass whatever `w` is; rows are centred first so that the sums
+    do not cancel. Where fewer than two bins have data, slope and at_end are NaN and r2 is 0.
+    """
+    rows, t = y.shape
+    valid = np.isfinite(y)
+    count = valid.sum(axis=1, keepdims=True)
+    y0 = np.where(valid, y, 0.0)
+    offset = y0.sum(axis=1, keepdims=True) / np.maximum(count, 1)
+    yc = np.where(valid, y0 - offset, 0.0)
+    x = np.arange(t, dtype=np.float64) - (t - 1) / 2  # bin centres, centred on the window
+    xv = np.where(valid, x[None, :], 0.0)
+    right = np.arange(1, t + 1)
+    left = np.maximum(right - w, 0)
+
+    def wsum(a: np.ndarray) -> np.ndarray:
+        cs = np.concatenate([np.zeros((rows, 1)), np.cumsum(a, axis=1)], axis=1)
+        return cs[:, right] - cs[:, left]
+
+    n = wsum(valid.astype(np.float64))
+    safe = np.maximum(n, 1)
+    sx, sy = wsum(xv), wsum(yc)
+    sxx = np.maximum(wsum(xv * xv) - sx * sx / safe, 0.0)
+    syy = np.maximum(wsum(yc * yc) - sy * sy / safe, 0.0)
+    sxy = wsum(xv * yc) - sx * sy / safe
+    fits = (n >= 2) & (sxx > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(fits, sxy / np.where(fits, sxx, 1.0), np.nan)
+        shaped = fits & (syy / safe >= _FLAT_VAR)  # a flat series has no trend to explain
+        r2 = np.where(shaped, sxy * sxy / np.where(shaped, sxx * syy, 1.0), 0.0)
+        at_end = offset + sy / safe + slope * (x[None, :] + 0.5 - sx / safe)
+    return RollingFit(slope=slope, r2=np.clip(r2, 0.0, 1.0), at_end=at_end, points=n)
+
+
+class MemoryPressureDetector:
+    """GPU or host memory at or above `full_ratio`, or rising on a straight line that reaches the
+    total within `horizon_s`."""
+
+    name: ClassVar[str] = "memory_pressure"
+    title: ClassVar[str] = "Memory nearly full"
+    description: ClassVar[str] = (
+        "GPU or host memory in use at the brim (critical), or rising steadily towards full within the "
+        "horizon (warning): the OOM before it happens, and the leak that leads to it."
+    )
+    one_shot: ClassVar[bool] = False
+    reads: ClassVar[tuple[str, ...]] = ("gpu.mem_used", "host.mem_used", "processes")
+    defaults: ClassVar[dict[str, Any]] = {
+        "for_s": 60,
+        "severity": "warning",
+        "full_ratio": 0.95,
+        "fit_s": 600,
+        "min_fit_s": 300,
+        "horizon_s": 900,
+        "min_r2": 0.8,
+    }
+
+    def validate(self, params: dict[str, Any]) -> None:
+        """Raise ValueError naming the first parameter that is missing, unknown or out of range."""
+        _parse(params)
+
+    def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
+        """One Condition per GPU, and per node's host memory, full or heading there at `window.end`.
+
+        GPUs come first (in window order), then host memory (in node order). A bin without data,
+        or a device whose total is unknown, is neither full nor rising.
+        """
+        p = _parse(params)
+        t = window.bins
+        g_rows, n_rows = window.gpu_node.shape[0], len(window.nodes)
+        if t == 0 or g_rows + n_rows == 0:
+            return []
+        used = np.concatenate(
+            [_matrix(window.gpu.get("mem_used"), g_rows, t), _matrix(window.host.get("mem_used"), n_rows, t)]
+        )
+        total = np.concatenate(
+            [_vector(window.gpu_mem_total, g_rows), _vector(window.host_mem_total, n_rows)]
+        )
+        known = np.isfinite(total) & (total > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = np.where(known[:, None], used / np.where(known, total, 1.0)[:, None], np.nan)
+
+        w = max(2, round(p.fit_s / window.step))
+        fit = rolling_fit(level, w)
+        recent = rolling_fit(level, max(3, round(w * RECENT_SHARE)))
+        slope_s = fit.slope / window.step  # ratio per second
+        with np.errstate(invalid="ignore", divide="ignore"):  # NaN compares False: no data, no alert
+            full = level >= p.full_ratio
+            eta = (1.0 - fit.at_end) / slope_s
+            rising = (
+                np.isfinite(level)
+                & (fit.points * window.step >= p.min_fit_s)
+                & (slope_s > 0)
+                & (fit.r2 >= p.min_r2)
+                & (eta <= p.horizon_s)
+                & (recent.slope >= KEEP_PACE * fit.slope)  # still climbing: not a ramp that levelled off
+            )
+        starts = trailing_run_start(full | rising, window.times)
+        out = []
+        for r in np.flatnonzero(np.isfinite(starts)):  # only the rows in a run
+            trend = (
+                _Trend(float(slope_s[r, -1]), float(fit.r2[r, -1]), float(eta[r, -1]))
+                if rising[r, -1]
+                else None
+            )
+            now = _Now(float(used[r, -1]), float(total[r]), bool(full[r, -1]), trend)
+            out.append(_condition(window, int(r), float(starts[r]), level[r], now, p))
+        return out
+
+
+@dataclass(frozen=True)
+class _Trend:
+    slope_s: float  # ratio of the total per second
+    r2: float
+    eta_s: float  # seconds until the line reaches the total (≤ 0: it already has)
+
+
+@dataclass(frozen=True)
+class _Now:
+    """One row's state in the last bin: its level, and its trend when it is heading for full."""
+
+    used: float
+    total: float
+    full: bool
+    trend: _Trend | None
+
+
+def _condition(window: Window, r: int, since: float, level: np.ndarray, now: _Now, p: _Params) -> Condition:
+    g_rows = window.gpu_node.shape[0]
+    on_gpu = r < g_rows
+    node_row = int(window.gpu_node[r]) if on_gpu else r - g_rows
+    node = window.nodes[node_row]
+    subject_gpu: str | int
+    if on_gpu:
+        subject_gpu = int(window.gpu_index[r])
+        what, label = f"{node} GPU {subject_gpu}", window.gpu_label(r)
+        procs = [q for q in window.gpu_processes[r] if q.last_seen >= since]
+        gpus = [label]
+    else:
+        subject_gpu = HOST
+        what, label = f"{node} host", f"{node} host"
+        # the node's GPU jobs: the likeliest owners of its host memory, and who can act on it
+        rows = np.flatnonzero(window.gpu_node == node_row)
+        procs = [q for g in rows for q in window.gpu_processes[int(g)] if q.last_seen >= since]
+        gpus = []
+
+    used, total, trend = now.used, now.total, now.trend
+    pct = used / total * 100
+    parts = [f"{what} memory {used / GIB:.1f} of {total / GIB:.1f} GiB in use ({pct:.0f} %)"]
+    if now.full:
+        parts[0] += ": nearly full"
+    values: dict[str, float] = {
+        "mem_used": used,
+        "mem_total": total,
+        "used_pct": round(pct, 1),
+        "full_ratio": p.full_ratio,
+        "duration_s": round(float(window.end - since), 1),
+    }
+    if trend is not None:  # only then: a step's slope or a flat series' fit would mislead
+        gib_per_min = trend.slope_s * total * 60 / GIB
+        parts.append(f"rising {gib_per_min:.2f} GiB/min, full {_eta(trend.eta_s)} at this rate")
+        values["slope_gib_per_min"] = round(gib_per_min, 3)
+        values["r2"] = round(trend.r2, 3)
+        values["eta_s"] = round(max(trend.eta_s, 0.0), 1)
+    span = _duration(window.end - window.start)
+    evidence = Evidence(
+        title=f"{label}: memory in use (% of {total / GIB:.1f} GiB), last {span}",
+        unit="%",
+        rows=[EvidenceRow(label, downsample(level * 100, EVIDENCE_POINTS), round(pct, 1), True)],
+        reference=round(p.full_ratio * 100, 1),
+        reference_label="full line",
+    )
+    return Condition(
+        rule=MemoryPressureDetector.name,
+        subject={"cluster": window.cluster, "node": node, "gpu": subject_gpu},
+        since=since,
+        severity="critical" if now.full else p.severity,
+        summary=", ".join(parts),
+        action=GPU_ACTION if on_gpu else HOST_ACTION,
+        nodes=[node],
+        gpus=gpus,
+        users=_distinct(q.user for q in procs),
+        containers=_distinct(q.container for q in procs),
+        values=values,
+        evidence=evidence,
+    )
+
+
+def _matrix(m: np.ndarray | None, rows: int, t: int) -> np.ndarray:
+    """The metric's (rows × T) matrix as floats, or all NaN when it was not reported."""
+    if m is None or m.shape != (rows, t):
+        return np.full((rows, t), np.nan)
+    return np.asarray(m, dtype=np.float64)
+
+
+def _vector(v: np.ndarray, rows: int) -> np.ndarray:
+    return np.asarray(v, dtype=np.float64) if v.shape == (rows,) else np.full(rows, np.nan)
+
+
+def _distinct(items: Any) -> list[str]:
+    return sorted({i for i in items if i})
+
+
+def _eta(seconds: float) -> str:
+    if seconds < 60:
+        return "within a minute"
+    return f"in about {_duration(round(seconds / 60) * 60)}"
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s" if s % 60 else f"{s // 60}m"
+    return f"{s // 3600}h {s % 3600 // 60}m"
+
+
+def _parse(params: dict[str, Any]) -> _Params:
+    r = ParamReader("memory_pressure", params, MemoryPressureDetector.defaults)
+    parsed = _Params(
+        for_s=r.number("for_s", 0, 86_400),
+        severity=r.severity(),
+        full_ratio=r.number("full_ratio", 0.5, 1),
+        fit_s=r.number("fit_s", 60, 86_400),
+        min_fit_s=r.number("min_fit_s", 10, 86_400),
+        horizon_s=r.number("horizon_s", 0, 604_800),
+        min_r2=r.number("min_r2", 0, 1),
+    )
+    if parsed.min_fit_s > parsed.fit_s:  # the fit could never rest on enough data: the trend kind is off
+        limit = f"must not exceed fit_s ({parsed.fit_s:g})"
+        raise ValueError(f"memory_pressure: min_fit_s {limit}, not {params['min_fit_s']!r}")
+    return parsed

@@ -1,0 +1,56 @@
+"""Ingest's fast path: hardware errors in a batch become alerts at once, not at the next analyze.
+
+A cheap look at the document decides whether there is anything to check (an XID, a counter that
+moved, a failed remap: rare); only then is the batch turned into a one-batch window and run
+through the same detector analyze uses, and settled through the same alert records, so the two
+paths announce one error once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gpulse import codec
+from gpulse.alerting.records import AlertRecords
+from gpulse.alerting.settle import FindingsQueue, settle
+from gpulse.alerting.state import Rule
+from gpulse.detect.catalogue import params_for
+from gpulse.detect.hardware import APPLICATION_XIDS, COUNTERS, HardwareErrorsDetector
+from gpulse.finding import Finding
+from gpulse.window import build_window
+
+STEP_S = 5.0  # analyze's bin width: the same bins give the same `since`, so one alert, not two
+DETECTOR = HardwareErrorsDetector()
+
+
+def worth_checking(doc: dict[str, Any]) -> bool:
+    """True if the batch holds an XID the detector reports, a counter that rose, or a failed remap."""
+    for e in doc.get("events", []):
+        if e.get("type") == "xid" and e.get("code") is not None and e["code"] not in APPLICATION_XIDS:
+            return True
+    for g in doc["gpus"]:
+        for name in (*COUNTERS, "remap_failure"):
+            values = [v for v in g["metrics"].get(name, []) if v is not None]
+            if values and (max(values) > values[0] or (name == "remap_failure" and max(values) > 0)):
+                return True
+    return False
+
+
+def hardware_alerts(
+    doc: dict[str, Any], records: AlertRecords, queue: FindingsQueue, params: dict[str, Any] | None = None
+) -> list[Finding]:
+    """Announce the batch's hardware errors; returns the findings published (none if nothing new)."""
+    if not worth_checking(doc):
+        return []
+    chunk = codec.decode(codec.encode(doc))
+    first, last = float(chunk.timestamps[0]), float(chunk.timestamps[-1])
+    end = math.floor(last / STEP_S) * STEP_S + STEP_S
+    start = math.floor(first / STEP_S) * STEP_S
+    window = build_window(chunk.cluster, [chunk], end=end, span_s=end - start, step=STEP_S)
+    p = params or params_for(DETECTOR.name)
+    conditions = DETECTOR.detect(window, p)
+    if not conditions:
+        return []
+    rule = Rule(DETECTOR.name, DETECTOR.title, float(p["for_s"]), one_shot=True)
+    return settle(records, queue, chunk.cluster, conditions, {rule.name: rule}, end, whole_cluster=False)

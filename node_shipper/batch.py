@@ -2,7 +2,9 @@
 
 Columnar: one series per catalogue metric per device, one value per timestamp, None where the
 device could not report it. Every catalogue metric is present for every GPU and for the host,
-so the emitted set is exactly the catalogue (`gpulse.wire.metrics`).
+so the emitted set is exactly the catalogue (`gpulse.wire.metrics`). A MIG instance always has
+`mem_used`; its other series (`util_sm`) only when some sample of the batch reported them, since
+most MIG-capable GPUs (Ampere) cannot.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ GPU_NAMES = tuple(m.name for m in GPU_METRICS)
 HOST_NAMES = tuple(m.name for m in HOST_METRICS)
 MIG_NAMES = tuple(m.name for m in MIG_METRICS)
 _GPU_SET = frozenset(GPU_NAMES)
+_MIG_MORE = frozenset(MIG_NAMES) - {"mem_used"}  # what MigReading.metrics may hold
+MAX_NUMA_NODES = 64  # schema: maxItems of a process's cpu_numa_nodes
 # Rounding to the catalogue's resolution keeps the JSON short without losing what the codec keeps.
-_DIGITS = {"power_w": 2, "cpu_util": 1, "cpu_busy_cores": 2}
+_DIGITS = {"power_w": 2, "cpu_util": 1, "cpu_busy_cores": 2, "util_sm": 1}
 
 
 def _clip(text: str | None, limit: int) -> str | None:
@@ -75,7 +79,8 @@ class BatchBuilder:
         self._ts: list[float] = []
         self._host: dict[str, list[Value]] = {name: [] for name in HOST_NAMES}
         self._gpus: dict[int, dict[str, list[Value]]] = {}
-        self._mig: dict[str, tuple[MigInfo, dict[int, Value]]] = {}
+        # uuid → (latest facts, metric name → {sample position: value})
+        self._mig: dict[str, tuple[MigInfo, dict[str, dict[int, Value]]]] = {}
         self._procs: dict[tuple[int, int, str | None], _Proc] = {}
         self._events: list[Event] = []
 
@@ -96,14 +101,20 @@ class BatchBuilder:
             return False
         if len(self._ts) >= MAX_SAMPLES:
             raise ValueError(f"a batch holds at most {MAX_SAMPLES} samples; build() it first")
+        # Checked before anything is appended: a refused sample leaves the batch as it was.
+        for metrics in sample.gpus.values():
+            unknown = metrics.keys() - _GPU_SET
+            if unknown:
+                raise ValueError(f"metrics {sorted(unknown)} are not in the Batch v1 catalogue")
+        for reading in sample.mig:
+            unknown = reading.metrics.keys() - _MIG_MORE
+            if unknown:
+                raise ValueError(f"MIG metrics {sorted(unknown)} are not in the Batch v1 catalogue")
         i = len(self._ts)
         self._ts.append(round(sample.ts, 3))
         for name in HOST_NAMES:
             self._host[name].append(_num(name, sample.host.get(name)))
         for index, metrics in sample.gpus.items():
-            unknown = metrics.keys() - _GPU_SET
-            if unknown:
-                raise ValueError(f"metrics {sorted(unknown)} are not in the Batch v1 catalogue")
             series = self._gpus.setdefault(index, {name: [None] * i for name in GPU_NAMES})
             for name in GPU_NAMES:
                 series[name].append(_num(name, metrics.get(name)))
@@ -112,9 +123,11 @@ class BatchBuilder:
                 for values in series.values():
                     values.append(None)
         for reading in sample.mig:
-            _, by_sample = self._mig.setdefault(reading.info.uuid, (reading.info, {}))
-            self._mig[reading.info.uuid] = (reading.info, by_sample)  # the latest layout facts win
-            by_sample[i] = _num("mem_used", reading.mem_used)
+            by_name = self._mig[reading.info.uuid][1] if reading.info.uuid in self._mig else {"mem_used": {}}
+            self._mig[reading.info.uuid] = (reading.info, by_name)  # the latest layout facts win
+            by_name["mem_used"][i] = _num("mem_used", reading.mem_used)
+            for name, value in reading.metrics.items():
+                by_name.setdefault(name, {})[i] = _num(name, value)
         for proc in sample.processes:
             key = (proc.gpu_index, proc.pid, proc.mig_uuid)
             seen = self._procs.get(key)
@@ -171,9 +184,11 @@ class BatchBuilder:
                 "ci_id": info.ci_id,
                 **({"profile": info.profile[:32]} if info.profile else {}),
                 "mem_total": info.mem_total,
-                "metrics": {"mem_used": [values.get(i) for i in range(n)]},
+                "metrics": {
+                    name: [by_name[name].get(i) for i in range(n)] for name in MIG_NAMES if name in by_name
+                },
             }
-            for info, values in self._mig.values()
+            for info, by_name in self._mig.values()
             if info.gpu_index in gpu_indexes
         ]
         if mig:
@@ -220,6 +235,8 @@ class BatchBuilder:
         }
         if info.cpu_affinity is not None:
             out["cpu_affinity"] = list(info.cpu_affinity[:4096])
+        if info.cpu_numa_nodes is not None:
+            out["cpu_numa_nodes"] = list(info.cpu_numa_nodes[:MAX_NUMA_NODES])
         out["first_seen"] = round(p.first_seen, 3)
         out["last_seen"] = round(p.last_seen, 3)
         return out

@@ -8,7 +8,7 @@ reset) gives None for that sample, never a negative rate.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,17 +18,62 @@ import psutil as _psutil
 from node_shipper.model import HostInfo, Value
 
 
+def _node_dirs(sysfs: Path) -> list[Path]:
+    """/sys/devices/system/node/node<N> (OSError when the kernel has no such folder)."""
+    found = (sysfs / "devices/system/node").iterdir()
+    return [p for p in found if p.name[:4] == "node" and p.name[4:].isdigit()]
+
+
 def numa_node_count(sysfs: Path = Path("/sys")) -> int | None:
     """How many NUMA nodes the kernel lists under /sys/devices/system/node, or None if unknown."""
     try:
-        count = sum(
-            1
-            for p in (sysfs / "devices/system/node").iterdir()
-            if p.name[4:].isdigit() and p.name[:4] == "node"
-        )
+        count = len(_node_dirs(sysfs))
     except OSError:
         return None
     return count or None
+
+
+def parse_cpulist(text: str) -> frozenset[int]:
+    """The CPUs of a kernel cpulist ("0-55,112-167", "3", "" for a node without CPUs).
+
+    ValueError on anything else: a format we misread would pin processes to the wrong node.
+    """
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, sep, last = part.partition("-")
+        lo, hi = int(first), int(last) if sep else int(first)
+        if lo < 0 or hi < lo:
+            raise ValueError(f"bad cpulist range {part!r}")
+        cpus.update(range(lo, hi + 1))
+    return frozenset(cpus)
+
+
+def numa_cpus(sysfs: Path = Path("/sys")) -> dict[int, frozenset[int]]:
+    """NUMA node → its CPUs, from /sys/devices/system/node/node*/cpulist; {} when the kernel has none.
+
+    A node whose cpulist cannot be read or parsed is left out (memory-only nodes have an empty one).
+    """
+    try:
+        nodes = _node_dirs(sysfs)
+    except OSError:
+        return {}
+    out: dict[int, frozenset[int]] = {}
+    for node in nodes:
+        try:
+            out[int(node.name[4:])] = parse_cpulist((node / "cpulist").read_text())
+        except (OSError, ValueError):
+            continue
+    return dict(sorted(out.items()))
+
+
+def numa_nodes_of(cpus: Iterable[int], topology: Mapping[int, frozenset[int]]) -> tuple[int, ...] | None:
+    """The NUMA nodes (ascending) holding any of `cpus`; None when the topology is unknown."""
+    if not topology:
+        return None
+    wanted = frozenset(cpus)
+    return tuple(node for node, members in topology.items() if members & wanted)
 
 
 class HostCollector:

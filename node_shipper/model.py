@@ -54,8 +54,13 @@ class MigInfo:
 
 @dataclass(frozen=True)
 class MigReading:
+    """One MIG instance at one sample. `metrics` holds the MIG catalogue's other series (`util_sm`):
+    a name present (even as None: no value this time) means the instance reports it; a name absent
+    means it cannot, and the batch then leaves that series out instead of filling it with nulls."""
+
     info: MigInfo
     mem_used: Value
+    metrics: Mapping[str, Value] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class ProcessInfo:
     mem_used: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
     mig_uuid: str | None = None
+    cpu_numa_nodes: tuple[int, ...] | None = None  # the NUMA nodes cpu_affinity spans, ascending
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,22 @@
 The module is injected (`nvml=`), so tests pass a fake with pynvml's own signatures. A value
 a device cannot report (NVMLError_NotSupported and friends) is None, never a crash; a field
 that answers NotSupported once is not asked again (it is a property of the device).
+
+NVML calls are kept down: the slow-moving values (retired pages, remapped rows) and PCIe
+throughput (each nvmlDeviceGetPcieThroughput call blocks ~20 ms while it measures) are read on
+every `slow_every`-th sample only and carried between reads. MIG instances' SM utilisation
+comes from GPM (Hopper and later): one GPM sample per GPU instance per tick, the utilisation
+computed from the last two, the sample buffers allocated once per instance and freed on close.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,6 +35,8 @@ KIB = 1024  # nvmlDeviceGetPcieThroughput reports KB/s; NVIDIA's KB is 1024 byte
 MAX_EVENTS_PER_SAMPLE = 64  # an XID storm must not stall sampling
 _MIG_PROFILE = re.compile(r"\bMIG\s+(\S+)")
 _NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId of a process on a GPU without MIG
+DEFAULT_SLOW_EVERY = 10
+SLOW_METRICS = ("pcie_tx_bps", "pcie_rx_bps", "retired_pages", "remapped_rows_unc", "remap_failure")
 
 
 def mig_profile(device_name: str) -> str | None:
@@ -49,6 +58,21 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+@dataclass
+class _GpmPair:
+    """The two GPM sample buffers of one GPU instance, used in turn: one holds the last tick's
+    reading, the other takes this tick's. `uuids` are the instance's MIG devices when it was
+    last read: a different set is a recreated instance, whose old reading is no baseline."""
+
+    buffers: tuple[Any, Any]
+    uuids: frozenset[str]
+    previous: int | None = None  # which buffer holds the last reading; None: no baseline yet
+
+
+class _Unsupported(Exception):
+    """GPM answered NotSupported: this GPU has no per-instance SM utilisation."""
+
+
 class NvmlCollector:
     """Owns the NVML session: `open()` once per process, `sample()` each second, `close()` on exit."""
 
@@ -58,10 +82,18 @@ class NvmlCollector:
         *,
         proc: ProcReader | None = None,
         sysfs: Path = Path("/sys"),
+        slow_every: int = DEFAULT_SLOW_EVERY,
     ) -> None:
+        if slow_every < 1:
+            raise ValueError(f"slow_every must be at least 1, got {slow_every}")
         self._nvml = nvml
-        self._proc = proc or ProcReader()
+        self._proc = proc or ProcReader(sysfs=sysfs)
         self._sysfs = sysfs
+        self._slow_every = slow_every
+        self._ticks = 0
+        self._slow: dict[int, dict[str, Value]] = {}  # the last slow reading of each GPU
+        self._gpm: dict[tuple[int, int], _GpmPair] = {}  # (GPU index, gpu instance id)
+        self._gpm_ok: dict[int, bool] = {}
         self._handles: list[Any] = []
         self._infos: list[GpuInfo] = []
         self._unsupported: set[tuple[int, str]] = set()
@@ -95,10 +127,12 @@ class NvmlCollector:
         return tuple(self._infos)
 
     def close(self) -> None:
-        """Free the event set and shut NVML down; safe to call twice."""
+        """Free the event set and GPM samples and shut NVML down; safe to call twice."""
         if not self._open:
             return
         nv = self._nvml
+        for key in list(self._gpm):
+            self._free_gpm(key)
         if self._event_set is not None:
             with contextlib.suppress(nv.NVMLError):  # freeing is best effort; nvmlShutdown frees it anyway
                 nv.nvmlEventSetFree(self._event_set)
@@ -195,8 +229,12 @@ class NvmlCollector:
         # Drivers before 535 (and older nvidia-ml-py) know only the older name of the same bitmask.
         return self._get(index, "throttle", nv.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
 
-    def gpu_metrics(self, index: int, handle: Any) -> dict[str, Value]:
-        """Every per-GPU series value of one sample (catalogue names, SI units)."""
+    def gpu_metrics(self, index: int, handle: Any, *, slow: bool = True) -> dict[str, Value]:
+        """Every per-GPU series value of one sample (catalogue names, SI units).
+
+        With `slow=False` the SLOW_METRICS are the values of the last slow read (read now if
+        this GPU has none yet) instead of new NVML calls.
+        """
         nv = self._nvml
         util = self._get(index, "util", nv.nvmlDeviceGetUtilizationRates, handle)
         mem = self._get(index, "memory", nv.nvmlDeviceGetMemoryInfo, handle)
@@ -219,9 +257,9 @@ class NvmlCollector:
             nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
             nv.NVML_VOLATILE_ECC,
         )
-        tx = self._get(index, "pcie_tx", nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_TX_BYTES)
-        rx = self._get(index, "pcie_rx", nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_RX_BYTES)
         throttle = self._throttle(index, handle)
+        if slow or index not in self._slow:
+            self._slow[index] = self._slow_metrics(index, handle)
         return {
             "util_gpu": float(util.gpu) if util is not None else None,
             "util_mem": float(util.memory) if util is not None else None,
@@ -232,8 +270,37 @@ class NvmlCollector:
             "throttle_reasons": float(throttle) if throttle is not None else None,
             "ecc_sbe_volatile": float(sbe) if sbe is not None else None,
             "ecc_dbe_volatile": float(dbe) if dbe is not None else None,
+            **self._slow[index],
+        }
+
+    def _slow_metrics(self, index: int, handle: Any) -> dict[str, Value]:
+        nv = self._nvml
+        tx = self._get(index, "pcie_tx", nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_TX_BYTES)
+        rx = self._get(index, "pcie_rx", nv.nvmlDeviceGetPcieThroughput, handle, nv.NVML_PCIE_UTIL_RX_BYTES)
+        # Page retirement is pre-Ampere: each call lists the retired pages of one cause.
+        sbe_pages = self._get(
+            index,
+            "retired_sbe",
+            nv.nvmlDeviceGetRetiredPages,
+            handle,
+            nv.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
+        )
+        dbe_pages = self._get(
+            index,
+            "retired_dbe",
+            nv.nvmlDeviceGetRetiredPages,
+            handle,
+            nv.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR,
+        )
+        # Row remapping replaced it on Ampere: (corrRows, uncRows, isPending, failureOccurred).
+        rows = self._get(index, "remapped_rows", nv.nvmlDeviceGetRemappedRows, handle)
+        retired = None if sbe_pages is None or dbe_pages is None else len(sbe_pages) + len(dbe_pages)
+        return {
             "pcie_tx_bps": float(tx * KIB) if tx is not None else None,
             "pcie_rx_bps": float(rx * KIB) if rx is not None else None,
+            "retired_pages": float(retired) if retired is not None else None,
+            "remapped_rows_unc": float(rows[1]) if rows is not None else None,
+            "remap_failure": (1.0 if rows[3] else 0.0) if rows is not None else None,
         }
 
     def _mig_instances(self, index: int, handle: Any) -> list[MigReading]:
@@ -261,6 +328,110 @@ class NvmlCollector:
             found.append(MigReading(info, float(mem.used) if mem is not None else None))
         return found
 
+    # -- MIG SM utilisation through GPM ----------------------------------------------------
+
+    def _gpm_supported(self, index: int, handle: Any) -> bool:
+        known = self._gpm_ok.get(index)
+        if known is not None:
+            return known
+        support = self._get(index, "gpm", self._nvml.nvmlGpmQueryDeviceSupport, handle)
+        if support is None:
+            # NotSupported (remembered by _get) means never; another error: ask again next tick.
+            if (index, "gpm") in self._unsupported:
+                self._gpm_ok[index] = False
+            return False
+        self._gpm_ok[index] = bool(support.isSupportedDevice)
+        return self._gpm_ok[index]
+
+    def _free_gpm(self, key: tuple[int, int]) -> None:
+        pair = self._gpm.pop(key)
+        for buffer in pair.buffers:
+            with contextlib.suppress(self._nvml.NVMLError):  # best effort: nvmlShutdown frees them too
+                self._nvml.nvmlGpmSampleFree(buffer)
+
+    def _forget_gpm(self, index: int, keep: set[int]) -> None:
+        """Free the GPM buffers of `index`'s instances that no longer exist."""
+        for key in [k for k in self._gpm if k[0] == index and k[1] not in keep]:
+            self._free_gpm(key)
+
+    def _gpm_pair(self, index: int, gi_id: int, uuids: frozenset[str]) -> _GpmPair:
+        nv = self._nvml
+        pair = self._gpm.get((index, gi_id))
+        if pair is None:
+            first = nv.nvmlGpmSampleAlloc()
+            try:
+                second = nv.nvmlGpmSampleAlloc()
+            except nv.NVMLError:
+                with contextlib.suppress(nv.NVMLError):
+                    nv.nvmlGpmSampleFree(first)
+                raise
+            pair = self._gpm[(index, gi_id)] = _GpmPair((first, second), uuids)
+        elif pair.uuids != uuids:
+            pair.uuids, pair.previous = uuids, None  # a recreated instance: start a new baseline
+        return pair
+
+    def _instance_sm_util(self, index: int, handle: Any, gi_id: int, uuids: frozenset[str]) -> Value:
+        """This tick's SM utilisation of one GPU instance, from its previous GPM sample to a new one.
+
+        None on the first tick (no baseline yet) and after a failed read; _Unsupported when the
+        GPU has no GPM for MIG.
+        """
+        nv = self._nvml
+        try:
+            pair = self._gpm_pair(index, gi_id, uuids)
+            current = 0 if pair.previous is None else 1 - pair.previous
+            nv.nvmlGpmMigSampleGet(handle, gi_id, pair.buffers[current])
+        except (nv.NVMLError_NotSupported, nv.NVMLError_FunctionNotFound):
+            raise _Unsupported() from None
+        except nv.NVMLError as e:
+            log.debug("GPM sample failed", extra={"gpu": index, "gi": gi_id, "error": str(e)})
+            if (index, gi_id) in self._gpm:
+                self._gpm[(index, gi_id)].previous = None
+            return None
+        before, pair.previous = pair.previous, current
+        if before is None:
+            return None
+        request = nv.c_nvmlGpmMetricsGet_t()
+        request.version = nv.NVML_GPM_METRICS_GET_VERSION
+        request.numMetrics = 1
+        request.sample1 = pair.buffers[before]
+        request.sample2 = pair.buffers[current]
+        request.metrics[0].metricId = nv.NVML_GPM_METRIC_SM_UTIL
+        try:
+            nv.nvmlGpmMetricsGet(request)
+        except (nv.NVMLError_NotSupported, nv.NVMLError_FunctionNotFound):
+            raise _Unsupported() from None
+        except nv.NVMLError as e:
+            log.debug("GPM metrics failed", extra={"gpu": index, "gi": gi_id, "error": str(e)})
+            return None
+        metric = request.metrics[0]
+        if metric.nvmlReturn == nv.NVML_ERROR_NOT_SUPPORTED:
+            raise _Unsupported()
+        if metric.nvmlReturn != nv.NVML_SUCCESS or not math.isfinite(metric.value):
+            return None
+        return min(100.0, max(0.0, float(metric.value)))
+
+    def _with_sm_util(self, index: int, handle: Any, readings: list[MigReading]) -> list[MigReading]:
+        """The readings with `util_sm` added, one GPM reading per GPU instance (its compute
+        instances share it); unchanged when the GPU has no GPM for MIG."""
+        by_gi: dict[int, set[str]] = {}
+        for r in readings:
+            by_gi.setdefault(r.info.gi_id, set()).add(r.info.uuid)
+        self._forget_gpm(index, set(by_gi) if readings else set())
+        if not readings or not self._gpm_supported(index, handle):
+            return readings
+        util: dict[int, Value] = {}
+        try:
+            for gi_id, uuids in sorted(by_gi.items()):
+                util[gi_id] = self._instance_sm_util(index, handle, gi_id, frozenset(uuids))
+        except _Unsupported:
+            log.info("no MIG SM utilisation: GPM not supported", extra={"gpu": index})
+            self._unsupported.add((index, "gpm"))
+            self._gpm_ok[index] = False
+            self._forget_gpm(index, set())
+            return readings
+        return [replace(r, metrics={**r.metrics, "util_sm": util[r.info.gi_id]}) for r in readings]
+
     def _processes(
         self, index: int, handle: Any, by_instance: dict[tuple[int, int], str]
     ) -> list[ProcessInfo]:
@@ -282,6 +453,7 @@ class NvmlCollector:
                     mem_used=int(used) if used is not None else None,
                     cpu_affinity=facts.cpu_affinity,
                     mig_uuid=by_instance.get((gi, ci)),
+                    cpu_numa_nodes=facts.cpu_numa_nodes,
                 )
             )
         return out
@@ -313,11 +485,13 @@ class NvmlCollector:
     def sample(
         self, ts: float
     ) -> tuple[dict[int, dict[str, Value]], list[MigReading], list[ProcessInfo], list[Event]]:
-        """One reading of every GPU: per-GPU metrics, MIG memory, compute processes, new events."""
+        """One reading of every GPU: per-GPU metrics, MIG memory and SM use, compute processes, new events."""
         gpus: dict[int, dict[str, Value]] = {}
         mig_readings: list[MigReading] = []
         processes: list[ProcessInfo] = []
         events = self._xid_events(ts)
+        slow = self._ticks % self._slow_every == 0
+        self._ticks += 1
         for index, handle in enumerate(self._handles):
             enabled = self._mig_enabled(index, handle)
             if enabled != self._infos[index].mig_mode:
@@ -325,15 +499,17 @@ class NvmlCollector:
                 self._unsupported = {
                     key for key in self._unsupported if key[0] != index or key[1] == "mig_mode"
                 }
+                self._slow.pop(index, None)
+                self._gpm_ok.pop(index, None)
                 self._infos[index] = replace(self._infos[index], mig_mode=enabled)
-            gpus[index] = self.gpu_metrics(index, handle)
+            gpus[index] = self.gpu_metrics(index, handle, slow=slow)
             by_instance: dict[tuple[int, int], str] = {}
             layout: list[tuple[str, str | None]] = []
-            if enabled:
-                for reading in self._mig_instances(index, handle):
-                    mig_readings.append(reading)
-                    by_instance[(reading.info.gi_id, reading.info.ci_id)] = reading.info.uuid
-                    layout.append((reading.info.uuid, reading.info.profile))
+            instances = self._mig_instances(index, handle) if enabled else []
+            for reading in self._with_sm_util(index, handle, instances):
+                mig_readings.append(reading)
+                by_instance[(reading.info.gi_id, reading.info.ci_id)] = reading.info.uuid
+                layout.append((reading.info.uuid, reading.info.profile))
             events += self._layout_event(ts, index, tuple(sorted(layout)))
             processes += self._processes(index, handle, by_instance)
         self._proc.forget_except({p.pid for p in processes})

@@ -1,4 +1,6 @@
-"""Who runs a GPU process: user, container, command name and CPU affinity, read from /proc.
+"""Who runs a GPU process: user, container, command name, CPU affinity and its NUMA nodes.
+
+Read from /proc; the NUMA topology comes from /sys/devices/system/node once, at start.
 
 Every reader answers None when the process is gone or unreadable: a process may exit between
 NVML listing it and us reading /proc, and that must never stop a sample.
@@ -12,6 +14,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from node_shipper.host import numa_cpus, numa_nodes_of
 
 # A container id is 64 lowercase hex digits in a cgroup path: docker ("docker-<id>.scope",
 # ".../docker/<id>"), containerd ("cri-containerd-<id>.scope", ".../kubepods/.../<id>"),
@@ -47,6 +51,7 @@ class ProcFacts:
     container: str | None
     name: str | None
     cpu_affinity: tuple[int, ...] | None
+    cpu_numa_nodes: tuple[int, ...] | None = None
 
 
 def _user_name(uid: int, getpwuid: Callable[[int], pwd.struct_passwd]) -> str:
@@ -57,7 +62,11 @@ def _user_name(uid: int, getpwuid: Callable[[int], pwd.struct_passwd]) -> str:
 
 
 class ProcReader:
-    """Reads the facts of a pid under `root` (default /proc), caching them while the pid lives."""
+    """Reads the facts of a pid under `root` (default /proc), caching them while the pid lives.
+
+    The NUMA topology is read once from `sysfs` (default /sys): CPUs do not change nodes while
+    the machine runs, and a process's affinity is mapped onto it at every new pid.
+    """
 
     def __init__(
         self,
@@ -65,10 +74,12 @@ class ProcReader:
         *,
         getaffinity: Callable[[int], Iterable[int]] = os.sched_getaffinity,
         getpwuid: Callable[[int], pwd.struct_passwd] = pwd.getpwuid,
+        sysfs: Path = Path("/sys"),
     ) -> None:
         self._root = root
         self._getaffinity = getaffinity
         self._getpwuid = getpwuid
+        self._numa = numa_cpus(sysfs)
         self._cache: dict[int, ProcFacts] = {}
 
     def _read(self, pid: int, name: str) -> str | None:
@@ -78,7 +89,7 @@ class ProcReader:
             return None
 
     def facts(self, pid: int) -> ProcFacts:
-        """User, container id, comm and affinity of `pid`; each None when it cannot be read."""
+        """User, container id, comm, affinity and its NUMA nodes of `pid`; each None when unknown."""
         cached = self._cache.get(pid)
         if cached is not None:
             return cached
@@ -95,6 +106,7 @@ class ProcReader:
             container=container_id(cgroup) if cgroup is not None else None,
             name=(comm.strip() or None) if comm is not None else None,
             cpu_affinity=affinity,
+            cpu_numa_nodes=numa_nodes_of(affinity, self._numa) if affinity is not None else None,
         )
         if status is not None:  # only a process we could see is worth remembering
             self._cache[pid] = facts

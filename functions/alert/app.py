@@ -66,10 +66,12 @@ def record_handler(record: SQSRecord) -> None:
     logger.append_keys(
         cluster=finding.cluster, rule=finding.rule, state=finding.state, fingerprint=finding.fingerprint
     )
-    delivered = deliver(finding, default_route(), sent, dead)
-    if delivered:
-        telemetry.emit(metrics, "MessagesDelivered", len(delivered))
-    logger.info("finding delivered", channels=delivered)
+    outcome = deliver(finding, default_route(), sent, dead)
+    if outcome.delivered:
+        telemetry.emit(metrics, "MessagesDelivered", len(outcome.delivered))
+    if outcome.dead_lettered:
+        telemetry.emit(metrics, "MessagesDeadLettered", len(outcome.dead_lettered))
+    logger.info("finding delivered", channels=outcome.delivered, refused=outcome.dead_lettered)
 
 
 @logger.inject_lambda_context(clear_state=True)

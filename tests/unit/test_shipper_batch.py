@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gpulse.wire.batch import inflate, parse
-from gpulse.wire.metrics import GPU_METRICS, HOST_METRICS
+from gpulse.wire.metrics import GPU_METRICS, HOST_METRICS, MIG_METRICS
 from node_shipper.batch import BatchBuilder, encode
 from node_shipper.model import Event, GpuInfo, HostInfo, Inventory, MigInfo, MigReading, ProcessInfo, Sample
 
@@ -50,6 +50,7 @@ def test_document_shape_and_contract() -> None:
         name="python",
         mem_used=60 << 30,
         cpu_affinity=(0, 1),
+        cpu_numa_nodes=(0,),
     )
     b.add(_sample(0, processes=[proc]))
     b.add(_sample(1, processes=[proc], mig=[MigReading(MIG, 3.0 * (1 << 30))]))
@@ -98,6 +99,7 @@ def test_document_shape_and_contract() -> None:
             "name": "python",
             "mem_used": 60 << 30,
             "cpu_affinity": [0, 1],
+            "cpu_numa_nodes": [0],
             "first_seen": T0,
             "last_seen": T0 + 1,
         }
@@ -117,6 +119,41 @@ def test_every_catalogue_metric_is_emitted_and_nothing_else() -> None:
 def test_unknown_metric_is_refused() -> None:
     with pytest.raises(ValueError, match="catalogue"):
         _builder().add(Sample(ts=T0, host={}, gpus={0: {"util_pct": 3.0}}))
+
+
+def test_unknown_mig_metric_is_refused_and_the_batch_is_untouched() -> None:
+    b = _builder()
+    b.add(_sample(0))
+    with pytest.raises(ValueError, match=r"MIG metrics \['util_gpu'\] are not in the Batch v1 catalogue"):
+        b.add(_sample(1, mig=[MigReading(MIG, 0.0, {"util_gpu": 5.0})]))
+    assert len(b) == 1
+    doc = b.build(inventory=INVENTORY, seq=0, batch_id="k" * 32)
+    parse(json.dumps(doc).encode(), now=T0)
+
+
+def test_mig_util_sm_is_sent_only_where_reported() -> None:
+    b = _builder()
+    other = MigInfo(gpu_index=1, uuid="MIG-2", gi_id=8, ci_id=0, mem_total=10 << 30, profile="1g.10gb")
+    b.add(_sample(0, mig=[MigReading(MIG, 0.0, {"util_sm": None}), MigReading(other, 0.0)]))
+    b.add(_sample(1, mig=[MigReading(MIG, 0.0, {"util_sm": 37.46}), MigReading(other, 0.0)]))
+    b.add(_sample(2, mig=[MigReading(other, 0.0)]))
+    doc = b.build(inventory=INVENTORY, seq=0, batch_id="l" * 32)
+    parse(json.dumps(doc).encode(), now=T0 + 3)
+    by_uuid = {m["uuid"]: m["metrics"] for m in doc["mig"]}
+    # MIG-1 went away after sample 1: nulls; MIG-2 never reported util_sm: no series at all.
+    assert by_uuid == {
+        "MIG-1": {"mem_used": [0, 0, None], "util_sm": [None, 37.5, None]},
+        "MIG-2": {"mem_used": [0, 0, 0]},
+    }
+    for mig in doc["mig"]:
+        assert set(mig["metrics"]) <= {m.name for m in MIG_METRICS}
+
+
+def test_numa_nodes_are_left_out_when_unknown() -> None:
+    b = _builder()
+    b.add(_sample(0, processes=[ProcessInfo(gpu_index=0, pid=7, cpu_affinity=(0,))]))
+    doc = b.build(inventory=INVENTORY, seq=0, batch_id="m" * 32)
+    assert "cpu_numa_nodes" not in doc["processes"][0]
 
 
 def test_a_sample_going_back_in_time_is_skipped() -> None:

@@ -10,7 +10,7 @@ from unittest import mock
 import psutil
 import pytest
 
-from node_shipper.host import HostCollector, numa_node_count
+from node_shipper.host import HostCollector, numa_cpus, numa_node_count, numa_nodes_of, parse_cpulist
 
 GIB = 1 << 30
 
@@ -102,6 +102,53 @@ def test_no_disks_is_null(fake_psutil: Any, tmp_path: Path) -> None:
 
 def test_numa_unknown_without_sysfs(tmp_path: Path) -> None:
     assert numa_node_count(tmp_path / "missing") is None
+    assert numa_cpus(tmp_path / "missing") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [
+        ("0-55,112-167\n", set(range(56)) | set(range(112, 168))),  # a DGX H100 socket
+        ("3\n", {3}),
+        ("0,2,4-5", {0, 2, 4, 5}),
+        ("\n", set()),  # a memory-only node (CXL, or a Grace Hopper's GPU memory)
+    ],
+)
+def test_parse_cpulist(text: str, cpus: set[int]) -> None:
+    assert parse_cpulist(text) == cpus
+
+
+@pytest.mark.parametrize("text", ["0-", "5-3", "a", "0-3:2", "-1"])
+def test_parse_cpulist_refuses_what_it_cannot_read(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_cpulist(text)
+
+
+def write_numa(sysfs: Path, cpulists: dict[str, str]) -> Path:
+    """node<N>/cpulist files under sysfs/devices/system/node, as the kernel lays them out."""
+    for name, text in cpulists.items():
+        node = sysfs / "devices/system/node" / name
+        node.mkdir(parents=True)
+        (node / "cpulist").write_text(text)
+    (sysfs / "devices/system/node/possible").write_text("0-1\n")  # a file beside the nodes, ignored
+    return sysfs
+
+
+def test_numa_topology_of_a_two_socket_node(tmp_path: Path) -> None:
+    sysfs = write_numa(tmp_path, {"node1": "56-111,168-223\n", "node0": "0-55,112-167\n", "node2": "\n"})
+    topology = numa_cpus(sysfs)
+    assert list(topology) == [0, 1, 2]
+    assert (len(topology[0]), len(topology[1]), topology[2]) == (112, 112, frozenset())
+    assert numa_nodes_of(range(56, 112), topology) == (1,)
+    assert numa_nodes_of([0, 200], topology) == (0, 1)
+    assert numa_nodes_of(range(224), topology) == (0, 1)  # unpinned: both sockets
+    assert numa_nodes_of([], topology) == ()
+    assert numa_nodes_of([0], {}) is None  # no topology: unknown, not "none"
+
+
+def test_an_unreadable_cpulist_leaves_that_node_out(tmp_path: Path) -> None:
+    sysfs = write_numa(tmp_path, {"node0": "0-3\n", "node1": "garbage\n"})
+    assert numa_cpus(sysfs) == {0: frozenset({0, 1, 2, 3})}
 
 
 def test_real_psutil_answers_every_metric() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from node_shipper.procfs import ProcFacts, ProcReader, container_id, real_uid
+from tests.unit.test_shipper_host import write_numa
 
 CID = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
 
@@ -76,23 +77,51 @@ def _getpwuid(uid: int) -> pwd.struct_passwd:
     return users[uid]
 
 
+def _sysfs(tmp_path: Path) -> Path:
+    """A two-socket node: NUMA 0 holds CPUs 0-3 and their siblings 8-11, NUMA 1 the rest."""
+    return write_numa(tmp_path / "sys", {"node0": "0-3,8-11\n", "node1": "4-7,12-15\n"})
+
+
 def test_reader_facts(tmp_path: Path) -> None:
     _write_proc(tmp_path, 4242, uid=1001, cgroup=CGROUPS["docker v2 (systemd driver)"], comm="python")
     _write_proc(tmp_path, 5151, uid=2000, cgroup="0::/user.slice/session-1.scope\n", comm="jupyter")
-    reader = ProcReader(tmp_path, getaffinity=lambda pid: {3, 1, 2}, getpwuid=_getpwuid)
-    assert reader.facts(4242) == ProcFacts(user="alice", container=CID, name="python", cpu_affinity=(1, 2, 3))
+    affinity = {4242: {3, 1, 2}, 5151: set(range(16))}
+    reader = ProcReader(
+        tmp_path, getaffinity=lambda pid: affinity[pid], getpwuid=_getpwuid, sysfs=_sysfs(tmp_path)
+    )
+    assert reader.facts(4242) == ProcFacts(
+        user="alice", container=CID, name="python", cpu_affinity=(1, 2, 3), cpu_numa_nodes=(0,)
+    )
     # A uid without a passwd entry (common inside containers) is reported as the number.
     assert reader.facts(5151) == ProcFacts(
-        user="2000", container=None, name="jupyter", cpu_affinity=(1, 2, 3)
+        user="2000", container=None, name="jupyter", cpu_affinity=tuple(range(16)), cpu_numa_nodes=(0, 1)
     )
+
+
+def test_numa_nodes_are_unknown_without_a_topology(tmp_path: Path) -> None:
+    _write_proc(tmp_path, 4242, uid=1001, cgroup="", comm="python")
+    reader = ProcReader(tmp_path, getaffinity=lambda pid: {0}, getpwuid=_getpwuid, sysfs=tmp_path / "no-sys")
+    assert reader.facts(4242).cpu_numa_nodes is None
+
+
+def test_the_topology_is_read_once(tmp_path: Path) -> None:
+    _write_proc(tmp_path, 4242, uid=1001, cgroup="", comm="python")
+    _write_proc(tmp_path, 4343, uid=1001, cgroup="", comm="python")
+    sysfs = _sysfs(tmp_path)
+    reader = ProcReader(tmp_path, getaffinity=lambda pid: {5}, getpwuid=_getpwuid, sysfs=sysfs)
+    (sysfs / "devices/system/node/node0/cpulist").write_text("0-15\n")
+    (sysfs / "devices/system/node/node1/cpulist").write_text("\n")
+    assert reader.facts(4242).cpu_numa_nodes == reader.facts(4343).cpu_numa_nodes == (1,)
 
 
 def test_vanished_process_gives_nulls(tmp_path: Path) -> None:
     def gone(pid: int) -> set[int]:
         raise ProcessLookupError(pid)
 
-    reader = ProcReader(tmp_path, getaffinity=gone, getpwuid=_getpwuid)
-    assert reader.facts(999) == ProcFacts(user=None, container=None, name=None, cpu_affinity=None)
+    reader = ProcReader(tmp_path, getaffinity=gone, getpwuid=_getpwuid, sysfs=_sysfs(tmp_path))
+    assert reader.facts(999) == ProcFacts(
+        user=None, container=None, name=None, cpu_affinity=None, cpu_numa_nodes=None
+    )
 
 
 def test_facts_are_cached_until_the_pid_is_gone(tmp_path: Path) -> None:

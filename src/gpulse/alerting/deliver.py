@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import boto3
@@ -83,12 +84,19 @@ class DeadLetters:
             raise StoreError(f"SQS {e.response.get('Error', {}).get('Code')}") from e
 
 
-def deliver(finding: Finding, channels: Sequence[Channel], sent: SentLog, dead: DeadLetters) -> list[str]:
-    """Send `finding` to each channel not yet done; returns the channels sent to now.
+@dataclass(frozen=True)
+class Outcome:
+    delivered: list[str]  # channels that took the finding now
+    dead_lettered: list[str]  # channels that refused it (4xx): parked in the DLQ with the reason
+
+
+def deliver(finding: Finding, channels: Sequence[Channel], sent: SentLog, dead: DeadLetters) -> Outcome:
+    """Send `finding` to each channel not yet done.
 
     RetryableDeliveryError propagates (the SQS record fails and comes back later; after five
     receives SQS moves it to the DLQ). PermanentDeliveryError dead-letters at once."""
-    delivered = []
+    delivered: list[str] = []
+    refused: list[str] = []
     tid = finding.transition_id
     for ch in channels:
         if sent.sent(tid, ch.name):
@@ -104,7 +112,8 @@ def deliver(finding: Finding, channels: Sequence[Channel], sent: SentLog, dead: 
             )
             dead.put(finding.to_json(), f"{ch.kind} answered {e.status}: {e.reason}", ch.name)
             sent.record(tid, ch.name, f"dead-lettered {e.status}")
+            refused.append(ch.name)
             continue
         sent.record(tid, ch.name, "delivered")
         delivered.append(ch.name)
-    return delivered
+    return Outcome(delivered, refused)

@@ -46,7 +46,7 @@ _FLAT_VAR = 1e-10
 # within a fraction of the quarter, while a leak, steady by nature, keeps its pace. A quarter, not
 # less: over fewer bins the recent slope of a noisy leak wavers and would break the run.
 RECENT_SHARE = 0.25
-KEEP_PACE = -1e9
+KEEP_PACE = 0.5
 
 GPU_ACTION = (
     "Reduce the batch size, or trade compute for memory with activation checkpointing and gradient "

@@ -14,5 +14,5 @@ def test_the_metric_catalogue_matches_what_the_code_emits() -> None:
     names: set[str] = set()
     for path in [*ROOT.glob("functions/*/app.py"), *ROOT.glob("src/gpulse/**/*.py")]:
         for call in re.findall(r"telemetry\.emit\(metrics, ([^\n]*)\)", path.read_text()):
-            names |= set(re.findall(r'"(\w+)"', call))  # a name, or both names of a conditional
+            names |= set(re.findall(r'"([A-Z]\w+)"', call))  # a name, or both of a conditional
     assert names == set(CATALOGUE)

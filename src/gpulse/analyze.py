@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 STEP_S = 5.0
-FRESH_S = 3600.0  # clusters with no report for this long are not analysed
+REGISTRY_S = 7 * 86400.0  # nodes silent this long leave the registry given to detectors
 
 
 class ParamSource(Protocol):
@@ -61,11 +61,12 @@ class Analyzer:
         self.window_s, self.step_s, self.clock = window_s, step_s, clock
 
     def run(self) -> list[ClusterReport]:
-        """One scheduled run over every cluster that reported in the last hour."""
+        """One scheduled run over every cluster with a node that reported in the last week (a
+        cluster gone wholly silent is still visited: that silence is what it must report)."""
         now = self.clock()
         by_cluster: dict[str, list[NodeInfo]] = defaultdict(list)
         for info in self.store.nodes():
-            if now - info.last_seen <= FRESH_S:
+            if now - info.last_seen <= REGISTRY_S:
                 by_cluster[info.cluster].append(info)
         params = self.params.all()
         return [self.run_cluster(c, nodes, params, now) for c, nodes in sorted(by_cluster.items())]
@@ -80,12 +81,11 @@ class Analyzer:
         chunks = [codec.decode(b) for b in raw]
         t2 = time.perf_counter()
         report.chunks, report.read_s, report.decode_s = len(chunks), t1 - t0, t2 - t1
-        if not chunks:
-            return report
         last_seen: dict[str, float] = {}
         for c in chunks:
             last_seen[c.node] = max(last_seen.get(c.node, 0.0), float(c.timestamps[-1]))
-        end = window_end(last_seen.values(), self.step_s)
+        # with no data at all the window ends now: empty, but the registry still speaks
+        end = window_end(last_seen.values(), self.step_s) if chunks else now - now % self.step_s
         window = build_window(
             cluster,
             chunks,
@@ -94,6 +94,7 @@ class Analyzer:
             step=self.step_s,
             node_groups={n.node: n.node_group for n in nodes},
             registry=[NodeSeen(n.node, n.node_group, n.last_seen) for n in nodes],
+            now=now,
         )
         conditions = detect_all(window, params)
         t3 = time.perf_counter()

@@ -97,6 +97,7 @@ def build_window(
     step: float,
     node_groups: dict[str, str | None] | None = None,
     registry: list[NodeSeen] | None = None,
+    now: float = float("nan"),
 ) -> Window:
     """Bin `chunks` (any order, any overlap) into the window (end - span_s, end]."""
     bins = max(round(span_s / step), 1)
@@ -235,4 +236,5 @@ def build_window(
         mig_layouts=dict(layouts),
         events=sorted(events, key=lambda e: (e["ts"], e["node"])),
         registry=sorted(registry or [], key=lambda n: n.node),
+        now=now,
     )

@@ -25,7 +25,15 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "detectors.md"
 
 
 def test_each_detector_is_registered_once_under_its_name() -> None:
-    assert list(CATALOGUE) == ["imbalance", "idle_held", "hardware_errors"]
+    assert list(CATALOGUE) == [
+        "imbalance",
+        "idle_held",
+        "hardware_errors",
+        "gpu_imbalance",
+        "mig_idle",
+        "mig_layout",
+        "silent_node",
+    ]
     assert isinstance(CATALOGUE["imbalance"], ImbalanceDetector)
     assert isinstance(CATALOGUE["idle_held"], IdleHeldDetector)
     for name, detector in CATALOGUE.items():

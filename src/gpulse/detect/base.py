@@ -92,6 +92,14 @@ class Window:
     mig_layouts: dict[int, list[tuple[float, frozenset[tuple[str, int, int]]]]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)  # batch events, each with its "node"
     registry: list[NodeSeen] = field(default_factory=list)  # every node the cluster has, silent ones too
+    # the wall clock at evaluation (NaN: use `end`). Silence is measured against it: `end` follows
+    # the data, and a cluster whose nodes all stopped has no data to follow.
+    now: float = float("nan")
+
+    @property
+    def clock(self) -> float:
+        """`now` when known, else the window's end."""
+        return self.now if self.now == self.now else self.end
 
     @property
     def bins(self) -> int:

@@ -10,14 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from gpulse.detect.base import Detector
+from gpulse.detect.gpu_imbalance import GpuImbalanceDetector
 from gpulse.detect.hardware import HardwareErrorsDetector
 from gpulse.detect.idle_held import IdleHeldDetector
 from gpulse.detect.imbalance import ImbalanceDetector
+from gpulse.detect.mig import MigIdleDetector, MigLayoutDetector
+from gpulse.detect.silent_node import SilentNodeDetector
 
 _DETECTORS: tuple[Detector, ...] = (
     ImbalanceDetector(),
     IdleHeldDetector(),
     HardwareErrorsDetector(),
+    GpuImbalanceDetector(),
+    MigIdleDetector(),
+    MigLayoutDetector(),
+    SilentNodeDetector(),
 )
 
 CATALOGUE: dict[str, Detector] = {d.name: d for d in _DETECTORS}

@@ -171,7 +171,7 @@ def _condition(
 
 
 def _job_phrase(kind: str, ident: str, users: list[str]) -> str:
-    """ "alice's job (container 3f2a1b9c8d7e)", "bob's job", "the job in container train-7"."""
+    """The job in words: "alice's job (container 3f2a1b9c8d7e)", "bob's job", "the job in container x"."""
     if kind == "user":
         return f"{ident}'s job"
     where = f"container {_short_container(ident)}"

@@ -66,7 +66,7 @@ class SilentNodeDetector:
 
     def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
         """One Condition per registered node whose last report is more than `silent_s` and at most
-        `forget_s` before `window.end`; since = that last report."""
+        `forget_s` before `window.clock` (the wall clock); since = that last report."""
         p = _parse(params)
         if not window.registry:
             return []
@@ -77,15 +77,15 @@ class SilentNodeDetector:
                 last[entry.node] = seen
         names = sorted(last)
         seen_at = np.array([last[n] for n in names], dtype=float)
-        age = window.end - seen_at
+        age = window.clock - seen_at
         silent = (age > p.silent_s) & (age <= p.forget_s)
         return [_condition(window, names[i], float(seen_at[i]), p) for i in np.flatnonzero(silent)]
 
 
 def _condition(window: Window, node: str, last_seen: float, p: _Params) -> Condition:
-    quiet_for = window.end - last_seen
+    quiet_for = window.clock - last_seen
     summary = (
-        f"{node} has sent nothing for {_duration(quiet_for)} (last report {_clock(last_seen, window.end)})"
+        f"{node} has sent nothing for {_duration(quiet_for)} (last report {_clock(last_seen, window.clock)})"
     )
     return Condition(
         rule=SilentNodeDetector.name,

@@ -1,0 +1,207 @@
+"""Golden tests of the silent-node detector: registries and windows built by hand, exact conditions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpulse.analyze import inhibit_silent
+from gpulse.detect.base import Condition, NodeSeen, Window
+from gpulse.detect.silent_node import ACTION, SilentNodeDetector
+from gpulse.finding import Evidence, EvidenceRow
+
+END = dt.datetime(2026, 2, 2, 12, 10, 20, tzinfo=dt.UTC).timestamp()
+STEP = 5.0
+BINS = 120  # 10 minutes of 5 s bins
+START = END - STEP * BINS
+DETECTOR = SilentNodeDetector()
+
+
+def make_window(registry: list[NodeSeen], util: dict[str, np.ndarray] | None = None) -> Window:
+    """A window whose data holds the nodes of `util` (node -> (4 GPUs × bins)), and the given registry."""
+    util = util or {}
+    nodes = sorted(util)
+    g = 4 * len(nodes)
+    matrix = np.concatenate([util[n] for n in nodes]) if nodes else np.zeros((0, BINS))
+    return Window(
+        cluster="demo",
+        start=START,
+        step=STEP,
+        end=END,
+        nodes=nodes,
+        node_groups=[None] * len(nodes),
+        node_last_seen=np.full(len(nodes), END),
+        host={},
+        cpu_count=np.full(len(nodes), 64.0),
+        host_mem_total=np.full(len(nodes), 2.0 * 2**40),
+        gpu_node=np.repeat(np.arange(len(nodes)), 4),
+        gpu_index=np.tile(np.arange(4), len(nodes)),
+        gpu={"util_gpu": matrix, "mem_used": np.full((g, BINS), 40.0 * 2**30)},
+        gpu_mem_total=np.full(g, 80.0 * 2**30),
+        gpu_has_process=np.ones((g, BINS), dtype=bool),
+        gpu_processes=[[] for _ in range(g)],
+        registry=registry,
+    )
+
+
+def detect(window: Window, **overrides: object) -> list[Condition]:
+    return DETECTOR.detect(window, {**DETECTOR.defaults, **overrides})
+
+
+def busy(until_bin: int = BINS) -> np.ndarray:
+    util = np.full((4, BINS), np.nan)
+    util[:, :until_bin] = 80.0
+    return util
+
+
+# --- it fires --------------------------------------------------------------------------------
+
+
+def test_a_node_that_stopped_reporting_six_minutes_ago() -> None:
+    registry = [
+        NodeSeen("node-03", "a100", END - 4),
+        NodeSeen("node-04", "a100", END - 370),  # 12:04:10, the start of bin 46
+        NodeSeen("node-05", "a100", END - 1),
+    ]
+    window = make_window(registry, {"node-03": busy(), "node-04": busy(46), "node-05": busy()})
+
+    assert detect(window) == [
+        Condition(
+            rule="silent_node",
+            subject={"cluster": "demo", "node": "node-04"},
+            since=END - 370,
+            severity="critical",
+            summary="node-04 has sent nothing for 6m 10s (last report 12:04:10 UTC)",
+            action=ACTION,
+            nodes=["node-04"],
+            values={"silent_for_s": 370.0, "last_seen": END - 370, "silent_s": 180.0, "forget_s": 86_400.0},
+            evidence=Evidence(
+                title="node-04: mean GPU utilisation (%), last 10m 0s",
+                unit="%",
+                rows=[EvidenceRow("node-04", [*[80.0] * 12, *[None] * 18], 80.0, True)],
+            ),
+        )
+    ]
+
+
+def test_a_node_absent_from_the_window_is_named_without_evidence() -> None:
+    registry = [NodeSeen("node-01", None, END - 2), NodeSeen("node-09", None, END - 1200)]
+
+    [cond] = detect(make_window(registry, {"node-01": busy()}))
+
+    assert cond.subject == {"cluster": "demo", "node": "node-09"}
+    assert cond.since == END - 1200
+    assert cond.summary == "node-09 has sent nothing for 20m 0s (last report 11:50:20 UTC)"
+    assert cond.evidence is None
+
+
+def test_a_node_silent_since_yesterday_shows_the_date() -> None:
+    [cond] = detect(make_window([NodeSeen("node-02", None, END - 13 * 3600)]))
+    assert cond.summary == "node-02 has sent nothing for 13h 0m (last report 2026-02-01 23:10:20 UTC)"
+
+
+def test_every_silent_node_is_its_own_condition() -> None:
+    registry = [NodeSeen(f"node-{i:02d}", None, END - 300 - i) for i in range(1, 4)]
+    conds = detect(make_window(registry))
+    assert [(c.subject["node"], c.since) for c in conds] == [
+        ("node-01", END - 301),
+        ("node-02", END - 302),
+        ("node-03", END - 303),
+    ]
+
+
+def test_a_node_listed_twice_counts_its_latest_report() -> None:
+    registry = [NodeSeen("node-04", None, END - 900), NodeSeen("node-04", None, END - 500)]
+    [cond] = detect(make_window(registry))
+    assert cond.since == END - 500
+
+
+def test_the_other_alerts_of_a_silent_node_are_inhibited_by_analyze() -> None:
+    [silent] = detect(make_window([NodeSeen("node-04", None, END - 400)]))
+    stale = Condition(
+        "idle_held", {"cluster": "demo", "node": "node-04", "gpu": 1}, START, "warning", "s", "a"
+    )
+    other = Condition(
+        "idle_held", {"cluster": "demo", "node": "node-05", "gpu": 1}, START, "warning", "s", "a"
+    )
+    assert inhibit_silent([silent, stale, other]) == [silent, other]
+
+
+# --- it stays quiet --------------------------------------------------------------------------
+
+
+def test_nodes_that_reported_within_silent_s_are_fine() -> None:
+    # a shipper batching every 60 s, plus transit, lags the window's end by up to ~90 s
+    registry = [
+        NodeSeen("node-01", None, END - 95),
+        NodeSeen("node-02", None, END - 180),  # exactly silent_s: not older than it
+        NodeSeen("node-03", None, END + 3),  # a sample after the window's end
+    ]
+    assert detect(make_window(registry)) == []
+
+
+def test_a_node_gone_for_more_than_forget_s_is_forgotten() -> None:
+    registry = [NodeSeen("node-old", None, END - 86_401), NodeSeen("node-04", None, END - 86_400)]
+    [cond] = detect(make_window(registry))
+    assert cond.subject["node"] == "node-04"  # exactly forget_s: still remembered
+    assert detect(make_window(registry), forget_s=3600) == []
+
+
+def test_an_empty_registry_gives_nothing() -> None:
+    assert detect(make_window([])) == []
+    assert detect(make_window([], {"node-01": np.full((4, BINS), np.nan)})) == []
+
+
+def test_a_node_with_no_finite_data_in_the_window_has_no_evidence() -> None:
+    window = make_window([NodeSeen("node-04", None, END - 900)], {"node-04": np.full((4, BINS), np.nan)})
+    [cond] = detect(window)
+    assert cond.evidence is None
+
+
+def test_thresholds_are_parameters() -> None:
+    window = make_window([NodeSeen("node-04", None, END - 100)])
+    assert detect(window) == []
+    [cond] = detect(window, silent_s=60, severity="warning")
+    assert (cond.severity, cond.values["silent_s"]) == ("warning", 60.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"silent_s": 0}, "silent_s"),
+        ({"forget_s": 120}, "forget_s"),  # not above silent_s
+        ({"forget_s": "1d"}, "forget_s"),
+        ({"severity": "page"}, "severity"),
+        ({"for_s": -1}, "for_s"),
+        ({"quiet_s": 60}, "quiet_s"),
+    ],
+)
+def test_bad_parameters_name_themselves(overrides: dict[str, object], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        DETECTOR.validate({**DETECTOR.defaults, **overrides})
+
+
+# --- properties ------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ages=st.lists(st.one_of(st.just(np.nan), st.floats(-600, 200_000)), max_size=8),
+    in_window=st.booleans(),
+)
+def test_any_registry_gives_pure_json_safe_conditions(ages: list[float], in_window: bool) -> None:
+    registry = [NodeSeen(f"node-{i % 5}", None, END - age) for i, age in enumerate(ages)]
+    util = {f"node-{i}": busy(i * 20) for i in range(5)} if in_window else None
+    window = make_window(registry, util)
+    first = detect(window)
+    assert detect(window) == first
+    for cond in first:
+        json.dumps(asdict(cond), allow_nan=False)
+        assert 180 < END - cond.since <= 86_400
+    assert len({c.subject["node"] for c in first}) == len(first)

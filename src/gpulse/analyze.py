@@ -109,27 +109,39 @@ class Analyzer:
 
 
 def detect_all(window: Window, params: dict[str, dict[str, Any]]) -> list[Condition]:
-    """Every detector of the catalogue over one window, silent nodes' other alerts inhibited."""
+    """Every detector of the catalogue over one window, with the inhibitions applied."""
     out: list[Condition] = []
     for name, det in CATALOGUE.items():
         out.extend(det.detect(window, params[name]))
-    return inhibit_silent(out)
+    return inhibit(out)
 
 
 SILENT_RULE = "silent_node"
+# (source rule, target rule): a condition of the target rule is dropped when every node it names
+# is named by a condition of the source rule, because the source already says what is wrong there.
+# None as target: every other rule. A silent node's data is stale, not its GPUs idle; nodes out of
+# step in a job also stop exchanging, and the imbalance alert already names them.
+INHIBITIONS: tuple[tuple[str, str | None], ...] = ((SILENT_RULE, None), ("imbalance", "network"))
 
 
-def inhibit_silent(conditions: list[Condition]) -> list[Condition]:
-    """Drop the conditions about nodes that are silent: their data is stale, not their GPUs idle.
+def _nodes_of(c: Condition) -> set[str]:
+    node = c.subject.get("node")
+    return set(c.nodes) | ({str(node)} if node is not None else set())
 
-    A condition naming several nodes stays if any of them still reports."""
-    silent = {str(c.subject.get("node")) for c in conditions if c.rule == SILENT_RULE}
-    if not silent:
-        return conditions
+
+def inhibit(conditions: list[Condition]) -> list[Condition]:
+    """Drop the conditions that an INHIBITIONS entry mutes. A condition naming several nodes stays
+    if any of them is not covered."""
+    covered: dict[str, set[str]] = {}
+    for c in conditions:
+        covered.setdefault(c.rule, set()).update(_nodes_of(c))
     kept = []
     for c in conditions:
-        named = set(c.nodes) | ({str(c.subject["node"])} if c.subject.get("node") is not None else set())
-        if c.rule != SILENT_RULE and named and named <= silent:
-            continue
-        kept.append(c)
+        named = _nodes_of(c)
+        muted = any(
+            c.rule != source and target in (None, c.rule) and named and named <= covered.get(source, set())
+            for source, target in INHIBITIONS
+        )
+        if not muted:
+            kept.append(c)
     return kept

@@ -131,3 +131,23 @@ def test_a_one_shot_rule_fires_once_and_ends_without_a_resolve() -> None:
     records[d.record.fingerprint] = replace(d.record, outbox=None)
     [d] = decide("c1", [], records, rules, 1070)
     assert d.delete and d.record.outbox is None
+
+
+def test_imbalance_inhibits_the_network_alert_on_the_same_nodes_only() -> None:
+    from gpulse.analyze import inhibit
+
+    def on(rule: str, nodes: list[str]) -> Condition:
+        return Condition(
+            rule=rule,
+            subject={"cluster": "c1"},
+            since=0,
+            severity="warning",
+            summary="",
+            action="",
+            nodes=nodes,
+        )
+
+    imbalance = on("imbalance", ["node-03", "node-06"])
+    same = on("network", ["node-03", "node-06"])
+    wider = on("network", ["node-03", "node-07"])
+    assert inhibit([imbalance, same, wider]) == [imbalance, wider]

@@ -33,6 +33,9 @@ def test_each_detector_is_registered_once_under_its_name() -> None:
         "mig_idle",
         "mig_layout",
         "silent_node",
+        "throttling",
+        "numa",
+        "network",
     ]
     assert isinstance(CATALOGUE["imbalance"], ImbalanceDetector)
     assert isinstance(CATALOGUE["idle_held"], IdleHeldDetector)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpulse.analyze import inhibit_silent
+from gpulse.analyze import inhibit
 from gpulse.detect.base import Condition, NodeSeen, Window
 from gpulse.detect.silent_node import ACTION, SilentNodeDetector
 from gpulse.finding import Evidence, EvidenceRow
@@ -130,7 +130,7 @@ def test_the_other_alerts_of_a_silent_node_are_inhibited_by_analyze() -> None:
     other = Condition(
         "idle_held", {"cluster": "demo", "node": "node-05", "gpu": 1}, START, "warning", "s", "a"
     )
-    assert inhibit_silent([silent, stale, other]) == [silent, other]
+    assert inhibit([silent, stale, other]) == [silent, other]
 
 
 # --- it stays quiet --------------------------------------------------------------------------

@@ -15,7 +15,10 @@ from gpulse.detect.hardware import HardwareErrorsDetector
 from gpulse.detect.idle_held import IdleHeldDetector
 from gpulse.detect.imbalance import ImbalanceDetector
 from gpulse.detect.mig import MigIdleDetector, MigLayoutDetector
+from gpulse.detect.network import NetworkDetector
+from gpulse.detect.numa import NumaDetector
 from gpulse.detect.silent_node import SilentNodeDetector
+from gpulse.detect.throttling import ThrottlingDetector
 
 _DETECTORS: tuple[Detector, ...] = (
     ImbalanceDetector(),
@@ -25,6 +28,9 @@ _DETECTORS: tuple[Detector, ...] = (
     MigIdleDetector(),
     MigLayoutDetector(),
     SilentNodeDetector(),
+    ThrottlingDetector(),
+    NumaDetector(),
+    NetworkDetector(),
 )
 
 CATALOGUE: dict[str, Detector] = {d.name: d for d in _DETECTORS}

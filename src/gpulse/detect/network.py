@@ -11,6 +11,13 @@ node group (nodes without one form the cluster-level group) is judged against it
 as in the imbalance detector whose helpers this reuses; a node is out in a bin when the group is
 busy (median ≥ `min_group_bps`) and the node moves less than `level_ratio` × the median. One
 vectorised pass over (nodes × bins) per group; one condition per group.
+
+Defaults: `for_s` 60 s, as for imbalance: a minute outlasts a rank's checkpoint write or a data
+reload and still alerts within about two minutes; `min_group_bps` 100 MB/s, far above the tens of
+kB/s an idle node moves (ssh, monitoring, the shipper) and well below what a multi-node job
+exchanges (GB/s per node); `level_ratio` 0.2, because ranks of one job differ by stage and role
+(pipeline ends, parameter servers) but not by a factor of five; `min_nodes` 3, because with two
+nodes there is no telling which one is wrong.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ class NetworkDetector:
         "for_s": 60,
         "severity": "warning",
         "min_nodes": 3,
-        "min_group_bps": 1e8,
+        "min_group_bps": 100_000_000,  # 100 MB/s
         "level_ratio": 0.2,
     }
 

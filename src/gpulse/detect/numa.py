@@ -12,6 +12,11 @@ misplaced when its affinity does not include its GPU's node; a process spanning 
 not (the kernel may well run it near its GPU). Unknown topology on either side is no evidence.
 The GPU's condition holds in a bin while a misplaced process is on it and it is busy
 (util_gpu ≥ `min_util`): an idle misplaced process costs nothing. One condition per GPU.
+
+Defaults: severity info, because the job runs, only slower, and the fix is a launch option;
+`for_s` 300 s, so a process that starts anywhere and is moved by its launcher, and short tests,
+stay quiet; `min_util` 20 %, under which the GPU waits on something else and the copies that
+cross the link cost little.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ time of its latest sample, whether or not it appears in the window's data.
 A node is silent when its latest sample is more than `silent_s` older than the window's end,
 and no more than `forget_s` older: a node decommissioned without being removed from the
 registry stops alerting after a day. analyze drops every other condition about a silent node
-(`gpulse.analyze.inhibit_silent`); this module does not repeat that.
+(`gpulse.analyze.inhibit`); this module does not repeat that.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ A GPU is throttled in a bin when it is busy (util_gpu ≥ `min_util`: an idle GP
 nothing) and either throttle fraction reaches `min_fraction`, or its temperature is within
 `temp_margin_c` of its own slowdown threshold (when the shipper knows it). One vectorised pass
 over (GPUs × bins); one condition per GPU.
+
+Defaults: `for_s` 120 s, because fans catch up with a load step within about a minute and two
+minutes of throttling is a cooling fault, not a transient; `min_fraction` 0.5, so a one-second
+flicker (0.2 of a 5 s bin) at the edge of a fan curve never counts; `temp_margin_c` 3 °C of the
+GPU's own NVML slowdown threshold, one load spike short of HW slowdown, while busy healthy GPUs
+sit well below it; `min_util` 10 %, under which a GPU is idle or nearly and its clocks are parked
+anyway.
 """
 
 from __future__ import annotations

@@ -123,7 +123,11 @@ def _simulated(config: Config, session: requests.Session) -> list[NodePipeline]:
 
 
 def _real(config: Config, session: requests.Session, nvml: ModuleType | None) -> list[NodePipeline]:
-    collector = NvmlCollector(nvml) if nvml is not None else NvmlCollector()
+    collector = (
+        NvmlCollector(nvml, slow_every=config.slow_every)
+        if nvml is not None
+        else NvmlCollector(slow_every=config.slow_every)
+    )
     gpus = collector.open()  # NoGpuError: the caller explains --simulate
     try:
         if config.secret_file is None:

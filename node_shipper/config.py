@@ -34,6 +34,7 @@ class Config:
     spool_dir: Path
     spool_max_bytes: int
     drain_s: float
+    slow_every: int
     duration_s: float | None
     log_level: str
     simulate: str | None
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--drain-seconds", type=float, default=5.0, help="on SIGTERM, time to empty the spool (default 5)"
+    )
+    p.add_argument(
+        "--slow-every",
+        type=int,
+        default=10,
+        help="read slow-changing or slow-to-read metrics (PCIe, retired/remapped memory) every N samples "
+        "(default 10: PCIe throughput blocks ~20 ms a call)",
     )
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -111,6 +119,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         raise ConfigError("--spool-max-mb must be positive")
     if a.drain_seconds < 0:
         raise ConfigError("--drain-seconds must be 0 or more")
+    if a.slow_every < 1:
+        raise ConfigError("--slow-every must be 1 or more")
     if a.duration is not None and a.duration <= 0:
         raise ConfigError("--duration must be positive")
     if not 1 <= a.sim_nodes <= 999:
@@ -136,6 +146,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
         spool_dir=spool_dir,
         spool_max_bytes=int(a.spool_max_mb * (1 << 20)),
         drain_s=a.drain_seconds,
+        slow_every=a.slow_every,
         duration_s=a.duration,
         log_level=a.log_level,
         simulate=a.simulate,

@@ -417,7 +417,7 @@ class NvmlCollector:
         by_gi: dict[int, set[str]] = {}
         for r in readings:
             by_gi.setdefault(r.info.gi_id, set()).add(r.info.uuid)
-        self._forget_gpm(index, set(by_gi) if readings else set())
+        self._forget_gpm(index, set(by_gi))
         if not readings or not self._gpm_supported(index, handle):
             return readings
         util: dict[int, Value] = {}

@@ -10,6 +10,13 @@ and of the sample times, so the same inputs give the same documents.
 
 Scenarios: "demo" (a training fleet with faults, for the README), "healthy" (the same fleet, no
 faults), "day" (one node's day: training jobs, fine-tuning, inference bursts, notebooks, idle).
+Any of them can put the last `mig_gpus` GPUs of every node in MIG mode (7 × 1g.10gb, serving
+inference and notebooks); those take no part in the scenario's jobs.
+
+Memory health is that of a healthy GPU: on GPUs that remap rows (Ampere and later, the H100
+default) `remapped_rows_unc` and `remap_failure` are 0 and `retired_pages` null, as NVML answers
+NotSupported there; on older GPUs it is the other way round. Processes carry the NUMA nodes their
+CPU affinity spans, taken from the same simulated topology as the affinity itself.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 import uuid
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -25,7 +33,8 @@ from typing import Any
 
 from node_shipper import __version__
 from node_shipper.batch import BatchBuilder
-from node_shipper.model import GpuInfo, HostInfo, Inventory, ProcessInfo, Sample, Value
+from node_shipper.host import numa_nodes_of
+from node_shipper.model import GpuInfo, HostInfo, Inventory, MigInfo, MigReading, ProcessInfo, Sample, Value
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -45,6 +54,14 @@ THROTTLE_GPU_IDLE = 0x1
 THROTTLE_SW_POWER_CAP = 0x4
 
 SCENARIOS = ("demo", "healthy", "day")
+
+MIG_PROFILE = "1g.10gb"  # the H100 80GB's smallest slice: 7 of them fill a GPU
+MIG_SLICES = 7
+MIG_MEM_MIB = 10_240  # the profile's nominal 10 GB
+MIG_FIRST_GI = 7  # nvidia-smi numbers 1g GPU instances from 7 on an H100
+MIG_EMPTY_MIB = 13  # what an instance without a process shows as used
+# Before Ampere a GPU retires pages; from Ampere on it remaps rows and NVML refuses the other call.
+_RETIRES_PAGES = re.compile(r"\b(K80|M40|M60|P4|P40|P100|V100|T4)\b")
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,7 @@ class Scenario:
     cpu_count: int = 224  # 2 × 56 cores × 2 threads, DGX H100-like
     host_mem_gib: int = 2048
     numa_nodes: int = 2
+    mig_gpus: int = 0  # the last N GPUs of every node run in MIG mode (7 × 1g.10gb)
 
     @classmethod
     def named(cls, name: str, **overrides: Any) -> Scenario:
@@ -84,6 +102,8 @@ class Scenario:
             raise ValueError("nodes must be at least 1")
         if scenario.fault_end_s <= scenario.fault_start_s:
             raise ValueError("fault_end_s must be after fault_start_s")
+        if not 0 <= scenario.mig_gpus <= scenario.gpus_per_node:
+            raise ValueError("mig_gpus must be 0..gpus_per_node")
         return scenario
 
     def node_names(self) -> list[str]:
@@ -94,6 +114,10 @@ class Scenario:
     def faulty_nodes(self) -> tuple[int, ...]:
         """Demo: the node indexes that fall idle during the fault (node-03 and node-06)."""
         return tuple(i for i in (2, 5) if i < self.nodes)
+
+    def is_mig(self, gpu: int) -> bool:
+        """Whether GPU `gpu` of every node runs in MIG mode (the last `mig_gpus` do)."""
+        return gpu >= self.gpus_per_node - self.mig_gpus
 
     def held_idle_gpu(self) -> tuple[int, int] | None:
         """Demo: (node index, GPU index) where bob's idle process takes a GPU (node-05 GPU 7)."""
@@ -252,6 +276,25 @@ class _Reading:
     disk_write: float
     net: float
     train_util: float | None = None
+    mig: list[MigReading] = field(default_factory=list)
+    mig_processes: list[ProcessInfo] = field(default_factory=list)
+
+    def processes(self) -> list[ProcessInfo]:
+        return ([self.process] if self.process is not None else []) + self.mig_processes
+
+
+_MIG_ROLES = ("inference", "inference", "inference", "inference", "notebook", "notebook", "empty")
+
+
+@dataclass
+class _MigState:
+    info: MigInfo
+    role: str  # one of _MIG_ROLES
+    mem_mib: int
+    user: str
+    container: str
+    burst_until: float = -1.0
+    burst_level: float = 0.0
 
 
 @dataclass
@@ -275,6 +318,16 @@ class SimulatedNode:
         self._host = HostInfo(cpu_count=s.cpu_count, mem_total=s.host_mem_gib * GIB, numa_nodes=s.numa_nodes)
         self._cpus: dict[int, tuple[int, ...]] = {}
         self._pids: dict[tuple[int, str], int] = {}
+        self._topology = {n: frozenset(self._numa_cpus(n)) for n in range(s.numa_nodes)}
+        pages = bool(_RETIRES_PAGES.search(s.gpu_name))
+        self._health: dict[str, Value] = {
+            "retired_pages": 0.0 if pages else None,
+            "remapped_rows_unc": None if pages else 0.0,
+            "remap_failure": None if pages else 0.0,
+        }
+        # The instances draw from their own stream: adding one leaves the others' draws as they were.
+        self._mig_rng = random.Random(f"{s.seed}:{self.name}:mig")
+        self._mig = {i: self._mig_instances(i) for i in range(s.gpus_per_node) if s.is_mig(i)}
 
     def _gpu_info(self, i: int) -> GpuInfo:
         s = self.scenario
@@ -287,7 +340,7 @@ class SimulatedNode:
             numa_node=i * s.numa_nodes // s.gpus_per_node,
             power_limit_w=s.power_limit_w,
             temp_slowdown_c=s.temp_slowdown_c,
-            mig_mode=False,
+            mig_mode=s.is_mig(i),
         )
 
     def _numa_cpus(self, numa: int) -> tuple[int, ...]:
@@ -332,7 +385,6 @@ class SimulatedNode:
         return level
 
     def _gpu(self, gpu: int, t: float, k: int) -> _Reading:
-        s = self.scenario
         st = self._state[gpu]
         first = st.last_t is None
         dt = 1.0 if st.last_t is None else max(1e-3, t - st.last_t)
@@ -391,6 +443,8 @@ class SimulatedNode:
                 st.next_mem_step = t + self._rng.uniform(60, 240)
             proc_mib = max(64, int(act.mem_mib * ramp) + st.mem_offset_mib) if ramp > 0 else 64
             mem_mib = IDLE_MEM_MIB - 500 + proc_mib  # the driver keeps ~0.5 GiB of the baseline
+            # A training rank is pinned to its GPU's NUMA node (as torchrun with NUMA binding does).
+            affinity = self._numa_cpus(self._gpus[gpu].numa_node or 0) if act.kind == "train" else None
             process = ProcessInfo(
                 gpu_index=gpu,
                 pid=self._pid(gpu, act.job),
@@ -398,13 +452,27 @@ class SimulatedNode:
                 container=act.container,
                 name=act.name,
                 mem_used=proc_mib * MIB,
-                cpu_affinity=self._numa_cpus(self._gpus[gpu].numa_node or 0) if act.kind == "train" else None,
+                cpu_affinity=affinity,
+                cpu_numa_nodes=numa_nodes_of(affinity, self._topology) if affinity is not None else None,
             )
         util = float(min(100, max(0, round(util))))
         util_mem = float(min(100, max(0, round(util_mem))))
+        metrics: dict[str, Value] = {
+            "util_gpu": util,
+            "util_mem": util_mem,
+            "mem_used": float(mem_mib * MIB),
+            **self._board(gpu, st, util, act is not None, dt, first),
+        }
+        return _Reading(metrics, process, busy_cores, host_gib, disk_r, disk_w, net, train_util)
+
+    def _board(
+        self, gpu: int, st: _GpuState, util: float, held: bool, dt: float, first: bool
+    ) -> dict[str, Value]:
+        """Power, temperature, clock, throttling, PCIe and memory health of a GPU `util` % busy."""
+        s = self.scenario
         limit, idle_w = s.power_limit_w, s.idle_power_w
-        held = 10.0 if act is not None else 0.0
-        power = idle_w + held + (limit * 0.92 - idle_w) * (util / 100) ** 1.3 + self._noise(8)
+        held_w = 10.0 if held else 0.0  # a context on the GPU draws a little even at 0 %
+        power = idle_w + held_w + (limit * 0.92 - idle_w) * (util / 100) ** 1.3 + self._noise(8)
         power = min(limit, max(idle_w * 0.8, power))
         target = 30.0 + gpu % 4 + 42.0 * (max(0.0, power - idle_w) / (limit - idle_w)) ** 0.8
         if first:
@@ -416,10 +484,7 @@ class SimulatedNode:
         throttle = (THROTTLE_SW_POWER_CAP if capped else 0) if busy else THROTTLE_GPU_IDLE
         rx_kib = int((2_200_000 * util / 100) * (0.8 + 0.4 * self._rng.random())) + self._rng.randint(20, 200)
         tx_kib = int((350_000 * util / 100) * (0.8 + 0.4 * self._rng.random())) + self._rng.randint(10, 100)
-        metrics: dict[str, Value] = {
-            "util_gpu": util,
-            "util_mem": util_mem,
-            "mem_used": float(mem_mib * MIB),
+        return {
             "power_w": round(power, 2),
             "temp_c": float(round(st.temp_c)),
             "sm_clock_mhz": float(clock),
@@ -428,15 +493,97 @@ class SimulatedNode:
             "ecc_dbe_volatile": 0.0,
             "pcie_tx_bps": float(tx_kib * KIB),
             "pcie_rx_bps": float(rx_kib * KIB),
+            **self._health,
         }
-        return _Reading(metrics, process, busy_cores, host_gib, disk_r, disk_w, net, train_util)
+
+    # -- a GPU in MIG mode --
+
+    def _mig_instances(self, gpu: int) -> list[_MigState]:
+        s = self.scenario
+        out = []
+        for j in range(MIG_SLICES):
+            digest = hashlib.sha256(f"{s.cluster}/{self.name}/{gpu}/mig/{j}".encode()).digest()
+            info = MigInfo(
+                gpu_index=gpu,
+                uuid=f"MIG-{uuid.UUID(bytes=digest[:16])}",
+                gi_id=MIG_FIRST_GI + j,
+                ci_id=0,
+                mem_total=MIG_MEM_MIB * MIB,
+                profile=MIG_PROFILE,
+            )
+            role = _MIG_ROLES[j % len(_MIG_ROLES)]
+            low, high = {"inference": (4_000, 8_500), "notebook": (3_000, 7_000), "empty": (0, 0)}[role]
+            mem = MIG_EMPTY_MIB if role == "empty" else low + int((high - low) * _unit(s.seed, info.uuid))
+            user = _USERS[(gpu + j) % len(_USERS)]
+            container = hashlib.sha256(f"{s.seed}:{user}:{info.uuid}".encode()).hexdigest()
+            out.append(_MigState(info, role, mem, user, container))
+        return out
+
+    def _mig_gpu(self, gpu: int, t: float) -> _Reading:
+        """A MIG GPU: its instances serve inference (bursts) or hold notebooks idle, one sits empty.
+
+        As NVML does in MIG mode, the GPU itself reports no utilisation; each instance's SM
+        utilisation is null at the node's first sample, as GPM has no earlier sample then.
+        """
+        st = self._state[gpu]
+        first = st.last_t is None
+        dt = 1.0 if st.last_t is None else max(1e-3, t - st.last_t)
+        st.last_t = t
+        rng = self._mig_rng
+        readings: list[MigReading] = []
+        processes: list[ProcessInfo] = []
+        utils: list[float] = []
+        busy_cores = host_gib = net = 0.0
+        for m in self._mig[gpu]:
+            flicker = 1.0 if rng.random() < 0.01 else 0.0
+            if m.role == "inference":
+                if t >= m.burst_until and rng.random() < 1 - math.exp(-dt / 60):
+                    m.burst_until = t + rng.uniform(5, 40)
+                    m.burst_level = rng.uniform(30, 95)
+                util = m.burst_level + (rng.random() - 0.5) * 12 if t < m.burst_until else flicker
+            else:
+                util = flicker if m.role == "notebook" else 0.0
+            util = min(100.0, max(0.0, util))
+            utils.append(util)
+            readings.append(
+                MigReading(m.info, float(m.mem_mib * MIB), {"util_sm": None if first else round(util, 1)})
+            )
+            if m.role != "empty":
+                inference = m.role == "inference"
+                processes.append(
+                    ProcessInfo(
+                        gpu_index=gpu,
+                        pid=self._pid(gpu, m.info.uuid),
+                        user=m.user,
+                        container=m.container,
+                        name="python3" if inference else "jupyter",
+                        mem_used=max(0, m.mem_mib - 500) * MIB,
+                        mig_uuid=m.info.uuid,
+                    )
+                )
+                busy_cores += 0.3 + util / 100 if inference else 0.1
+                host_gib += 8.0 if inference else 6.0
+                net += 5e6 * util / 100
+        # The board's power and heat follow the work of all seven slices together.
+        overall = sum(utils) / MIG_SLICES
+        metrics: dict[str, Value] = {
+            "util_gpu": None,
+            "util_mem": None,
+            "mem_used": float(sum(m.mem_mib for m in self._mig[gpu]) * MIB),
+            **self._board(gpu, st, overall, bool(processes), dt, first),
+        }
+        return _Reading(
+            metrics, None, busy_cores, host_gib, 0.0, 0.0, net, mig=readings, mig_processes=processes
+        )
 
     def sample(self, ts: float) -> Sample:
         """Every reading of this virtual node at wall-clock time `ts`."""
         s = self.scenario
         t = ts - self.start
         k = math.floor(t)
-        readings = [self._gpu(i, t, k) for i in range(s.gpus_per_node)]
+        readings = [
+            self._mig_gpu(i, t) if s.is_mig(i) else self._gpu(i, t, k) for i in range(s.gpus_per_node)
+        ]
         busy = 1.5 + sum(r.busy_cores for r in readings) * (1 + self._noise(0.1))
         train = [r.train_util for r in readings if r.train_util is not None]
         # Gradient all-reduce between nodes: traffic follows the work of the training ranks.
@@ -459,7 +606,8 @@ class SimulatedNode:
             ts=ts,
             host=host,
             gpus={i: r.metrics for i, r in enumerate(readings)},
-            processes=tuple(r.process for r in readings if r.process is not None),
+            mig=tuple(m for r in readings for m in r.mig),
+            processes=tuple(p for r in readings for p in r.processes()),
         )
 
 

@@ -35,6 +35,8 @@ def test_defaults() -> None:
     assert (c.interval_s, c.batch_s, c.drain_s, c.duration_s) == (1.0, 10.0, 5.0, None)
     assert (c.spool_dir, c.spool_max_bytes) == (DEFAULT_SPOOL_DIR, 64 << 20)
     assert (c.simulate, c.sim_nodes, c.sim_gpus) == (None, 8, 8)
+    assert c.slow_every == 10
+    assert parse_config([*BASE, "--node", "n", "--slow-every", "3"]).slow_every == 3
 
 
 def test_node_defaults_to_the_short_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,6 +55,7 @@ def test_node_defaults_to_the_short_hostname(monkeypatch: pytest.MonkeyPatch) ->
         (["--node", "bad name"], "--node 'bad name' must match"),
         (["--node-group", "_x"], "--node-group '_x' must match"),
         (["--spool-max-mb", "0"], "--spool-max-mb must be positive"),
+        (["--slow-every", "0"], "--slow-every must be 1 or more"),
         (["--sim-gpus", "65", "--simulate", "demo"], "--sim-gpus must be 1..64"),
     ],
 )

@@ -18,7 +18,7 @@ from node_shipper.batch import BatchBuilder, encode
 from node_shipper.errors import NoGpuError, ShipperError
 from node_shipper.host import HostCollector
 from node_shipper.model import Event, GpuInfo, Inventory
-from node_shipper.nvml import NvmlCollector, mig_profile, sysfs_bus_id
+from node_shipper.nvml import SLOW_METRICS, NvmlCollector, mig_profile, sysfs_bus_id
 from node_shipper.procfs import ProcFacts, ProcReader
 from node_shipper.source import RealSource
 
@@ -491,17 +491,19 @@ def test_slow_metrics_are_read_every_nth_sample_and_carried_between(sysfs: Path)
     fake = FakeNvml([h100(), h100(uuid="GPU-2")])
     collector = NvmlCollector(fake.nv, sysfs=sysfs, slow_every=10)
     collector.open()
-    pcie_seen, unc_seen = [], []
+    pcie_seen, unc_seen, slow_seen = [], [], []
     for k in range(25):
         if k == 3:  # the device changes between reads: seen only from the next slow read (k=10)
             fake.gpus[0]["pcie"] = _pcie(1, 2)
-            fake.gpus[0]["remapped"] = (0, 3, 0, 0)
+            fake.gpus[0]["remapped"] = (0, 3, 0, 1)
         gpus, _, _, _ = collector.sample(1_770_000_000.0 + k)
+        slow_seen.append(tuple(gpus[0][name] for name in SLOW_METRICS))
         pcie_seen.append(gpus[0]["pcie_tx_bps"])
         unc_seen.append(gpus[0]["remapped_rows_unc"])
         assert gpus[1]["pcie_rx_bps"] == 2_100_000.0 * 1024  # carried, never null between reads
     assert pcie_seen == [350_000.0 * 1024] * 10 + [1024.0] * 15
     assert unc_seen == [0.0] * 10 + [3.0] * 15
+    assert len(set(slow_seen[:10])) == len(set(slow_seen[10:20])) == 1  # all of them carried
     # 25 samples, 2 GPUs, reads at samples 0, 10 and 20: 3 × 2 GPUs × 2 directions.
     assert fake.calls("nvmlDeviceGetPcieThroughput") == 12
     assert fake.calls("nvmlDeviceGetRemappedRows") == 6
@@ -588,7 +590,9 @@ def test_slow_every_must_be_positive() -> None:
 # -- MIG SM utilisation through GPM -------------------------------------------------------------
 
 
-def _instance(uuid: str, gi: int, *, ci: int = 0, sm_util: Any = 0.0, profile: str = "1g.10gb") -> dict[str, Any]:
+def _instance(
+    uuid: str, gi: int, *, ci: int = 0, sm_util: Any = 0.0, profile: str = "1g.10gb"
+) -> dict[str, Any]:
     return {
         "uuid": uuid,
         "name": f"NVIDIA H100 80GB HBM3 MIG {profile}",

@@ -199,3 +199,72 @@ def test_day_has_jobs_gaps_and_users() -> None:
     assert held_idle  # like the trace: memory held at 0 %
     batch = next(iter(simulate_batches(scenario, T0, 120, 60)))
     parse(json.dumps(batch).encode(), now=T0 + 120)
+
+
+def test_healthy_h100_memory_health() -> None:
+    """Hopper remaps rows (0 of them, no failure) and has no page retirement (NVML: NotSupported)."""
+    for d in _run("demo"):
+        for gpu in d["gpus"]:
+            m = gpu["metrics"]
+            assert m["retired_pages"] == [None] * 10
+            assert m["remapped_rows_unc"] == m["remap_failure"] == [0] * 10
+
+
+def test_pre_ampere_gpus_retire_pages_instead() -> None:
+    scenario = Scenario.named("healthy", nodes=1, gpu_name="Tesla V100-SXM2-32GB")
+    (doc,) = simulate_batches(scenario, T0, 10.0, 10.0)
+    m = doc["gpus"][0]["metrics"]
+    assert (m["retired_pages"], m["remapped_rows_unc"], m["remap_failure"]) == (
+        [0] * 10,
+        [None] * 10,
+        [None] * 10,
+    )
+
+
+def test_processes_numa_nodes_follow_affinity_and_gpu() -> None:
+    docs = _run("demo")
+    numa_of_gpu = {g["index"]: g["numa_node"] for g in docs[0]["gpus"]}
+    assert numa_of_gpu == {0: 0, 1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 1, 7: 1}
+    socket = {0: set(range(0, 56)) | set(range(112, 168)), 1: set(range(56, 112)) | set(range(168, 224))}
+    seen = 0
+    for d in docs:
+        for p in d.get("processes", []):
+            if "cpu_affinity" not in p:  # bob's notebook is not pinned: nothing to say
+                assert "cpu_numa_nodes" not in p
+                continue
+            seen += 1
+            assert p["cpu_numa_nodes"] == [numa_of_gpu[p["gpu_index"]]]
+            assert set(p["cpu_affinity"]) <= socket[p["cpu_numa_nodes"][0]]
+    assert seen > 1000
+
+
+def test_no_mig_unless_asked() -> None:
+    assert all("mig" not in d and not any(g["mig_mode"] for g in d["gpus"]) for d in _run("demo"))
+    with pytest.raises(ValueError, match=r"mig_gpus must be 0\.\.gpus_per_node"):
+        Scenario.named("demo", mig_gpus=9)
+
+
+def test_mig_gpus_report_instances_with_sm_utilisation() -> None:
+    scenario = Scenario.named("day", mig_gpus=2)
+    docs = list(simulate_batches(scenario, T0, 600.0, 60.0))
+    for d in docs:
+        parse(json.dumps(d).encode(), now=T0 + 600)
+        assert [g["mig_mode"] for g in d["gpus"]] == [False] * 6 + [True] * 2
+        for gpu in d["gpus"][6:]:
+            # NVML reports no utilisation for a GPU in MIG mode; the board's power still moves.
+            assert gpu["metrics"]["util_gpu"] == gpu["metrics"]["util_mem"] == [None] * 60
+            assert all(p is not None for p in gpu["metrics"]["power_w"])
+        assert [(m["gpu_index"], m["gi_id"], m["profile"]) for m in d["mig"]] == [
+            (g, gi, "1g.10gb") for g in (6, 7) for gi in range(7, 14)
+        ]
+        instances = {m["uuid"] for m in d["mig"]}
+        on_mig = [p for p in d["processes"] if p["mig_uuid"] is not None]
+        assert len(on_mig) == 12  # one instance of each GPU sits empty
+        assert {p["mig_uuid"] for p in on_mig} <= instances
+    first = docs[0]["mig"]
+    assert all(m["metrics"]["util_sm"][0] is None for m in first)  # GPM: no earlier sample yet
+    util = [v for d in docs for m in d["mig"] for v in m["metrics"]["util_sm"] if v is not None]
+    assert all(0 <= v <= 100 for v in util)
+    assert max(util) > 50 and util.count(0.0) > len(util) / 4  # bursts of inference, idle notebooks
+    live = SimulatedNode(scenario, 0, start=T0)
+    assert [m.metrics["util_sm"] for m in live.sample(T0 + 1).mig][:1] == [None]

@@ -36,6 +36,8 @@ def test_each_detector_is_registered_once_under_its_name() -> None:
         "throttling",
         "numa",
         "network",
+        "input_bound",
+        "memory_pressure",
     ]
     assert isinstance(CATALOGUE["imbalance"], ImbalanceDetector)
     assert isinstance(CATALOGUE["idle_held"], IdleHeldDetector)

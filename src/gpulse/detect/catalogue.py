@@ -14,6 +14,8 @@ from gpulse.detect.gpu_imbalance import GpuImbalanceDetector
 from gpulse.detect.hardware import HardwareErrorsDetector
 from gpulse.detect.idle_held import IdleHeldDetector
 from gpulse.detect.imbalance import ImbalanceDetector
+from gpulse.detect.input_bound import InputBoundDetector
+from gpulse.detect.memory_pressure import MemoryPressureDetector
 from gpulse.detect.mig import MigIdleDetector, MigLayoutDetector
 from gpulse.detect.network import NetworkDetector
 from gpulse.detect.numa import NumaDetector
@@ -31,6 +33,8 @@ _DETECTORS: tuple[Detector, ...] = (
     ThrottlingDetector(),
     NumaDetector(),
     NetworkDetector(),
+    InputBoundDetector(),
+    MemoryPressureDetector(),
 )
 
 CATALOGUE: dict[str, Detector] = {d.name: d for d in _DETECTORS}

@@ -18,6 +18,11 @@ Per node and bin:
 The condition holds in a bin where the GPU level is at most `max_gpu_util` and the CPU is
 saturated; `since` is the start of its trailing run. A bin without GPU or CPU data breaks the run.
 
+Defaults: 40 % GPU (a well-fed training job runs at 80–100 %; under 40 % the GPU waits more than
+it computes), 85 % of the allowed cores (a starved loader shows 90–100 % on every core it may use;
+the headroom absorbs workers blocked on I/O and sampling jitter), for_s 300 s (longer than an
+epoch boundary, a validation pass or a checkpoint, which starve GPUs for a minute).
+
 Limits: the busy figure is the whole node's, so on a node shared with CPU work outside the job's
 cores a pinned job can look saturated when only its neighbours are; and a CPU quota (a cgroup
 limit, e.g. a Kubernetes CPU limit) is not an affinity, so a job throttled to 4 of 64 cores shows
@@ -85,7 +90,10 @@ class InputBoundDetector:
         has_process = window.gpu_has_process.astype(bool)
         gpu_level = node_levels(np.where(has_process, util, np.nan), window.gpu_node, n_nodes)
         busy = cpu_busy(window)
-        allowed = allowed_cores(window)
+        with np.errstate(invalid="ignore"):
+            # only a node starved in the last bin can be in a run now: the others need no core count
+            candidates = (gpu_level[:, -1] <= p.max_gpu_util) & np.isfinite(busy[:, -1])
+        allowed = allowed_cores(window, candidates)
         with np.errstate(invalid="ignore"):  # NaN compares False: no data is neither low nor saturated
             starved = (gpu_level <= p.max_gpu_util) & (allowed > 0) & (busy >= p.cpu_saturation * allowed)
         starts = trailing_run_start(starved, window.times)
@@ -109,24 +117,28 @@ def cpu_busy(window: Window) -> np.ndarray:
     return np.where(np.isfinite(cores), cores, util / 100.0 * count)
 
 
-def allowed_cores(window: Window) -> np.ndarray:
+def allowed_cores(window: Window, nodes: np.ndarray | None = None) -> np.ndarray:
     """(nodes × bins) how many cores the node's GPU processes may run on in each bin.
 
     The union of the CPU affinity of the processes on the GPUs that hold one in that bin, capped
     at the node's cpu_count; the cpu_count itself where any of those GPUs has a process of unknown
     affinity (or none listed), or where no GPU holds a process. NaN where neither is known.
+    `nodes` (bool, per node) limits the work to those nodes; the others get their cpu_count.
     """
     n_nodes, t = len(window.nodes), window.bins
     count = np.asarray(window.cpu_count, dtype=np.float64)
     out = np.repeat(count[:, None], t, axis=1)
     has_process = window.gpu_has_process.astype(bool)
     gpu_node = np.asarray(window.gpu_node, dtype=int)
-    for n in range(n_nodes):  # a loop over nodes and their GPUs, each step vectorised over bins
-        rows = np.flatnonzero(gpu_node == n)
+    order = np.argsort(gpu_node, kind="stable")
+    by_node = np.split(order, np.searchsorted(gpu_node[order], np.arange(1, n_nodes)))
+    for n, rows in enumerate(by_node):  # a loop over nodes and their GPUs, each step vectorised over bins
         active = has_process[rows]  # (gpus × T)
+        if (nodes is not None and not nodes[n]) or not active.any():
+            continue
         affinity = [_affinity(window, int(g)) for g in rows]  # None: unknown
         cores = sorted({c for a in affinity if a is not None for c in a})
-        if not active.any() or not cores:
+        if not cores:
             continue
         known = np.array([a is not None for a in affinity])
         # (gpus × cores) membership: a core is allowed in a bin when an active GPU's processes may use it

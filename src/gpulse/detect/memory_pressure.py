@@ -19,9 +19,14 @@ and a straight line fitted over a single step explains at most 3p(1−p) ≤ 0.7
 is zero. A ramp of a minute or two (weights loading) fits a line better, so the rise must also go
 on to the end: over the last quarter of the fit the level must still climb at least half as fast
 as over the whole fit. A caching allocator's sawtooth has near-zero slope and little fit over
-several teeth. Only a tooth about as long as `fit_s` looks like a leak until it drops.
+several teeth. Only a tooth about as long as `fit_s` looks like a leak until it drops, and a
+ramp that climbs for five minutes stays pending about 90 s after it levels off.
 
-The `severity` parameter applies to the trend kind only; a full GPU or host is always critical.
+Defaults: 95 % full (past it the next step's allocation can fail), a 10-minute fit (many training
+steps: a per-step leak is a line, a per-step sawtooth averages out) resting on at least 5 minutes,
+a 15-minute horizon (time to checkpoint or stop the job), r² ≥ 0.8 (above the 0.75 of a single
+step), for_s 60 s (an OOM does not wait). The `severity` parameter applies to the trend kind only;
+a full GPU or host is always critical.
 """
 
 from __future__ import annotations
@@ -175,7 +180,8 @@ class MemoryPressureDetector:
         fit = rolling_fit(level, w)
         recent = rolling_fit(level, max(3, round(w * RECENT_SHARE)))
         slope_s = fit.slope / window.step  # ratio per second
-        with np.errstate(invalid="ignore", divide="ignore"):  # NaN compares False: no data, no alert
+        # NaN compares False: no data, no alert; a vanishing slope gives an infinite ETA, not an error
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             full = level >= p.full_ratio
             eta = (1.0 - fit.at_end) / slope_s
             rising = (

@@ -108,7 +108,7 @@ def test_a_dataparallel_job_computes_on_one_of_its_eight_gpus() -> None:
             },
             evidence=Evidence(
                 title=(
-                    "node-06: GPU utilisation per GPU, last 10m 0s; "
+                    "node-06: GPU utilisation per GPU, last 10m; "
                     "flagged: the idle GPUs of alice's job (container 3f2a1b9c8d7e)"
                 ),
                 unit="%",

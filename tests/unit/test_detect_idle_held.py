@@ -108,7 +108,7 @@ def test_a_notebook_holds_a_gpu_at_zero_percent() -> None:
             "mem_total": 80 * GIB,
         },
         evidence=Evidence(
-            title="node-05/7: utilisation (%) and memory in use (% of 80.0 GiB), last 10m 0s",
+            title="node-05/7: utilisation (%) and memory in use (% of 80.0 GiB), last 10m",
             unit="%",
             rows=[
                 EvidenceRow("utilisation", [*[95.0] * 20, 47.5, *[0.0] * 9], 0.0, True),
@@ -131,7 +131,7 @@ def test_memory_held_with_no_process_is_a_zombie() -> None:
     assert cond.subject == {"cluster": "demo", "node": "node-05", "gpu": 2}
     assert cond.since == at(60)
     assert cond.summary == (
-        "node-05 GPU 2: memory held with no process (22.0 GiB at 0 % utilisation for 5m 0s): "
+        "node-05 GPU 2: memory held with no process (22.0 GiB at 0 % utilisation for 5m): "
         "a zombie allocation or a process in another PID namespace"
     )
     assert cond.action == ZOMBIE_ACTION
@@ -147,7 +147,7 @@ def test_a_process_holds_a_gpu_even_with_little_memory() -> None:
     [cond] = detect(make_window(util, mem, has_process=proc, processes=processes))
 
     assert cond.since == T0
-    assert cond.summary == "node-05 GPU 0 held by pid 7 (python) with 0.6 GiB at 0 % utilisation for 10m 0s"
+    assert cond.summary == "node-05 GPU 0 held by pid 7 (python) with 0.6 GiB at 0 % utilisation for 10m"
 
 
 def test_several_holders_are_all_named() -> None:
@@ -163,7 +163,7 @@ def test_several_holders_are_all_named() -> None:
     [cond] = detect(make_window(util, mem, has_process=proc, processes=processes))
     assert cond.summary == (
         "node-05 GPU 0 held by carol, dave (containers train-pod-7, train-pod-8, python) "
-        "with 30.0 GiB at 2 % utilisation for 10m 0s"
+        "with 30.0 GiB at 2 % utilisation for 10m"
     )
     assert (cond.users, cond.containers) == (["carol", "dave"], ["train-pod-7", "train-pod-8"])
 

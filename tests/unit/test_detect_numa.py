@@ -111,7 +111,7 @@ def test_a_rank_pinned_to_the_other_socket() -> None:
         containers=["train-pod-7"],
         values={"gpu_numa": 1.0, "processes": 1.0, "util": 90.0, "min_util": 20.0, "duration_s": 450.0},
         evidence=Evidence(
-            title="node-02/3 (NUMA 1): utilisation, last 10m 0s",
+            title="node-02/3 (NUMA 1): utilisation, last 10m",
             unit="%",
             rows=[EvidenceRow("utilisation", [90.0] * 30, 90.0, True)],
             reference=20.0,
@@ -164,7 +164,7 @@ def test_past_three_processes_the_rest_are_counted() -> None:
     [cond] = detect(make_window(processes))
     assert cond.summary == (
         "node-02 GPU 0 (NUMA 0) driven by pid 1, pid 2, pid 3 pinned to NUMA 1 CPUs +2 more, "
-        "at 90 % utilisation for 10m 0s"
+        "at 90 % utilisation for 10m"
     )
 
 
@@ -280,5 +280,5 @@ def test_affinity_from_batches() -> None:
     assert cond.since == t0
     assert cond.summary == (
         "node-02 GPU 1 (NUMA 1) driven by pid 301 (alice) pinned to NUMA 0 CPUs, "
-        "at 90 % utilisation for 1m 0s"
+        "at 90 % utilisation for 1m"
     )

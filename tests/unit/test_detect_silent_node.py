@@ -82,7 +82,7 @@ def test_a_node_that_stopped_reporting_six_minutes_ago() -> None:
             nodes=["node-04"],
             values={"silent_for_s": 370.0, "last_seen": END - 370, "silent_s": 180.0, "forget_s": 86_400.0},
             evidence=Evidence(
-                title="node-04: mean GPU utilisation (%), last 10m 0s",
+                title="node-04: mean GPU utilisation (%), last 10m",
                 unit="%",
                 rows=[EvidenceRow("node-04", [*[80.0] * 12, *[None] * 18], 80.0, True)],
             ),
@@ -97,7 +97,7 @@ def test_a_node_absent_from_the_window_is_named_without_evidence() -> None:
 
     assert cond.subject == {"cluster": "demo", "node": "node-09"}
     assert cond.since == END - 1200
-    assert cond.summary == "node-09 has sent nothing for 20m 0s (last report 11:50:20 UTC)"
+    assert cond.summary == "node-09 has sent nothing for 20m (last report 11:50:20 UTC)"
     assert cond.evidence is None
 
 

@@ -81,7 +81,7 @@ def test_a_gpu_throttled_for_heat_at_its_slowdown_temperature() -> None:
         severity="warning",
         summary=(
             "node-03 GPU 5: thermal throttling (100 % of the time) and within 3 °C of its slowdown "
-            "temperature for 4m 0s — 86 °C against a slowdown temperature of 87 °C, SM clock 1410 MHz, "
+            "temperature for 4m — 86 °C against a slowdown temperature of 87 °C, SM clock 1410 MHz, "
             "95 % busy"
         ),
         action=THERMAL_ACTION,
@@ -99,7 +99,7 @@ def test_a_gpu_throttled_for_heat_at_its_slowdown_temperature() -> None:
             "temp_slowdown_c": 87.0,
         },
         evidence=Evidence(
-            title="node-03/5: temperature (°C) and time throttled (%), last 10m 0s",
+            title="node-03/5: temperature (°C) and time throttled (%), last 10m",
             unit="",
             rows=[
                 EvidenceRow("temperature °C", [*[70.0] * 18, *[86.0] * 12], 86.0, True),
@@ -120,7 +120,7 @@ def test_near_the_slowdown_temperature_counts_before_any_reason_is_raised() -> N
 
     assert cond.since == at(60)
     assert cond.summary == (
-        "node-03 GPU 1: within 3 °C of its slowdown temperature for 5m 0s — 85 °C against a slowdown "
+        "node-03 GPU 1: within 3 °C of its slowdown temperature for 5m — 85 °C against a slowdown "
         "temperature of 87 °C, SM clock 1980 MHz, 95 % busy"
     )
     assert cond.action == THERMAL_ACTION

@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpulse.detect import text
 from gpulse.detect.base import Condition, ParamReader, ProcessSeen, Window, downsample, trailing_run_start
-from gpulse.detect.idle_held import _duration, _listed, _short_container, _unique
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -137,7 +137,7 @@ def _condition(
     busy_level = _mean(util[rows[now_busy]][:, run])
     idle_level = _mean(util[rows[now_idle]][:, run])
     procs = [q for r in rows for q in by_gpu[int(r)] if q.last_seen >= since and q.first_seen <= window.end]
-    users = _unique(q.user for q in sorted(procs, key=lambda q: q.first_seen))
+    users = text.unique(q.user for q in sorted(procs, key=lambda q: q.first_seen))
     job = _job_phrase(kind, ident, users)
     n_held, n_busy, n_idle = int(now_held.sum()), int(now_busy.sum()), int(now_idle.sum())
     summary = (
@@ -174,11 +174,11 @@ def _job_phrase(kind: str, ident: str, users: list[str]) -> str:
     """The job in words: "alice's job (container 3f2a1b9c8d7e)", "bob's job", "the job in container x"."""
     if kind == "user":
         return f"{ident}'s job"
-    where = f"container {_short_container(ident)}"
+    where = f"container {text.short_container(ident)}"
     if len(users) == 1:
         return f"{users[0]}'s job ({where})"
     if users:
-        return f"the job of {_listed(users)} ({where})"
+        return f"the job of {text.listed(users)} ({where})"
     return f"the job in {where}"
 
 
@@ -192,7 +192,7 @@ def _evidence(
     node = window.nodes[node_row]
     return Evidence(
         title=(
-            f"{node}: GPU utilisation per GPU, last {_duration(window.end - window.start)}; "
+            f"{node}: GPU utilisation per GPU, last {text.duration(window.end - window.start)}; "
             f"flagged: the idle GPUs of {job}"
         ),
         unit="%",

@@ -9,19 +9,17 @@ running, see /work/shared/traces/README.md) and below what any framework allocat
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from gpulse.detect.base import Condition, ParamReader, ProcessSeen, Window, downsample, trailing_run_start
+from gpulse.detect import text
+from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 GIB = 1 << 30
 EVIDENCE_POINTS = 30
-MAX_LISTED = 3  # users, containers and process names named in the one-line summary
-_CONTAINER_ID = re.compile(r"[0-9a-f]{13,64}")  # a full Docker/containerd id: shown as its 12-char short id
 
 ACTION = (
     "Release the GPU: end the notebook kernel or job, or free the allocation; "
@@ -100,9 +98,9 @@ def _condition(
     duration = float(window.end - since)
 
     with_mem = f"{mem_now / GIB:.1f} GiB at " if mem_now is not None else ""
-    idle_text = f"{with_mem}{util_mean:.0f} % utilisation for {_duration(duration)}"
+    idle_text = f"{with_mem}{util_mean:.0f} % utilisation for {text.duration(duration)}"
     if had_process:
-        summary = f"{node} GPU {index} held by {_holders(procs)} with {idle_text}"
+        summary = f"{node} GPU {index} held by {text.holders(procs)} with {idle_text}"
         action = ACTION
     else:
         summary = (
@@ -150,7 +148,7 @@ def _evidence(
     """Two rows on one scale: utilisation in %, and memory in use as % of the GPU's memory (GiB when
     the total is unknown, with the scale widened to fit)."""
     total = float(window.gpu_mem_total[g])
-    span = _duration(window.end - window.start)
+    span = text.duration(window.end - window.start)
     label = window.gpu_label(g)
     if np.isfinite(total) and total > 0:
         mem_values = mem / total * 100
@@ -174,47 +172,6 @@ def _evidence(
         reference_label="idle threshold",
         scale_max=scale,
     )
-
-
-def _holders(procs: list[ProcessSeen]) -> str:
-    """'bob (container 3f2a1b9c8d7e, jupyter)': who holds the GPU, in one short phrase."""
-    if not procs:
-        return "an unrecorded process"
-    users = _unique(q.user for q in procs)
-    who = _listed(users) if users else "pid " + _listed(_unique(str(q.pid) for q in procs))
-    containers = _unique(_short_container(q.container) for q in procs)
-    names = _unique(q.name for q in procs)
-    details = []
-    if containers:
-        details.append(("container " if len(containers) == 1 else "containers ") + _listed(containers))
-    if names:
-        details.append(_listed(names))
-    return f"{who} ({', '.join(details)})" if details else who
-
-
-def _unique(items: Any) -> list[str]:
-    """Distinct non-empty strings in first-seen order."""
-    return list(dict.fromkeys(i for i in items if i))
-
-
-def _listed(items: list[str]) -> str:
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown if len(items) <= MAX_LISTED else f"{shown} +{len(items) - MAX_LISTED} more"
-
-
-def _short_container(container: str | None) -> str | None:
-    if container and _CONTAINER_ID.fullmatch(container):
-        return container[:12]
-    return container
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60}s"
-    return f"{s // 3600}h {s % 3600 // 60}m"
 
 
 def _parse(params: dict[str, Any]) -> _Params:

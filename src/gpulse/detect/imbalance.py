@@ -205,10 +205,10 @@ def _judge_group(
     since = float(np.nanmin(starts[flagged]))
 
     span = max(1, int(np.ceil(p.for_s / window.step)))
-    recent = _span_mean(lv, times >= times[max(t - span, 0)])
-    run_level = _span_mean(lv, times[None, :] >= np.where(flagged, starts, np.inf)[:, None])
+    recent = span_mean(lv, times >= times[max(t - span, 0)])
+    run_level = span_mean(lv, times[None, :] >= np.where(flagged, starts, np.inf)[:, None])
     level = np.where(flagged, run_level, recent)
-    median_now = float(_nanmean(m[-span:]))
+    median_now = float(nanmean(m[-span:]))
 
     names = [window.nodes[i] for i in rows]
     out_idx = [i for i in range(n) if flagged[i]]
@@ -245,7 +245,7 @@ def _judge_group(
         m[-w:],
     )
     evidence = Evidence(
-        title=f"GPU utilisation per node in {where}, last {_minutes(window.end - window.start)}",
+        title=f"GPU utilisation per node in {where}, last {minutes(window.end - window.start)}",
         unit="%",
         rows=[
             EvidenceRow(
@@ -287,16 +287,16 @@ def _summary(
     if low:
         parts.append(
             f"{len(low)} of {reporting} nodes in {where} at {_levels(low)} % GPU utilisation "
-            f"while their peers run at {median:.0f} % (median) — {_names(low)}"
+            f"while their peers run at {median:.0f} % (median) — {node_list(low)}"
         )
     if uncorrelated:
         swing = recent_median[np.isfinite(recent_median)]
         corr_text = f"correlation {min_corr:.2f}" if min_corr is not None else "no correlation"
         head = f"{len(uncorrelated)} more" if low else f"{len(uncorrelated)} of {reporting} nodes in {where}"
         parts.append(
-            f"{head} out of step with their peers ({corr_text} over {_minutes(corr_window_s)}; "
+            f"{head} out of step with their peers ({corr_text} over {minutes(corr_window_s)}; "
             f"at {_levels(uncorrelated)} % while the group median swings "
-            f"{swing.min():.0f}–{swing.max():.0f} %) — {_names(uncorrelated)}"
+            f"{swing.min():.0f}–{swing.max():.0f} %) — {node_list(uncorrelated)}"
         )
     return "; ".join(parts)
 
@@ -306,24 +306,24 @@ def _levels(nodes: list[tuple[str, float]]) -> str:
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
-def _names(nodes: list[tuple[str, float]]) -> str:
+def node_list(nodes: list[tuple[str, float]]) -> str:
     names = [name for name, _ in nodes]
     if len(names) <= MAX_NAMED_NODES:
         return ", ".join(names)
     return ", ".join(names[:MAX_NAMED_NODES]) + f" and {len(names) - MAX_NAMED_NODES} more"
 
 
-def _minutes(seconds: float) -> str:
+def minutes(seconds: float) -> str:
     s = round(seconds)
     return f"{s // 60} min" if s >= 60 and s % 60 == 0 else f"{s} s"
 
 
-def _nanmean(a: np.ndarray) -> float:
+def nanmean(a: np.ndarray) -> float:
     finite = a[np.isfinite(a)]
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def _span_mean(x: np.ndarray, span: np.ndarray) -> np.ndarray:
+def span_mean(x: np.ndarray, span: np.ndarray) -> np.ndarray:
     """Row means of x over the bins where `span` (T,) or (n × T) is True, ignoring NaN."""
     take = np.isfinite(x) & span
     count = take.sum(axis=1)

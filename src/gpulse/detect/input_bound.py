@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpulse.detect import text
 from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
 from gpulse.detect.imbalance import node_levels
 from gpulse.finding import Evidence, EvidenceRow, Severity
@@ -201,7 +202,7 @@ def _condition(
         "cpu_saturation": p.cpu_saturation,
         "duration_s": round(float(window.end - since), 1),
     }
-    span = _duration(window.end - window.start)
+    span = text.duration(window.end - window.start)
     evidence = Evidence(
         title=f"{node}: GPU utilisation and CPU busy (% of {cores} allowed cores), last {span}",
         unit="%",
@@ -226,15 +227,6 @@ def _condition(
         values=values,
         evidence=evidence,
     )
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60}s" if s % 60 else f"{s // 60}m"
-    return f"{s // 3600}h {s % 3600 // 60}m"
 
 
 def _parse(params: dict[str, Any]) -> _Params:

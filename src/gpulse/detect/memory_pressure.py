@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpulse.detect import text
 from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
@@ -259,7 +260,7 @@ def _condition(window: Window, r: int, since: float, level: np.ndarray, now: _No
         values["slope_gib_per_min"] = round(gib_per_min, 3)
         values["r2"] = round(trend.r2, 3)
         values["eta_s"] = round(max(trend.eta_s, 0.0), 1)
-    span = _duration(window.end - window.start)
+    span = text.duration(window.end - window.start)
     evidence = Evidence(
         title=f"{label}: memory in use (% of {total / GIB:.1f} GiB), last {span}",
         unit="%",
@@ -301,16 +302,7 @@ def _distinct(items: Any) -> list[str]:
 def _eta(seconds: float) -> str:
     if seconds < 60:
         return "within a minute"
-    return f"in about {_duration(round(seconds / 60) * 60)}"
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60}s" if s % 60 else f"{s // 60}m"
-    return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"in about {text.duration(round(seconds / 60) * 60)}"
 
 
 def _parse(params: dict[str, Any]) -> _Params:

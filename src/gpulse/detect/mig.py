@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpulse.detect import text
 from gpulse.detect.base import (
     Condition,
     MigInstance,
@@ -30,7 +31,6 @@ from gpulse.detect.base import (
     trailing_run_start,
 )
 from gpulse.detect.idle_held import ACTION as IDLE_HELD_ACTION
-from gpulse.detect.idle_held import _duration, _holders, _listed, _short_container, _unique
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 GIB = 1 << 30
@@ -138,7 +138,7 @@ def _idle_condition(
     with_mem = f"{mem_now / GIB:.1f} GiB at " if mem_now is not None else ""
     idle_text = f"{with_mem}{util_mean:.0f} % SM utilisation"
     if had_process:
-        summary = f"{where} held by {_holders(procs)} with {idle_text}"
+        summary = f"{where} held by {text.holders(procs)} with {idle_text}"
         action = IDLE_ACTION
     else:
         summary = (
@@ -185,7 +185,7 @@ def _idle_evidence(
     """Two rows on one scale: SM utilisation in %, and memory in use as % of the instance's memory
     (GiB when its size is unknown, with the scale widened to fit)."""
     total = float(inst.mem_total)
-    span = _duration(window.end - window.start)
+    span = text.duration(window.end - window.start)
     label = f"{window.gpu_label(inst.gpu_row)} {mig_name(inst)}"
     if np.isfinite(total) and total > 0:
         mem_values = mem / total * 100
@@ -286,18 +286,18 @@ def _layout_condition(
     # who lost a GPU: the processes seen on the instances that are gone
     gone = {m.uuid for m in window.mig if m.gpu_row == g and (m.profile or "", m.gi_id, m.ci_id) in removed}
     procs = [q for q in window.gpu_processes[g] if q.mig_uuid in gone]
-    users = _unique(q.user for q in procs)
-    containers = _unique(_short_container(q.container) for q in procs)
+    users = text.unique(q.user for q in procs)
+    containers = text.unique(text.short_container(q.container) for q in procs)
 
     change = f"{layout_text(before)} → {layout_text(after)}"
     if layout_text(before) == layout_text(after):
         change += " (instances recreated)"
     summary = f"{node} GPU {index} MIG layout changed: {change}"
     if users:
-        summary += f"; {_listed(users)} had processes on the removed instances"
+        summary += f"; {text.listed(users)} had processes on the removed instances"
     elif containers:
         noun = "container" if len(containers) == 1 else "containers"
-        summary += f"; {noun} {_listed(containers)} had processes on the removed instances"
+        summary += f"; {noun} {text.listed(containers)} had processes on the removed instances"
     return Condition(
         rule=MigLayoutDetector.name,
         # the change time is part of the subject: each change is its own event, so a second change

@@ -31,7 +31,7 @@ from gpulse.detect.base import Condition, ParamReader, Window, downsample, trail
 
 # `medians` is imbalance's public helper; the others are its wording and span means, shared so the
 # two group detectors read alike (they belong in a shared helper module, see report)
-from gpulse.detect.imbalance import _minutes, _names, _nanmean, _span_mean, medians
+from gpulse.detect.imbalance import medians, minutes, nanmean, node_list, span_mean
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -120,10 +120,10 @@ def _judge_group(
 
     # a flagged node's level is its mean over its run; every other figure a mean over the last for_s
     span = max(1, int(np.ceil(p.for_s / window.step)))
-    recent = _span_mean(x, times >= times[max(t - span, 0)])
-    run_level = _span_mean(x, times[None, :] >= np.where(flagged, starts, np.inf)[:, None])
+    recent = span_mean(x, times >= times[max(t - span, 0)])
+    run_level = span_mean(x, times[None, :] >= np.where(flagged, starts, np.inf)[:, None])
     level = np.where(flagged, run_level, recent)
-    median_now = _nanmean(m[-span:])
+    median_now = nanmean(m[-span:])
 
     names = [window.nodes[i] for i in rows]
     out_idx = [int(i) for i in np.flatnonzero(flagged)]
@@ -145,11 +145,11 @@ def _judge_group(
         f"{len(out_idx)} of {int(reporting.sum())} nodes in {where} "
         f"at {_rates(min(out_levels), max(out_levels))} "
         f"network traffic (in + out) while their peers move {_rates(median_now, median_now)} (median) — "
-        f"{_names([(names[i], float(level[i])) for i in out_idx])}"
+        f"{node_list([(names[i], float(level[i])) for i in out_idx])}"
     )
     shown = [i for i in range(n) if reporting[i]]
     evidence = Evidence(
-        title=f"Network traffic (in + out) per node in {where}, last {_minutes(window.end - window.start)}",
+        title=f"Network traffic (in + out) per node in {where}, last {minutes(window.end - window.start)}",
         unit="MB/s",
         rows=[
             EvidenceRow(

@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpulse.detect import text
 from gpulse.detect.base import Condition, ParamReader, ProcessSeen, Window, downsample, trailing_run_start
 
 # the same "3m 10s" wording as the held-but-idle detector; belongs in a shared helper (see report)
-from gpulse.detect.idle_held import _duration
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -126,10 +126,10 @@ def _condition(
     util_mean = float(util[run].mean())  # every bin of the run has data: NaN breaks a run
     duration = float(window.end - since)
     procs = sorted(procs, key=lambda q: (q.first_seen, q.pid))
-    span = _duration(window.end - window.start)
+    span = text.duration(window.end - window.start)
     summary = (
         f"{node} GPU {index} (NUMA {numa}) driven by {_drivers(procs)}, "
-        f"at {util_mean:.0f} % utilisation for {_duration(duration)}"
+        f"at {util_mean:.0f} % utilisation for {text.duration(duration)}"
     )
     return Condition(
         rule=NumaDetector.name,

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpulse.detect import text
 from gpulse.detect.base import Condition, ParamReader, Window, downsample
-from gpulse.detect.idle_held import _duration
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -84,9 +84,8 @@ class SilentNodeDetector:
 
 def _condition(window: Window, node: str, last_seen: float, p: _Params) -> Condition:
     quiet_for = window.clock - last_seen
-    summary = (
-        f"{node} has sent nothing for {_duration(quiet_for)} (last report {_clock(last_seen, window.clock)})"
-    )
+    last = _clock(last_seen, window.clock)
+    summary = f"{node} has sent nothing for {text.duration(quiet_for)} (last report {last})"
     return Condition(
         rule=SilentNodeDetector.name,
         subject={"cluster": window.cluster, "node": node},
@@ -130,7 +129,7 @@ def _evidence(window: Window, node: str, last_seen: float) -> Evidence | None:
     )
     last_level = float(level[np.flatnonzero(counts)[-1]])
     return Evidence(
-        title=f"{node}: mean GPU utilisation (%), last {_duration(window.end - window.start)}",
+        title=f"{node}: mean GPU utilisation (%), last {text.duration(window.end - window.start)}",
         unit="%",
         rows=[EvidenceRow(node, downsample(level, EVIDENCE_POINTS), round(last_level, 1), True)],
     )

@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gpulse.detect import text
 from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
 
 # the same "3m 10s" wording as the held-but-idle detector; belongs in a shared helper (see report)
-from gpulse.detect.idle_held import _duration
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -153,7 +153,7 @@ def _condition(
     if clock is not None:
         facts.append(f"SM clock {clock:.0f} MHz")
     facts.append(f"{util_mean:.0f} % busy")
-    summary = f"{node} GPU {index}: {' and '.join(causes)} for {_duration(duration)} — {', '.join(facts)}"
+    summary = f"{node} GPU {index}: {' and '.join(causes)} for {text.duration(duration)} — {', '.join(facts)}"
     actions = ([THERMAL_ACTION] if is_thermal or is_near else []) + ([POWER_ACTION] if is_brake else [])
 
     values: dict[str, float] = {
@@ -203,7 +203,7 @@ def _evidence(
     known = bool(np.isfinite(slowdown))
     return Evidence(
         title=f"{window.gpu_label(g)}: temperature (°C) and time throttled (%), "
-        f"last {_duration(window.end - window.start)}",
+        f"last {text.duration(window.end - window.start)}",
         unit="",
         rows=[
             *(  # no temperature row for a GPU that never reported one

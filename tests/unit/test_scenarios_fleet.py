@@ -33,9 +33,20 @@ def small_fleet(seed: int = 5, duration_s: float = 600.0) -> Fleet:
     mig = Node("m-01", "mig", gpus=4, mig={0: MIG_7X1G, 1: MIG_3G_2G_2X1G})
     dev = Node("d-01", "d-01", gpus=4)
     jobs = (
-        Job("train", "pre", tuple((n.name, g, None) for n in train for g in range(4)), -3600, 1e9, "alice", 61_440, swing=20),
+        Job(
+            "train",
+            "pre",
+            tuple((n.name, g, None) for n in train for g in range(4)),
+            -3600,
+            1e9,
+            "alice",
+            61_440,
+            swing=20,
+        ),
         Job("inference", "slices", tuple(("m-01", 0, s.gi_id) for s in MIG_7X1G), -3600, 1e9, "carol", 7_000),
-        Job("inference", "whole", (("m-01", 2, None), ("m-01", 3, None)), -3600, 1e9, "carol", 30_000, cpus=16),
+        Job(
+            "inference", "whole", (("m-01", 2, None), ("m-01", 3, None)), -3600, 1e9, "carol", 30_000, cpus=16
+        ),
         Job("finetune", "ft", (("d-01", 1, None),), 200, 450, "erin", 30_000, warmup_s=30),
     )
     return Fleet("small", "small", seed, duration_s, (*train, mig, dev), jobs)

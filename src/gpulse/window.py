@@ -15,6 +15,8 @@ import numpy as np
 
 from gpulse.codec import Chunk
 from gpulse.detect.base import (
+    THROTTLE_CAUSE_BITS,
+    THROTTLE_HW_SLOWDOWN,
     THROTTLE_POWER_BITS,
     THROTTLE_THERMAL_BITS,
     MigInstance,
@@ -77,7 +79,10 @@ def _gpu_series(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if reasons is not None:
         known = np.isfinite(reasons)
         bits = np.where(known, reasons, 0).astype(np.int64)
-        out["throttle_thermal"] = np.where(known, (bits & THROTTLE_THERMAL_BITS) != 0, np.nan)
+        thermal = ((bits & THROTTLE_THERMAL_BITS) != 0) | (
+            ((bits & THROTTLE_HW_SLOWDOWN) != 0) & ((bits & THROTTLE_CAUSE_BITS) == 0)
+        )
+        out["throttle_thermal"] = np.where(known, thermal, np.nan)
         out["throttle_power"] = np.where(known, (bits & THROTTLE_POWER_BITS) != 0, np.nan)
     return out
 

@@ -113,3 +113,12 @@ def test_all_nan_counters_never_raise() -> None:
     w = window_of(doc)
     assert np.isnan(w.gpu["retired_pages"][0]).all()
     assert DET.detect(w, PARAMS) == []
+
+
+def test_a_memory_xid_and_its_counter_rise_are_one_alert() -> None:
+    doc = batch_doc(n=30)
+    doc["events"] = [{"ts": T0 + 17.2, "type": "xid", "gpu_index": 0, "code": 48, "message": "DBE"}]
+    doc["gpus"][0]["metrics"]["ecc_dbe_volatile"] = [0] * 17 + [1] * 13
+    doc["gpus"][1]["metrics"]["ecc_dbe_volatile"] = [0] * 20 + [1] * 10  # no XID on this one: its own alert
+    found = DET.detect(window_of(doc), PARAMS)
+    assert [(c.subject["gpu"], c.subject["fault"]) for c in found] == [(0, "xid-48"), (1, "ecc_dbe_volatile")]

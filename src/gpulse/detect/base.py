@@ -19,7 +19,11 @@ from gpulse.finding import SEVERITIES, Evidence, Severity
 
 # NVML clocks-event (throttle) reason bits, folded by the window builder into two series:
 # the fraction of each bin a GPU spent throttled for heat, and for power.
-THROTTLE_THERMAL_BITS = 0x08 | 0x20 | 0x40  # HW slowdown, SW thermal, HW thermal
+THROTTLE_THERMAL_BITS = 0x20 | 0x40  # SW thermal, HW thermal
+# HW slowdown (0x08) is raised for heat *or* the power brake; newer GPUs add the cause bit (0x40 or
+# 0x80). It counts as thermal only alone, as older GPUs report heat.
+THROTTLE_HW_SLOWDOWN = 0x08
+THROTTLE_CAUSE_BITS = 0x40 | 0x80
 # HW power brake only: the SW power cap (0x04) is a busy GPU at its limit, normal under full load
 THROTTLE_POWER_BITS = 0x80
 

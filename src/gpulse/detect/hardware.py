@@ -26,6 +26,9 @@ CRITICAL_XIDS = {48, 54, 56, 57, 58, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 12
 # errors of the application itself (its logs say more): 13 graphics engine exception, 31 MMU
 # fault, 43 the app stopped, 45 preemptive cleanup, 68 video decoder exception, 69 graphics class error
 APPLICATION_XIDS = {13, 31, 43, 45, 68, 69}
+# XIDs that report the memory damage the counters also show: with one in the window, the
+# counters of that GPU stay quiet (one incident, one message)
+MEMORY_XIDS = {48, 63, 64, 92, 94, 95, 140}
 COUNTERS = {
     "ecc_dbe_volatile": "uncorrectable (double-bit) ECC errors",
     "retired_pages": "retired memory pages",
@@ -70,7 +73,14 @@ class HardwareErrorsDetector:
         reader = ParamReader(self.name, params, self.defaults)
         severity = reader.severity()
         out = self._xids(window, severity)
-        out.extend(self._counters(window, severity))
+        told = {
+            (c.subject["node"], c.subject["gpu"])
+            for c in out
+            if int(c.values["xid"]) in MEMORY_XIDS and c.subject.get("gpu") is not None
+        }
+        out.extend(
+            c for c in self._counters(window, severity) if (c.subject["node"], c.subject["gpu"]) not in told
+        )
         return out
 
     def _xids(self, window: Window, severity: Any) -> list[Condition]:

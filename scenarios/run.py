@@ -38,12 +38,12 @@ from typing import Any, TextIO
 
 from gpulse import codec
 from gpulse.alerting.state import AlertRecord, Decision, Rule, decide
-from gpulse.analyze import detect_all
+from gpulse.analyze import REGISTRY_S, detect_all, window_for
 from gpulse.detect.base import NodeSeen
 from gpulse.detect.catalogue import CATALOGUE, params_for
 from gpulse.finding import Finding, fingerprint
 from gpulse.store import encode_parts
-from gpulse.window import STALE_S, build_window, window_end
+from gpulse.window import STALE_S
 from scenarios.faults import GroundTruth
 from scenarios.fleet import Delivery, deliveries, planned
 from scenarios.suite import Scenario, suite
@@ -51,7 +51,6 @@ from scenarios.suite import Scenario, suite
 GRACE_S = 120.0  # an alarm published this long after a fault ended still belongs to it
 EVERY_S = 60.0  # analyze's schedule
 BOUND_RUNS = 2  # a detection is due within for_s + this many analyze periods (+ the fault's allow_s)
-FRESH_S = 3600.0  # analyze's: a node quiet for longer than this leaves the registry it reads
 TRACE = Path("/work/shared/traces/vector-1gpu-15s.csv")
 
 
@@ -112,23 +111,11 @@ class Replay:
         self.chunks = [c for c in self.chunks if float(c.timestamps[-1]) >= lo]  # older ones never return
         chunks = [c for c in self.chunks if float(c.timestamps[0]) <= now]
         nodes = [
-            NodeSeen(n, g, seen) for n, (g, seen) in sorted(self.registry.items()) if now - seen <= FRESH_S
+            NodeSeen(n, g, seen) for n, (g, seen) in sorted(self.registry.items()) if now - seen <= REGISTRY_S
         ]
-        if not chunks or not nodes:
+        if not nodes:  # as analyze: a cluster with no data left is still evaluated (its silence)
             return
-        last_seen: dict[str, float] = {}
-        for c in chunks:
-            last_seen[c.node] = max(last_seen.get(c.node, 0.0), float(c.timestamps[-1]))
-        end = window_end(last_seen.values(), self.step_s)
-        window = build_window(
-            cluster,
-            chunks,
-            end=end,
-            span_s=self.window_s,
-            step=self.step_s,
-            node_groups={n.node: n.node_group for n in nodes},
-            registry=nodes,
-        )
+        window = window_for(cluster, chunks, nodes, now, window_s=self.window_s, step_s=self.step_s)
         conditions = detect_all(window, self.params)
         for cond in conditions:
             self._subjects[fingerprint(cond.rule, **cond.subject)] = dict(cond.subject)

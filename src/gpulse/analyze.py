@@ -5,16 +5,20 @@ through their states and publish each transition to the findings queue once.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from gpulse import codec
 from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.settle import FindingsQueue, settle
 from gpulse.alerting.state import Rule
+from gpulse.codec import Chunk
 from gpulse.detect.base import Condition, NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE
 from gpulse.finding import Finding
@@ -81,21 +85,8 @@ class Analyzer:
         chunks = [codec.decode(b) for b in raw]
         t2 = time.perf_counter()
         report.chunks, report.read_s, report.decode_s = len(chunks), t1 - t0, t2 - t1
-        last_seen: dict[str, float] = {}
-        for c in chunks:
-            last_seen[c.node] = max(last_seen.get(c.node, 0.0), float(c.timestamps[-1]))
-        # with no data at all the window ends now: empty, but the registry still speaks
-        end = window_end(last_seen.values(), self.step_s) if chunks else now - now % self.step_s
-        window = build_window(
-            cluster,
-            chunks,
-            end=end,
-            span_s=self.window_s,
-            step=self.step_s,
-            node_groups={n.node: n.node_group for n in nodes},
-            registry=[NodeSeen(n.node, n.node_group, n.last_seen) for n in nodes],
-            now=now,
-        )
+        registry = [NodeSeen(n.node, n.node_group, n.last_seen) for n in nodes]
+        window = window_for(cluster, chunks, registry, now, window_s=self.window_s, step_s=self.step_s)
         conditions = detect_all(window, params)
         t3 = time.perf_counter()
         report.detect_s, report.conditions = t3 - t2, len(conditions)
@@ -106,6 +97,42 @@ class Analyzer:
         report.published = settle(self.records, self.queue, cluster, conditions, rules, window.end)
         report.state_s = time.perf_counter() - t3
         return report
+
+
+def bin_step(chunks: list[Chunk], base: float = STEP_S) -> float:
+    """The bin width: `base`, or the slowest node's sample interval rounded up to a multiple of
+    it. Bins narrower than the samples are mostly empty, and an empty bin breaks every run."""
+    intervals = [float(np.median(np.diff(c.timestamps))) for c in chunks if c.timestamps.size > 1]
+    slowest = max(intervals, default=base)
+    return max(base, math.ceil(slowest / base - 1e-6) * base)
+
+
+def window_for(
+    cluster: str,
+    chunks: list[Chunk],
+    registry: list[NodeSeen],
+    now: float,
+    *,
+    window_s: float,
+    step_s: float = STEP_S,
+) -> Window:
+    """The window analyze evaluates at `now`: it ends where every fresh node has reported (or at
+    `now` when nothing has: empty, but the registry still speaks), in bins of `bin_step`."""
+    step = bin_step(chunks, step_s)
+    last_seen: dict[str, float] = {}
+    for c in chunks:
+        last_seen[c.node] = max(last_seen.get(c.node, 0.0), float(c.timestamps[-1]))
+    end = window_end(last_seen.values(), step) if chunks else now - now % step
+    return build_window(
+        cluster,
+        chunks,
+        end=end,
+        span_s=window_s,
+        step=step,
+        node_groups={n.node: n.node_group for n in registry},
+        registry=registry,
+        now=now,
+    )
 
 
 def detect_all(window: Window, params: dict[str, dict[str, Any]]) -> list[Condition]:

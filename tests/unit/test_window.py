@@ -21,3 +21,15 @@ def test_throttle_reasons_become_the_fraction_of_each_bin_throttled_for_heat_and
     assert "throttle_reasons" not in w.gpu
     np.testing.assert_allclose(w.gpu["throttle_thermal"], [[0.6, 0.0]])
     np.testing.assert_allclose(w.gpu["throttle_power"], [[0.0, 0.8]])
+
+
+def test_bins_widen_to_the_slowest_nodes_sample_interval() -> None:
+    from gpulse.analyze import bin_step
+
+    every_second = codec.decode(codec.encode(batch_doc(n=10)))
+    slow = batch_doc(n=4)
+    slow["timestamps"] = [T0 + 15 * i for i in range(4)]
+    every_15s = codec.decode(codec.encode(slow))
+    assert bin_step([every_second]) == 5.0
+    assert bin_step([every_second, every_15s]) == 15.0
+    assert bin_step([]) == 5.0

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -93,7 +93,8 @@ def row(value: float, bins: int = BINS) -> np.ndarray:
 
 def test_a_job_pinned_to_sixteen_saturated_cores_starves_its_gpus() -> None:
     # eight GPUs at 90 % until bin 40, then 12 % while the 16 cores the job is pinned to (of 64)
-    # run flat out: the data loader cannot keep up
+    # run flat out: the data loader cannot keep up. Judged over the trailing minute (12 bins), both
+    # cross their lines at bin 47: 4 × 90 + 8 × 12 = 38 % GPU, 4 × 62.5 + 8 × 98.75 = 86.7 % CPU.
     util = np.full((8, BINS), 90.0)
     util[:, 40:] = 12.0
     busy = row(10.0)
@@ -104,7 +105,7 @@ def test_a_job_pinned_to_sixteen_saturated_cores_starves_its_gpus() -> None:
     assert cond == Condition(
         rule="input_bound",
         subject={"cluster": "demo", "node": "node-01"},
-        since=at(40),
+        since=at(47),
         severity="warning",
         summary=(
             "node-01: GPUs 12 % busy while 15.8 of 16 allowed CPU cores are saturated"
@@ -123,7 +124,8 @@ def test_a_job_pinned_to_sixteen_saturated_cores_starves_its_gpus() -> None:
             "gpus": 8.0,
             "max_gpu_util": 40.0,
             "cpu_saturation": 0.85,
-            "duration_s": 400.0,
+            "smooth_s": 60.0,
+            "duration_s": 365.0,
         },
         evidence=Evidence(
             title="node-01: GPU utilisation and CPU busy (% of 16 allowed cores), last 10m",
@@ -155,8 +157,13 @@ def test_cpu_util_stands_in_for_busy_cores() -> None:
 def test_busy_cores_win_over_cpu_util_bin_by_bin() -> None:
     busy = row(np.nan)
     busy[0, 60:] = 30.0  # cpu_busy_cores from bin 60 on (a newer shipper)
-    [cond] = detect(make_window(row(8.0), busy=busy, cpu_util=row(50.0), cpu_count=32, gpus_per_node=1))
-    assert cond.since == at(60)
+    window = make_window(row(8.0), busy=busy, cpu_util=row(50.0), cpu_count=32, gpus_per_node=1)
+    np.testing.assert_array_equal(cpu_busy(window)[0], [16.0] * 60 + [30.0] * 60)
+    # over the trailing minute the CPU is saturated once 10 of its 12 bins are at 30 of 32 cores
+    [cond] = detect(window)
+    assert cond.since == at(69)
+    [per_bin] = detect(window, smooth_s=0)
+    assert per_bin.since == at(60)
 
 
 def test_the_node_busier_than_the_jobs_cores() -> None:
@@ -206,7 +213,9 @@ def test_allowed_cores_follow_the_processes_bin_by_bin() -> None:
 
     np.testing.assert_array_equal(allowed_cores(window)[0], [16.0] * 60 + [8.0] * 60)
     [cond] = detect(window)
-    assert (cond.since, cond.gpus) == (at(60), ["node-01/0"])
+    assert (cond.since, cond.gpus) == (at(69), ["node-01/0"])  # the trailing minute saturated from bin 69
+    [per_bin] = detect(window, smooth_s=0)
+    assert per_bin.since == at(60)
 
 
 def test_a_process_of_unknown_affinity_opens_the_whole_node() -> None:
@@ -233,6 +242,43 @@ def test_each_starved_node_is_its_own_condition() -> None:
     )
 
 
+def test_a_single_gpu_starved_between_bursts() -> None:
+    # bob's fine-tuning job on GPU 5, pinned to 8 of the node's 64 CPUs, runs at 85 % until bin 20;
+    # then its loader cannot keep up. The GPU works a second whenever a batch arrives, so its 5 s
+    # bins read 2 % (no batch) to 50 % (three batches), about 20 % on average, and every sixth bin
+    # is over max_gpu_util. Its 8 CPUs go from 2 busy to 7.8 at bin 20: the trailing minute is
+    # saturated once 10 of its 12 bins are (10 × 97.5 + 2 × 25 = 85.4 %), at bin 29, where its GPU
+    # mean is (2 × 85 + 196) / 12 = 30.5 %.
+    util = np.zeros((8, BINS))
+    util[5, :20] = 85.0
+    util[5, 20:] = np.tile([18.0, 2.0, 50.0, 2.0, 18.0, 34.0], 20)[: BINS - 20]
+    busy = row(2.0)
+    busy[0, 20:] = 7.8
+    has_process = np.zeros((8, BINS), dtype=bool)
+    has_process[5] = True
+    processes: list[list[ProcessSeen]] = [[] for _ in range(8)]
+    processes[5] = job("bob", "ft-bob", range(40, 48), gpus=1)[0]
+    window = make_window(util, busy=busy, has_process=has_process, processes=processes)
+
+    [cond] = detect(window)
+
+    assert (cond.since, cond.gpus, cond.users, cond.containers) == (
+        at(29),
+        ["node-01/5"],
+        ["bob"],
+        ["ft-bob"],
+    )
+    assert cond.summary == (
+        "node-01: GPUs 20 % busy while 7.8 of 8 allowed CPU cores are saturated"
+        " — the input pipeline is the bottleneck"
+    )
+    values = (cond.values["gpu_util"], cond.values["cpu_busy_pct"], cond.values["duration_s"])
+    assert values == (20.5, 97.5, 455.0)
+    # judged bin by bin (smooth_s of one bin) the run restarts after every 50 % bin, the last at 118
+    [per_bin] = detect(window, smooth_s=5)
+    assert per_bin.since == at(119)
+
+
 # --- it stays quiet --------------------------------------------------------------------------
 
 
@@ -257,11 +303,30 @@ def test_gpus_just_above_the_low_line() -> None:
     assert detect(make_window(row(41.0), busy=row(64.0), gpus_per_node=1)) == []
 
 
-def test_one_busy_gpu_bin_restarts_the_run() -> None:
+def test_half_a_minute_of_gpu_work_restarts_the_run() -> None:
+    # six bins at 80 % lift the trailing minute to (6 × 80 + 6 × 10) / 12 = 45 % at bin 105; it is
+    # back under 40 % once five or fewer of them are left in it, at bin 112
     util = row(10.0)
-    util[0, 100] = 80.0
+    util[0, 100:106] = 80.0
     [cond] = detect(make_window(util, busy=row(60.0), gpus_per_node=1))
-    assert cond.since == at(101)
+    assert cond.since == at(112)
+
+
+def test_a_bin_without_cpu_data_still_breaks_the_run() -> None:
+    busy = row(60.0)
+    busy[0, 80] = np.nan
+    [cond] = detect(make_window(row(10.0), busy=busy, gpus_per_node=1))
+    assert cond.since == at(81)
+
+
+def test_one_busy_gpu_bin_does_not_restart_the_run() -> None:
+    util = row(10.0)
+    util[0, 100] = 80.0  # (80 + 11 × 10) / 12 = 15.8 % over the trailing minute
+    window = make_window(util, busy=row(60.0), gpus_per_node=1)
+    [cond] = detect(window)
+    assert cond.since == T0
+    [per_bin] = detect(window, smooth_s=5)  # one bin: judged bin by bin, it restarts the run
+    assert per_bin.since == at(101)
 
 
 def test_no_cpu_data_in_the_last_bin() -> None:
@@ -302,6 +367,8 @@ def test_empty_and_all_nan_windows() -> None:
         ({"cpu_saturation": 1.5}, "cpu_saturation"),
         ({"max_gpu_util": 101}, "max_gpu_util"),
         ({"max_gpu_util": True}, "max_gpu_util"),
+        ({"smooth_s": -5}, "smooth_s"),
+        ({"smooth_s": 3_601}, "smooth_s"),
         ({"for_s": None}, "for_s"),
         ({"severity": "page"}, "severity"),
         ({"num_workers": 4}, "num_workers"),
@@ -353,12 +420,18 @@ def windows(draw: st.DrawFn) -> Window:
     return window
 
 
-def reference(window: Window) -> dict[str, float]:
-    """The same rule written plainly, bin by bin: {node: since} of the nodes starved now."""
+NEAR = 1e-9  # a mean this close to its line may fall on either side, as sums are rounded
+
+
+def reference(window: Window, smooth_s: float) -> dict[str, float] | None:
+    """The same rule written plainly, bin by bin: {node: since} of the nodes starved now; None when
+    a rolling mean lands on a line, where rounding decides."""
+    w = max(1, round(smooth_s / window.step))
+    nan_host = np.full((len(window.nodes), window.bins), np.nan)
     out = {}
     for n, node in enumerate(window.nodes):
         count = float(window.cpu_count[n])
-        since = None
+        level, load = [], []
         for b in range(window.bins):
             gpus = [g for g in range(len(window.gpu_node)) if window.gpu_node[g] == n]
             active = [g for g in gpus if window.gpu_has_process[g, b]]
@@ -371,11 +444,21 @@ def reference(window: Window) -> dict[str, float]:
                 cores = {c for a in affinities for aff in a if aff is not None for c in aff}
                 if cores:
                     allowed = min(len(cores), count) if np.isfinite(count) else len(cores)
-            busy = window.host.get("cpu_busy_cores", np.full((len(window.nodes), window.bins), np.nan))[n, b]
+            busy = window.host.get("cpu_busy_cores", nan_host)[n, b]
             if not np.isfinite(busy):
-                busy = window.host.get("cpu_util", np.full((len(window.nodes), window.bins), np.nan))[n, b]
-                busy = busy / 100 * count
-            starved = bool(levels) and np.mean(levels) <= 40 and allowed > 0 and busy >= 0.85 * allowed
+                busy = window.host.get("cpu_util", nan_host)[n, b] / 100 * count
+            level.append(sum(levels) / len(levels) if levels else np.nan)
+            load.append(busy / allowed if np.isfinite(busy) and allowed > 0 else np.nan)
+        since = None
+        for b in range(window.bins):
+            gpu_seen = [x for x in level[max(0, b - w + 1) : b + 1] if np.isfinite(x)]
+            cpu_seen = [x for x in load[max(0, b - w + 1) : b + 1] if np.isfinite(x)]
+            starved = False
+            if np.isfinite(level[b]) and np.isfinite(load[b]):
+                gpu, cpu = sum(gpu_seen) / len(gpu_seen), sum(cpu_seen) / len(cpu_seen)
+                if abs(gpu - 40) < NEAR or abs(cpu - 0.85) < NEAR:
+                    return None
+                starved = gpu <= 40 and cpu >= 0.85
             since = (since if since is not None else window.start + b * window.step) if starved else None
         if since is not None:
             out[node] = since
@@ -383,11 +466,13 @@ def reference(window: Window) -> dict[str, float]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(window=windows())
-def test_any_window_matches_the_plain_rule_and_is_json_safe(window: Window) -> None:
-    first = detect(window)
-    assert detect(window) == first
-    assert {c.nodes[0]: c.since for c in first} == reference(window)
+@given(window=windows(), smooth_s=st.sampled_from([0, 5, 20, 60]))
+def test_any_window_matches_the_plain_rule_and_is_json_safe(window: Window, smooth_s: int) -> None:
+    first = detect(window, smooth_s=smooth_s)
+    assert detect(window, smooth_s=smooth_s) == first
+    expected = reference(window, smooth_s)
+    assume(expected is not None)
+    assert {c.nodes[0]: c.since for c in first} == expected
     for cond in first:
         json.dumps(asdict(cond), allow_nan=False)
         assert window.start <= cond.since < window.end

@@ -7,11 +7,24 @@ DistributedDataParallel launcher runs on cuda:0 while a CUDA context (a stray
 device) holds the others. The GPUs are allocated to it, so nobody else can use them.
 
 A job is the set of processes of one container on one node, or of one user when the container is
-unknown. A GPU is held by the job in a bin when one of its processes was seen on it then. The
-condition holds in a bin when, among the job's GPUs, at least one is busy (util ≥ `busy_util`)
-and at least `min_idle_gpus` are idle (util ≤ `idle_util`). Other users' GPUs, and free ones,
-are not the job's and never count: on a shared node one user holding one idle GPU is normal
-(idle_held covers that).
+unknown. A GPU is held by the job in a bin when one of its processes was seen on it then. Other
+users' GPUs, and free ones, are not the job's and never count: on a shared node one user holding
+one idle GPU is normal (idle_held covers that).
+
+The condition is judged over a run, not bin by bin, because the same GPUs must stay idle:
+
+- each of the job's GPUs has its own idle run, the trailing run of bins in which the job holds it
+  at util ≤ `idle_util` (a bin without data ends it);
+- the run starts (`since`) where the `min_idle_gpus`-th longest idle run starts: from then on at
+  least `min_idle_gpus` GPUs were idle in every bin, and those are the idle GPUs;
+- a GPU the job holds now is busy when its mean util over the bins of the run in which the job
+  held it is ≥ `busy_util` (a mean: a computing GPU dips for a bin at a checkpoint);
+- the condition holds when at least one GPU is busy.
+
+Counting busy and idle GPUs per bin instead would match a serving container with one replica
+per GPU, each bursting on its own: in almost every bin some GPU is busy and two others are idle,
+never the same ones. Here every idle run of such a replica ends at its next request, so the run
+never lasts `for_s`.
 """
 
 from __future__ import annotations
@@ -72,8 +85,9 @@ class GpuImbalanceDetector:
         _parse(params)
 
     def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
-        """One Condition per (node, job) whose GPUs are unevenly used in every bin of the trailing
-        run up to `window.end`. A GPU without data in a bin is neither busy nor idle."""
+        """One Condition per (node, job) with at least `min_idle_gpus` of its GPUs idle in every bin
+        since `since` and one busy on average over that run, up to `window.end`. A GPU without data
+        in a bin is not idle in it, and its mean leaves the bin out."""
         p = _parse(params)
         util = window.gpu.get("util_gpu")
         if util is None or util.size == 0:
@@ -85,12 +99,18 @@ class GpuImbalanceDetector:
             rows = np.array(sorted(by_gpu))
             held = np.stack([_presence(window, by_gpu[int(r)]) for r in rows])
             u = util[rows]
-            with np.errstate(invalid="ignore"):  # NaN compares False: unknown is neither busy nor idle
-                busy = held & (u >= p.busy_util)
-                idle = held & (u <= p.idle_util)
-            uneven = (busy.sum(axis=0) >= 1) & (idle.sum(axis=0) >= p.min_idle_gpus)
-            since = float(trailing_run_start(uneven[None, :], window.times)[0])
-            if np.isfinite(since):
+            with np.errstate(invalid="ignore"):  # NaN compares False: a bin without data is not idle
+                idle_since = trailing_run_start(held & (u <= p.idle_util), window.times)  # (gpus,)
+            starts = np.sort(idle_since[np.isfinite(idle_since)])
+            if starts.size < p.min_idle_gpus:
+                continue
+            since = float(starts[p.min_idle_gpus - 1])  # the min_idle_gpus-th longest idle run
+            run = window.times >= since
+            level = _span_mean(u, held & run[None, :])
+            with np.errstate(invalid="ignore"):  # NaN compares False: not idle now, or no data to be busy
+                idle = idle_since <= since
+                busy = held[:, -1] & (level >= p.busy_util)
+            if busy.any():
                 out.append(_condition(window, key, rows, by_gpu, held, busy, idle, since, p))
         return out
 
@@ -129,17 +149,20 @@ def _condition(
     since: float,
     p: _Params,
 ) -> Condition:
+    """`held` is (gpus × T) for the job's GPU `rows`; `busy` and `idle` (gpus,) mark the GPUs busy
+    on average over the run and idle through it."""
     node_row, kind, ident = key
     node = window.nodes[node_row]
     util = window.gpu["util_gpu"]
     run = window.times >= since
-    now_held, now_busy, now_idle = held[:, -1], busy[:, -1], idle[:, -1]
-    busy_level = _mean(util[rows[now_busy]][:, run])
-    idle_level = _mean(util[rows[now_idle]][:, run])
+    now_held = held[:, -1]
+    u = util[rows]
+    busy_level = _mean(u[busy][held[busy] & run[None, :]])
+    idle_level = _mean(u[idle][:, run])
     procs = [q for r in rows for q in by_gpu[int(r)] if q.last_seen >= since and q.first_seen <= window.end]
     users = text.unique(q.user for q in sorted(procs, key=lambda q: q.first_seen))
     job = _job_phrase(kind, ident, users)
-    n_held, n_busy, n_idle = int(now_held.sum()), int(now_busy.sum()), int(now_idle.sum())
+    n_held, n_busy, n_idle = int(now_held.sum()), int(busy.sum()), int(idle.sum())
     summary = (
         f"{node}: {n_busy} of {n_held} GPUs of {job} busy at {busy_level:.0f} %, "
         f"{n_idle} idle at {idle_level:.0f} %"
@@ -166,7 +189,7 @@ def _condition(
             "min_idle_gpus": float(p.min_idle_gpus),
             "duration_s": round(float(window.end - since), 1),
         },
-        evidence=_evidence(window, node_row, set(rows[now_idle].tolist()), run, job, p),
+        evidence=_evidence(window, node_row, set(rows[idle].tolist()), run, job, p),
     )
 
 
@@ -208,6 +231,15 @@ def _evidence(
         reference=p.idle_util,
         reference_label="idle threshold",
     )
+
+
+def _span_mean(x: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """(rows,) mean of each row of x over the bins where `span` (rows × T) is True, ignoring NaN;
+    NaN where no such bin has data."""
+    take = span & np.isfinite(x)
+    count = take.sum(axis=1)
+    total = np.where(take, x, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def _mean(a: np.ndarray) -> float:

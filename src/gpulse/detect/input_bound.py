@@ -13,15 +13,20 @@ Per node and bin:
 - the cores the job may use are the union of the CPU affinity of the processes on those GPUs, or
   the node's cpu_count when any of them has no known affinity;
 - the CPU is busy by `cpu_busy_cores` (cores' worth of work; `cpu_util` / 100 × cpu_count when it
-  is absent) and saturated when busy ≥ `cpu_saturation` × allowed cores.
+  is absent), and its load is busy / allowed cores.
 
-The condition holds in a bin where the GPU level is at most `max_gpu_util` and the CPU is
-saturated; `since` is the start of its trailing run. A bin without GPU or CPU data breaks the run.
+Both are judged over the trailing `smooth_s` (a NaN-aware rolling mean): the condition holds in a
+bin that has GPU and CPU data where the GPU level's rolling mean is at most `max_gpu_util` and the
+rolling mean of busy / allowed cores is at least `cpu_saturation`; `since` is the start of its
+trailing run. A bin without GPU or CPU data breaks the run.
 
 Defaults: 40 % GPU (a well-fed training job runs at 80–100 %; under 40 % the GPU waits more than
 it computes), 85 % of the allowed cores (a starved loader shows 90–100 % on every core it may use;
-the headroom absorbs workers blocked on I/O and sampling jitter), for_s 300 s (longer than an
-epoch boundary, a validation pass or a checkpoint, which starve GPUs for a minute).
+the headroom absorbs workers blocked on I/O and sampling jitter), smooth_s 60 s (a starved GPU
+works in bursts of a second as batches arrive, so a 5 s bin that catches three of them reads 50 %
+and would restart a run judged bin by bin; a minute holds a dozen bins and sees through them,
+and delays the onset by well under for_s), for_s 300 s (longer than an epoch boundary, a
+validation pass or a checkpoint, which starve GPUs for a minute).
 
 Limits: the busy figure is the whole node's, so on a node shared with CPU work outside the job's
 cores a pinned job can look saturated when only its neighbours are; and a CPU quota (a cgroup
@@ -57,6 +62,7 @@ class _Params:
     severity: Severity
     cpu_saturation: float
     max_gpu_util: float
+    smooth_s: float
 
 
 class InputBoundDetector:
@@ -75,6 +81,7 @@ class InputBoundDetector:
         "severity": "warning",
         "cpu_saturation": 0.85,
         "max_gpu_util": 40.0,
+        "smooth_s": 60,
     }
 
     def validate(self, params: dict[str, Any]) -> None:
@@ -88,18 +95,26 @@ class InputBoundDetector:
         n_nodes, t = len(window.nodes), window.bins
         if util is None or util.shape != window.gpu_has_process.shape or n_nodes == 0 or t == 0:
             return []
+        w = max(1, round(p.smooth_s / window.step))  # bins in the rolling mean
         has_process = window.gpu_has_process.astype(bool)
         gpu_level = node_levels(np.where(has_process, util, np.nan), window.gpu_node, n_nodes)
+        gpu_smooth = rolling_mean(gpu_level, w)
         busy = cpu_busy(window)
         with np.errstate(invalid="ignore"):
             # only a node starved in the last bin can be in a run now: the others need no core count
-            candidates = (gpu_level[:, -1] <= p.max_gpu_util) & np.isfinite(busy[:, -1])
+            candidates = (gpu_smooth[:, -1] <= p.max_gpu_util) & np.isfinite(busy[:, -1])
         allowed = allowed_cores(window, candidates)
+        load = busy_share(busy, allowed)
         with np.errstate(invalid="ignore"):  # NaN compares False: no data is neither low nor saturated
-            starved = (gpu_level <= p.max_gpu_util) & (allowed > 0) & (busy >= p.cpu_saturation * allowed)
+            starved = (
+                np.isfinite(gpu_level)
+                & np.isfinite(load)
+                & (gpu_smooth <= p.max_gpu_util)
+                & (rolling_mean(load, w) >= p.cpu_saturation)
+            )
         starts = trailing_run_start(starved, window.times)
         return [
-            _condition(window, int(n), float(starts[n]), gpu_level[n], busy[n], allowed[n], p)
+            _condition(window, int(n), float(starts[n]), gpu_level[n], busy[n], allowed[n], load[n], p)
             for n in np.flatnonzero(np.isfinite(starts))
         ]
 
@@ -116,6 +131,27 @@ def cpu_busy(window: Window) -> np.ndarray:
         util = nan
     count = np.asarray(window.cpu_count, dtype=np.float64).reshape(-1, 1)
     return np.where(np.isfinite(cores), cores, util / 100.0 * count)
+
+
+def busy_share(busy: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """busy / allowed cores, bin by bin (1.0: every allowed core busy; above 1 when the node's busy
+    figure holds work outside them); NaN where either is unknown or no core is allowed."""
+    ok = np.isfinite(busy) & (np.nan_to_num(allowed) > 0)
+    return np.where(ok, busy / np.where(ok, allowed, 1.0), np.nan)
+
+
+def rolling_mean(a: np.ndarray, w: int) -> np.ndarray:
+    """(rows × T) mean of the finite values among the trailing `w` bins ending at each bin (fewer at
+    the window's start); NaN where there are none. Cumulative sums: one pass whatever `w` is."""
+    rows, t = a.shape
+    ok = np.isfinite(a)
+    zero = np.zeros((rows, 1))
+    total = np.concatenate([zero, np.cumsum(np.where(ok, a, 0.0), axis=1)], axis=1)
+    count = np.concatenate([zero, np.cumsum(ok, axis=1)], axis=1)
+    right = np.arange(1, t + 1)
+    left = np.maximum(right - w, 0)
+    n = count[:, right] - count[:, left]
+    return np.where(n > 0, (total[:, right] - total[:, left]) / np.maximum(n, 1), np.nan)
 
 
 def allowed_cores(window: Window, nodes: np.ndarray | None = None) -> np.ndarray:
@@ -171,6 +207,7 @@ def _condition(
     gpu_level: np.ndarray,
     busy: np.ndarray,
     allowed: np.ndarray,
+    load: np.ndarray,
     p: _Params,
 ) -> Condition:
     node = window.nodes[n]
@@ -178,8 +215,7 @@ def _condition(
     gpu_mean = float(gpu_level[run].mean())  # every bin of the run has data: NaN breaks a run
     busy_mean = float(busy[run].mean())
     allowed_now = float(allowed[-1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pct = np.where(allowed > 0, busy / np.where(allowed > 0, allowed, 1.0) * 100, np.nan)
+    pct = load * 100
     pct_mean = float(pct[run].mean())
     rows = np.flatnonzero(np.asarray(window.gpu_node, dtype=int) == n)
     held = [int(g) for g in rows if window.gpu_has_process[g][run].any()]
@@ -200,6 +236,7 @@ def _condition(
         "gpus": float(len(held)),
         "max_gpu_util": p.max_gpu_util,
         "cpu_saturation": p.cpu_saturation,
+        "smooth_s": p.smooth_s,
         "duration_s": round(float(window.end - since), 1),
     }
     span = text.duration(window.end - window.start)
@@ -236,4 +273,5 @@ def _parse(params: dict[str, Any]) -> _Params:
         severity=r.severity(),
         cpu_saturation=r.number("cpu_saturation", 0.1, 1),
         max_gpu_util=r.number("max_gpu_util", 0, 100),
+        smooth_s=r.number("smooth_s", 0, 3_600),
     )

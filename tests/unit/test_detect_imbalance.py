@@ -8,7 +8,15 @@ import pytest
 
 from gpulse.detect.base import Condition, Window
 from gpulse.detect.catalogue import params_for
-from gpulse.detect.imbalance import ACTION, ImbalanceDetector, medians, node_levels, rolling_corr
+from gpulse.detect.imbalance import (
+    ACTION,
+    ImbalanceDetector,
+    latch,
+    medians,
+    node_levels,
+    peer_reference,
+    rolling_corr,
+)
 from gpulse.finding import Evidence, EvidenceRow
 
 T0 = 1_770_000_000.0
@@ -55,6 +63,15 @@ def at(bin_index: int) -> float:
 
 def noisy(level: float, nodes: int, seed: int = 7) -> np.ndarray:
     return level + np.random.default_rng(seed).uniform(-5, 5, (nodes, BINS))
+
+
+def flat_in_a_swing() -> np.ndarray:
+    """Six nodes swinging 46–96 % with a one-minute period; from bin 60 node-04 runs flat near 75 %
+    with a wobble of its own (period 35 s) that now and then lifts its correlation above 0.2."""
+    t = np.arange(BINS)
+    levels = np.tile(71.0 + 25.0 * np.sin(2 * np.pi * t / 12), (6, 1))
+    levels[3, 60:] = 75.0 + 8.0 * np.sin(2 * np.pi * t[60:] / 7)
+    return levels
 
 
 # --- it fires --------------------------------------------------------------------------------
@@ -198,6 +215,115 @@ def test_two_nodes_are_enough_when_min_nodes_allows() -> None:
     assert cond.values["group_median"] == 46.5
 
 
+def test_two_of_five_nodes_dropped_names_only_those_two() -> None:
+    # the median of the 4 others of a healthy node steps from 92 to 46.5 when two peers drop; a
+    # reference built from the nodes the level test left alone stays at 92, so only the two are named
+    levels = np.full((5, BINS), 92.0)
+    levels[[1, 3], 100:] = 1.0
+
+    [cond] = detect(levels)
+
+    flat: list[float | None] = [*[92.0] * 30]
+    dropped: list[float | None] = [*[92.0] * 25, *[1.0] * 5]
+    assert cond == Condition(
+        rule="imbalance",
+        subject={"cluster": "demo", "node_group": None},
+        since=at(100),
+        severity="warning",
+        summary=(
+            "2 of 5 nodes in demo at 1 % GPU utilisation while their peers run at 92 % (median)"
+            " — node-02, node-04"
+        ),
+        action=ACTION,
+        nodes=["node-02", "node-04"],
+        values={
+            "nodes_out": 2.0,
+            "nodes_reporting": 5.0,
+            "worst_level": 1.0,
+            "group_median": 92.0,
+            "gap": 91.0,
+            "cv": 0.802,
+            "ratio": 0.011,
+            "level:node-02": 1.0,
+            "level:node-04": 1.0,
+        },
+        evidence=Evidence(
+            title="GPU utilisation per node in demo, last 10 min",
+            unit="%",
+            rows=[
+                EvidenceRow("node-01", flat, 92.0, False),
+                EvidenceRow("node-02", dropped, 1.0, True),
+                EvidenceRow("node-03", flat, 92.0, False),
+                EvidenceRow("node-04", dropped, 1.0, True),
+                EvidenceRow("node-05", flat, 92.0, False),
+            ],
+            reference=92.0,
+            reference_label="group median",
+        ),
+    )
+
+
+def test_two_of_five_dropped_mid_bin_with_jittery_peers() -> None:
+    # each dropped node sits half-way (46 %, not yet "low") in the bin of its drop; left in the
+    # healthy nodes' reference, that bin is a 23-point blip their own jitter does not follow
+    levels = 92.0 + np.random.default_rng(0).uniform(-3, 3, (5, BINS))
+    levels[[1, 3], 100] = 46.0
+    levels[[1, 3], 101:] = 1.0
+
+    [cond] = detect(levels)
+
+    assert cond.nodes == ["node-02", "node-04"]
+    assert cond.since == at(101)
+    assert "min_corr" not in cond.values
+
+
+def test_a_node_flat_inside_the_swing_stays_out_of_step_while_its_correlation_wanders() -> None:
+    # node-04's correlation with its peers falls under min_corr 0.2 at bin 81, then wanders up to
+    # 0.27 (bins 86–88) and back: without hysteresis it resolved there and fired again from bin 88
+    levels = flat_in_a_swing()
+
+    for end in range(84, BINS + 1, 4):  # every 20 s, as analyze would see it
+        [cond] = detect(levels[:, :end])
+        assert (cond.nodes, cond.since) == (["node-04"], at(81)), end
+
+    [cond] = detect(levels[:, :88])
+    assert cond.summary == (
+        "1 of 6 nodes in demo out of step with their peers (correlation 0.27 over 2 min; "
+        "at 75 % while the group median swings 46–96 %) — node-04"
+    )
+    assert cond.values["min_corr"] == 0.273
+    # with no room between the two levels the node leaves as soon as it climbs to 0.2 again
+    assert detect(levels[:, :88], exit_corr=0.21) == []
+
+
+def test_a_node_held_at_75_with_stray_readings_is_flat_not_in_step() -> None:
+    # NVML reads whole percents: a node held at 75 % reads 76 now and then. Two stray 76s at peaks
+    # of the group's swing (bins 99, 111) correlate 0.43 with it: a series that moves less than a
+    # point has no shape to follow, and counts as flat (correlation 0) instead of leaving at 0.4
+    t = np.arange(BINS)
+    levels = np.tile(71.0 + 25.0 * np.sin(2 * np.pi * t / 12), (6, 1))
+    levels[3, 60:] = 75.0
+    levels[3, [99, 111]] = 76.0
+
+    [cond] = detect(levels)
+
+    assert (cond.nodes, cond.since, cond.values["min_corr"]) == (["node-04"], at(82), 0.0)
+    assert cond.summary == (
+        "1 of 6 nodes in demo out of step with their peers (correlation 0.00 over 2 min; "
+        "at 75 % while the group median swings 46–96 %) — node-04"
+    )
+
+
+def test_a_node_back_in_step_leaves_once_its_correlation_reaches_exit_corr() -> None:
+    levels = flat_in_a_swing()
+    levels[3, 96:] = levels[0, 96:]  # node-04 follows the swing again from bin 96
+    # its correlation climbs: 0.26 at bin 99 (above min_corr, below exit_corr 0.4), 0.41 at bin 100
+    [cond] = detect(levels[:, :100])
+    assert (cond.nodes, cond.since, cond.values["min_corr"]) == (["node-04"], at(81), 0.264)
+    assert detect(levels[:, :101]) == []
+    assert detect(levels) == []
+
+
 # --- it stays quiet --------------------------------------------------------------------------
 
 
@@ -278,6 +404,9 @@ def test_empty_and_all_nan_windows() -> None:
         ({"corr_window_s": float("nan")}, "corr_window_s"),
         ({"severity": "loud"}, "severity"),
         ({"min_gap_pts": 10}, "min_gap_pts"),
+        ({"exit_corr": 1.5}, "exit_corr"),
+        ({"exit_corr": 0.2}, "exit_corr"),  # no higher than min_corr: no hysteresis
+        ({"min_corr": 0.5}, "exit_corr"),  # raising min_corr past the default exit_corr needs both
     ],
 )
 def test_bad_parameters_name_themselves(overrides: dict[str, object], named: str) -> None:
@@ -331,3 +460,24 @@ def test_node_levels_average_the_gpus_that_reported() -> None:
     np.testing.assert_array_equal(node_levels(util, np.array([0, 0, 1]), 3), expected)
     np.testing.assert_array_equal(node_levels(util[::-1], np.array([1, 0, 0]), 3), expected)
     assert node_levels(np.empty((0, 2)), np.empty(0, dtype=int), 2).shape == (2, 2)
+
+
+def test_peer_reference_matches_nanmedian_of_the_other_usable_rows() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 100, (6, 30))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    usable = np.isfinite(x) & (rng.random(x.shape) < 0.7)
+    ref = peer_reference(x, usable, 2)
+    for i in range(6):
+        for t in range(30):
+            others = [x[j, t] for j in range(6) if j != i and usable[j, t]]
+            expected = float(np.median(others)) if len(others) >= 2 else np.nan
+            np.testing.assert_equal(ref[i, t], expected)
+
+
+def test_latch_holds_from_enter_until_leave() -> None:
+    enter = np.array([[0, 1, 0, 0, 0, 1, 0, 0], [1, 0, 0, 1, 0, 0, 0, 0]], dtype=bool)
+    leave = np.array([[1, 0, 0, 1, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1, 0]], dtype=bool)
+    expected = np.array([[0, 1, 1, 0, 0, 1, 1, 0], [1, 1, 1, 1, 1, 1, 0, 0]], dtype=bool)
+    np.testing.assert_array_equal(latch(enter, leave), expected)
+    assert latch(np.zeros((2, 0), dtype=bool), np.zeros((2, 0), dtype=bool)).shape == (2, 0)

@@ -136,8 +136,7 @@ def test_carol_holds_a_slice_at_zero_percent() -> None:
         },
         evidence=Evidence(
             title=(
-                "node-07/2 MIG 1g.10gb (GI 7): SM utilisation (%) and memory in use (% of 9.8 GiB), "
-                "last 10m"
+                "node-07/2 MIG 1g.10gb (GI 7): SM utilisation (%) and memory in use (% of 9.8 GiB), last 10m"
             ),
             unit="%",
             rows=[

@@ -279,6 +279,5 @@ def test_affinity_from_batches() -> None:
     assert cond.subject == {"cluster": "c1", "node": "node-02", "gpu": 1}
     assert cond.since == t0
     assert cond.summary == (
-        "node-02 GPU 1 (NUMA 1) driven by pid 301 (alice) pinned to NUMA 0 CPUs, "
-        "at 90 % utilisation for 1m"
+        "node-02 GPU 1 (NUMA 1) driven by pid 301 (alice) pinned to NUMA 0 CPUs, at 90 % utilisation for 1m"
     )

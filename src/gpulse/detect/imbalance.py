@@ -7,7 +7,9 @@ a node fed a smaller shard, or a node that lost its process while its peers wait
 
 The node level L(n, t) is the mean of util_gpu over the node's GPUs in bin t. Each node group
 (nodes without one form the cluster-level group) is judged against its own median, so an idle
-group never drags a busy one. Everything is one vectorised pass over (nodes × bins) per group.
+group never drags a busy one. Two tests, both vectorised over (nodes × bins) per group: the
+level test first, then the correlation test against the median of the peers the level test left
+alone, with hysteresis (enter below `min_corr`, leave at `exit_corr`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
 MAX_NAMED_NODES = 8  # keep the summary one line on a large cluster; the evidence lists them all
-_FLAT_VAR = 1e-6  # %²: a node series this flat has no shape to correlate, so its correlation is 0
+# %²: a node series moving less than a point (std < 1) has no shape to correlate, so its correlation
+# is 0. NVML reports whole percents: a node held at 75 % reads 75 with a stray 76, and one stray
+# reading at a peak of its group's swing correlates 0.4 by chance.
+_FLAT_VAR = 1.0
 
 ACTION = (
     "Check the nodes out of step: a straggler (slow disk, throttling, a noisy neighbour), a rank stuck "
@@ -41,6 +46,7 @@ class _Params:
     min_gap: float
     corr_window_s: float
     min_corr: float
+    exit_corr: float
     min_group_std: float
 
 
@@ -65,6 +71,7 @@ class ImbalanceDetector:
         "min_gap": 25.0,
         "corr_window_s": 120,
         "min_corr": 0.2,
+        "exit_corr": 0.4,
         "min_group_std": 5.0,
     }
 
@@ -141,8 +148,8 @@ def rolling_corr(x: np.ndarray, y: np.ndarray, w: int, min_pairs: int) -> tuple[
     """Pearson correlation of the rows of x and y over the trailing `w` bins ending at each bin.
 
     Returns (corr, y_std), both (n × T): NaN where fewer than `min_pairs` bins have both values.
-    A row of x that is flat in the window has correlation 0 (it follows nothing). Cumulative sums
-    make it one pass whatever `w` is.
+    A row of x that is flat in the window (variance under _FLAT_VAR) has correlation 0 (it follows
+    nothing). Cumulative sums make it one pass whatever `w` is.
     """
     n, t = x.shape
     valid = np.isfinite(x) & np.isfinite(y)
@@ -173,6 +180,25 @@ def rolling_corr(x: np.ndarray, y: np.ndarray, w: int, min_pairs: int) -> tuple[
     return np.where(enough, corr, np.nan), np.where(enough, np.sqrt(vy / safe), np.nan)
 
 
+def peer_reference(x: np.ndarray, usable: np.ndarray, min_others: int) -> np.ndarray:
+    """(n × T) median of the other rows of x where `usable`, in each column; NaN where fewer than
+    `min_others` other rows are usable. A row's own value never enters its reference."""
+    xr = np.where(usable, x, np.nan)
+    _, loo = medians(xr)
+    others = usable.sum(axis=0)[None, :] - usable
+    return np.where(others >= min_others, loo, np.nan)
+
+
+def latch(enter: np.ndarray, leave: np.ndarray) -> np.ndarray:
+    """(n × T) bool: True from each bin where `enter` holds up to the next bin where `leave` holds
+    (that bin excluded); False where both hold. Vectorised: the last enter and the last leave seen
+    so far in each row, carried forward by a running maximum of their bin indices."""
+    idx = np.arange(enter.shape[1])
+    last_enter = np.maximum.accumulate(np.where(enter, idx, -1), axis=1)
+    last_leave = np.maximum.accumulate(np.where(leave, idx, -1), axis=1)
+    return last_enter > last_leave
+
+
 def _judge_group(
     window: Window, group: str | None, rows: np.ndarray, lv: np.ndarray, p: _Params
 ) -> Condition | None:
@@ -182,19 +208,31 @@ def _judge_group(
     reporting = finite[:, -1]  # a node silent in the last bin is excluded, not idle
     if reporting.sum() < p.min_nodes:
         return None
-    m, loo = medians(lv)
+    m, _ = medians(lv)
     m = np.where(finite.sum(axis=0) >= p.min_nodes, m, np.nan)
     with np.errstate(invalid="ignore"):  # NaN compares False: a bin without a reference is not judged
         busy = m >= p.min_group_util
         low = finite & busy[None, :] & (lv < m * p.level_ratio) & (m - lv >= p.min_gap)
 
+    # second pass: follow only the peers the level test left alone. With dropped nodes in it the
+    # median of the others steps down when they drop, and healthy nodes, which do not step, look
+    # out of step. Bins next to a flagged one go too: a node that drops (or comes back) inside a
+    # bin sits half-way there, not low enough to be flagged, and would put a blip in the median.
+    near_low = low.copy()
+    near_low[:, 1:] |= low[:, :-1]
+    near_low[:, :-1] |= low[:, 1:]
+    ref = peer_reference(lv, finite & ~near_low, p.min_nodes - 1)
     w = max(2, round(p.corr_window_s / window.step))
-    corr, ref_std = rolling_corr(lv, loo, w, min_pairs=max(3, w // 2))
+    corr, ref_std = rolling_corr(lv, ref, w, min_pairs=max(3, w // 2))
     # the group must be busy over the correlation window, not in each bin: a job whose phases dip
     # below min_group_util for a bin would otherwise restart every run
     busy_w = _rolling_mean(m, w) >= p.min_group_util
-    with np.errstate(invalid="ignore"):
-        uncorrelated = finite & busy_w[None, :] & (ref_std >= p.min_group_std) & (corr < p.min_corr)
+    with np.errstate(invalid="ignore"):  # NaN (too few pairs) is not judged
+        judged = finite & busy_w[None, :] & (ref_std >= p.min_group_std)
+        enter = judged & (corr < p.min_corr)
+        leave = ~judged | (corr >= p.exit_corr)
+    # hysteresis: a correlation wandering around min_corr would otherwise fire, resolve and fire again
+    uncorrelated = latch(enter, leave)
     out = low | uncorrelated
 
     flagged = out[:, -1]
@@ -344,7 +382,7 @@ def _rolling_mean(a: np.ndarray, w: int) -> np.ndarray:
 
 def _parse(params: dict[str, Any]) -> _Params:
     r = ParamReader("imbalance", params, ImbalanceDetector.defaults)
-    return _Params(
+    p = _Params(
         for_s=r.number("for_s", 0, 86_400),
         severity=r.severity(),
         min_nodes=int(r.number("min_nodes", 2, 100_000, integer=True)),
@@ -353,5 +391,11 @@ def _parse(params: dict[str, Any]) -> _Params:
         min_gap=r.number("min_gap", 0, 100),
         corr_window_s=r.number("corr_window_s", 1, 3_600),
         min_corr=r.number("min_corr", -1, 1),
+        exit_corr=r.number("exit_corr", -1, 1),
         min_group_std=r.number("min_group_std", 0, 100),
     )
+    if p.exit_corr <= p.min_corr:  # without a gap between the two levels there is no hysteresis
+        raise ValueError(
+            f"imbalance: exit_corr must be above min_corr ({p.min_corr:g}), not {params['exit_corr']!r}"
+        )
+    return p

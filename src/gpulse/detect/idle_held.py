@@ -145,30 +145,51 @@ def _evidence(
     mem_now: float | None,
     p: _Params,
 ) -> Evidence:
-    """Two rows on one scale: utilisation in %, and memory in use as % of the GPU's memory (GiB when
-    the total is unknown, with the scale widened to fit)."""
-    total = float(window.gpu_mem_total[g])
-    span = text.duration(window.end - window.start)
-    label = window.gpu_label(g)
+    return held_idle_evidence(
+        window.gpu_label(g),
+        "utilisation",
+        util,
+        mem,
+        util_mean,
+        mem_now,
+        float(window.gpu_mem_total[g]),
+        p.idle_util,
+        text.duration(window.end - window.start),
+    )
+
+
+def held_idle_evidence(
+    label: str,
+    util_name: str,
+    util: np.ndarray,
+    mem: np.ndarray,
+    util_mean: float,
+    mem_now: float | None,
+    total: float,
+    idle_util: float,
+    span: str,
+) -> Evidence:
+    """Two rows on one scale: utilisation in %, and memory in use as % of the device's memory (GiB
+    when the total is unknown, with the scale widened to fit). For GPUs and MIG slices alike."""
     if np.isfinite(total) and total > 0:
         mem_values = mem / total * 100
         mem_level = mem_now / total * 100 if mem_now is not None else 0.0
-        title = f"{label}: utilisation (%) and memory in use (% of {total / GIB:.1f} GiB), last {span}"
+        title = f"{label}: {util_name} (%) and memory in use (% of {total / GIB:.1f} GiB), last {span}"
         scale = 100.0
     else:
         mem_values = mem / GIB
         mem_level = mem_now / GIB if mem_now is not None else 0.0
-        title = f"{label}: utilisation (%) and memory in use (GiB), last {span}"
+        title = f"{label}: {util_name} (%) and memory in use (GiB), last {span}"
         finite = mem_values[np.isfinite(mem_values)]
         scale = max(100.0, float(finite.max()) if finite.size else 0.0)
     return Evidence(
         title=title,
         unit="%",
         rows=[
-            EvidenceRow("utilisation", downsample(util, EVIDENCE_POINTS), round(util_mean, 1), True),
+            EvidenceRow(util_name, downsample(util, EVIDENCE_POINTS), round(util_mean, 1), True),
             EvidenceRow("memory in use", downsample(mem_values, EVIDENCE_POINTS), round(mem_level, 1), False),
         ],
-        reference=p.idle_util,
+        reference=idle_util,
         reference_label="idle threshold",
         scale_max=scale,
     )

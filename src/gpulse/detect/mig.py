@@ -27,11 +27,11 @@ from gpulse.detect.base import (
     MigInstance,
     ParamReader,
     Window,
-    downsample,
     trailing_run_start,
 )
 from gpulse.detect.idle_held import ACTION as IDLE_HELD_ACTION
-from gpulse.finding import Evidence, EvidenceRow, Severity
+from gpulse.detect.idle_held import held_idle_evidence
+from gpulse.finding import Evidence, Severity
 
 GIB = 1 << 30
 EVIDENCE_POINTS = 30
@@ -182,32 +182,16 @@ def _idle_evidence(
     mem_now: float | None,
     p: _IdleParams,
 ) -> Evidence:
-    """Two rows on one scale: SM utilisation in %, and memory in use as % of the instance's memory
-    (GiB when its size is unknown, with the scale widened to fit)."""
-    total = float(inst.mem_total)
-    span = text.duration(window.end - window.start)
-    label = f"{window.gpu_label(inst.gpu_row)} {mig_name(inst)}"
-    if np.isfinite(total) and total > 0:
-        mem_values = mem / total * 100
-        mem_level = mem_now / total * 100 if mem_now is not None else 0.0
-        title = f"{label}: SM utilisation (%) and memory in use (% of {total / GIB:.1f} GiB), last {span}"
-        scale = 100.0
-    else:
-        mem_values = mem / GIB
-        mem_level = mem_now / GIB if mem_now is not None else 0.0
-        title = f"{label}: SM utilisation (%) and memory in use (GiB), last {span}"
-        finite = mem_values[np.isfinite(mem_values)]
-        scale = max(100.0, float(finite.max()) if finite.size else 0.0)
-    return Evidence(
-        title=title,
-        unit="%",
-        rows=[
-            EvidenceRow("SM utilisation", downsample(util, EVIDENCE_POINTS), round(util_mean, 1), True),
-            EvidenceRow("memory in use", downsample(mem_values, EVIDENCE_POINTS), round(mem_level, 1), False),
-        ],
-        reference=p.idle_util,
-        reference_label="idle threshold",
-        scale_max=scale,
+    return held_idle_evidence(
+        f"{window.gpu_label(inst.gpu_row)} {mig_name(inst)}",
+        "SM utilisation",
+        util,
+        mem,
+        util_mean,
+        mem_now,
+        float(inst.mem_total),
+        p.idle_util,
+        text.duration(window.end - window.start),
     )
 
 

@@ -34,7 +34,9 @@ ZOMBIE_ACTION = (
 
 
 @dataclass(frozen=True)
-class _Params:
+class HeldIdleParams:
+    """The parameters of a held-but-idle rule (GPU or MIG slice)."""
+
     for_s: float
     severity: Severity
     idle_util: float
@@ -61,14 +63,14 @@ class IdleHeldDetector:
 
     def validate(self, params: dict[str, Any]) -> None:
         """Raise ValueError naming the first parameter that is missing, unknown or out of range."""
-        _parse(params)
+        parse_held_idle(self.name, params, self.defaults)
 
     def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
         """One Condition per GPU held and idle in every bin of its trailing run up to `window.end`.
 
         A bin without utilisation data is not idle: it breaks the run.
         """
-        p = _parse(params)
+        p = parse_held_idle(self.name, params, self.defaults)
         util = window.gpu.get("util_gpu")
         if util is None or util.size == 0:
             return []
@@ -85,7 +87,7 @@ class IdleHeldDetector:
 
 
 def _condition(
-    window: Window, g: int, since: float, util: np.ndarray, mem: np.ndarray, p: _Params
+    window: Window, g: int, since: float, util: np.ndarray, mem: np.ndarray, p: HeldIdleParams
 ) -> Condition:
     node = window.nodes[int(window.gpu_node[g])]
     index = int(window.gpu_index[g])
@@ -143,7 +145,7 @@ def _evidence(
     mem: np.ndarray,
     util_mean: float,
     mem_now: float | None,
-    p: _Params,
+    p: HeldIdleParams,
 ) -> Evidence:
     return held_idle_evidence(
         window.gpu_label(g),
@@ -195,9 +197,10 @@ def held_idle_evidence(
     )
 
 
-def _parse(params: dict[str, Any]) -> _Params:
-    r = ParamReader("idle_held", params, IdleHeldDetector.defaults)
-    return _Params(
+def parse_held_idle(name: str, params: dict[str, Any], defaults: dict[str, Any]) -> HeldIdleParams:
+    """Read a held-but-idle rule's parameters, refusing unknown names and out-of-range values."""
+    r = ParamReader(name, params, defaults)
+    return HeldIdleParams(
         for_s=r.number("for_s", 0, 86_400),
         severity=r.severity(),
         idle_util=r.number("idle_util", 0, 100),

@@ -30,7 +30,7 @@ from gpulse.detect.base import (
     trailing_run_start,
 )
 from gpulse.detect.idle_held import ACTION as IDLE_HELD_ACTION
-from gpulse.detect.idle_held import held_idle_evidence
+from gpulse.detect.idle_held import HeldIdleParams, held_idle_evidence, parse_held_idle
 from gpulse.finding import Evidence, Severity
 
 GIB = 1 << 30
@@ -49,14 +49,6 @@ LAYOUT_ACTION = (
     "exist) and must be restarted on the new ones; check the scheduler's view of the GPU "
     "(e.g. the Kubernetes device plugin or Slurm gres) matches `nvidia-smi -L`."
 )
-
-
-@dataclass(frozen=True)
-class _IdleParams:
-    for_s: float
-    severity: Severity
-    idle_util: float
-    held_mem_bytes: float
 
 
 class MigIdleDetector:
@@ -79,13 +71,13 @@ class MigIdleDetector:
 
     def validate(self, params: dict[str, Any]) -> None:
         """Raise ValueError naming the first parameter that is missing, unknown or out of range."""
-        _parse_idle(params)
+        parse_held_idle(self.name, params, self.defaults)
 
     def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
         """One Condition per MIG instance held and idle in every bin of its trailing run up to
         `window.end`. A bin without util_sm is not idle: it breaks the run (and an instance with
         no util_sm at all never fires)."""
-        p = _parse_idle(params)
+        p = parse_held_idle(self.name, params, self.defaults)
         util = window.mig_metrics.get("util_sm")
         if util is None or util.size == 0 or not window.mig:
             return []
@@ -116,7 +108,7 @@ def _idle_condition(
     util: np.ndarray,
     mem: np.ndarray,
     has_process: np.ndarray,
-    p: _IdleParams,
+    p: HeldIdleParams,
 ) -> Condition:
     inst = window.mig[m]
     g = inst.gpu_row
@@ -180,7 +172,7 @@ def _idle_evidence(
     mem: np.ndarray,
     util_mean: float,
     mem_now: float | None,
-    p: _IdleParams,
+    p: HeldIdleParams,
 ) -> Evidence:
     return held_idle_evidence(
         f"{window.gpu_label(inst.gpu_row)} {mig_name(inst)}",
@@ -192,16 +184,6 @@ def _idle_evidence(
         float(inst.mem_total),
         p.idle_util,
         text.duration(window.end - window.start),
-    )
-
-
-def _parse_idle(params: dict[str, Any]) -> _IdleParams:
-    r = ParamReader(MigIdleDetector.name, params, MigIdleDetector.defaults)
-    return _IdleParams(
-        for_s=r.number("for_s", 0, 86_400),
-        severity=r.severity(),
-        idle_util=r.number("idle_util", 0, 100),
-        held_mem_bytes=r.number("held_mem_bytes", 0, 1 << 50),
     )
 
 

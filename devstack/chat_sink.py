@@ -34,6 +34,10 @@ SLACK_MAX_SECTION_CHARS = 3000
 SLACK_MAX_FIELDS = 10
 SLACK_MAX_FIELD_CHARS = 2000
 SLACK_MAX_HEADER_CHARS = 150
+SLACK_MAX_CONTEXT_ELEMENTS = 10
+SLACK_MAX_BLOCK_ID_CHARS = 255
+LISTED_ALERT_BLOCK_ID = "alert-"  # gpulse's block_id for one alert listed in a group message
+LISTED_MARKS = ("🔴", "🟠", "🔵", "✅")  # how a Jandi connectInfo title of a listed alert starts
 # What Slack answers for each status, so a fault looks like the real thing to a client.
 SLACK_ERROR_BODY = {
     400: "invalid_payload",
@@ -63,9 +67,17 @@ def check_slack(payload: Any) -> None:
         raise Invalid("blocks is not a list")
     if len(blocks) > SLACK_MAX_BLOCKS:
         raise Invalid(f"{len(blocks)} blocks > {SLACK_MAX_BLOCKS}")
+    block_ids: set[str] = set()
     for n, block in enumerate(blocks):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise Invalid(f"block {n} has no type")
+        if "block_id" in block:
+            block_id = block["block_id"]
+            if not isinstance(block_id, str) or not 0 < len(block_id) <= SLACK_MAX_BLOCK_ID_CHARS:
+                raise Invalid(f"block {n}: block_id must be 1 to {SLACK_MAX_BLOCK_ID_CHARS} characters")
+            if block_id in block_ids:
+                raise Invalid(f"block {n}: block_id {block_id!r} is not unique")
+            block_ids.add(block_id)
         if block["type"] == "header":
             t = block.get("text")
             if not isinstance(t, dict) or t.get("type") != "plain_text" or not isinstance(t.get("text"), str):
@@ -88,6 +100,20 @@ def check_slack(payload: Any) -> None:
                         raise Invalid(f"block {n}: a field is not a text object")
                     if len(f["text"]) > SLACK_MAX_FIELD_CHARS:
                         raise Invalid(f"block {n}: field {len(f['text'])} chars > {SLACK_MAX_FIELD_CHARS}")
+        elif block["type"] == "context":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 0 < len(elements) <= SLACK_MAX_CONTEXT_ELEMENTS:
+                raise Invalid(f"block {n}: context needs 1 to {SLACK_MAX_CONTEXT_ELEMENTS} elements")
+            for e in elements:
+                if not isinstance(e, dict) or not isinstance(e.get("type"), str):
+                    raise Invalid(f"block {n}: a context element has no type")
+                if e["type"] in ("mrkdwn", "plain_text"):
+                    if not isinstance(e.get("text"), str):
+                        raise Invalid(f"block {n}: a context text element has no text")
+                    if len(e["text"]) > SLACK_MAX_SECTION_CHARS:
+                        raise Invalid(
+                            f"block {n}: context text {len(e['text'])} chars > {SLACK_MAX_SECTION_CHARS}"
+                        )
 
 
 def check_jandi(payload: Any, accept: str | None, content_type: str | None) -> None:
@@ -170,9 +196,18 @@ def _mrkdwn(text: str, paint: _Paint, width: int, indent: str = "") -> list[str]
         if not part:
             continue
         for line in _wrap(part, width, indent):
-            line = re.sub(r"\*([^*\n]+)\*", lambda m: paint.bold(m.group(1)), line)
-            lines.append(line.replace("`", ""))
+            lines.append(_bold(line, paint).replace("`", ""))
     return lines
+
+
+def _bold(text: str, paint: _Paint) -> str:
+    return re.sub(r"\*([^*\n]+)\*", lambda m: paint.bold(m.group(1)), text)
+
+
+def _one_line(head: str, rest: str, width: int) -> str:
+    """`head — rest` on one line of at most `width` characters, shortened at a word with `…`."""
+    text = f"{head} — {rest}" if rest else head
+    return textwrap.shorten(text, width, placeholder=" …")
 
 
 def _field(title: str, body: str, width: int, paint: _Paint) -> list[str]:
@@ -186,14 +221,23 @@ def _field(title: str, body: str, width: int, paint: _Paint) -> list[str]:
 def slack_text(
     payload: dict[str, Any], paint: _Paint, accent: str = "37", width: int = WIDTH - 2
 ) -> list[str]:
-    """A Slack payload as the lines someone would read in the channel."""
+    """A Slack payload as the lines someone would read in the channel. The alerts a group
+    message lists (sections with block_id `alert-<n>`) read one line each."""
     blocks = payload.get("blocks") or []
     if not blocks:
         return _wrap(_unescape(str(payload.get("text", ""))), width)
     out: list[str] = []
+    listing = False  # the previous block was a listed alert: no blank line between them
     for block in blocks:
         kind = block.get("type")
-        if kind == "header":
+        listed = bool(str(block.get("block_id", "")).startswith(LISTED_ALERT_BLOCK_ID) and block.get("text"))
+        if listed != listing and out and out[-1] != "":  # a blank line around the list, none inside
+            out.append("")
+        listing = listed
+        if listed:
+            head, _, rest = _unescape(block["text"]["text"]).partition("\n")
+            out.append(_bold(_one_line(head, rest.replace("\n", " · "), width), paint))
+        elif kind == "header":
             out.append(paint(block["text"]["text"], f"1;{accent}"))
         elif kind == "section":
             if out and out[-1] != "":
@@ -204,7 +248,8 @@ def slack_text(
                 title, _, body = _unescape(f["text"]).partition("\n")
                 out.extend(_field(title.strip("*"), body, width, paint))
         elif kind == "context":
-            out.append("")
+            if out and out[-1] != "":
+                out.append("")
             texts = [_unescape(e.get("text", "")) for e in block.get("elements", [])]
             out.extend(paint.dim(line) for line in _wrap("  ".join(texts), width))
         elif kind == "divider":
@@ -217,14 +262,19 @@ def slack_text(
 def jandi_text(
     payload: dict[str, Any], paint: _Paint, accent: str = "37", width: int = WIDTH - 2
 ) -> list[str]:
-    """A Jandi payload as the lines someone would read in the topic."""
+    """A Jandi payload as the lines someone would read in the topic. The alerts a group message
+    lists (titles starting with a severity emoji or ✅) read one line each."""
     out = [paint(line, f"1;{accent}") for line in _wrap(str(payload.get("body", "")), width)]
     info = payload.get("connectInfo") or []
     if info:
         out.append("")
     for item in info:
         title, desc = str(item.get("title", "")), str(item.get("description", ""))
-        if len(title) < 10:
+        if title.startswith("…"):  # what a group message left out: every word of it matters
+            out.extend(_wrap(f"{title} — {desc}", width))
+        elif title.startswith(LISTED_MARKS):
+            out.append(_one_line(title, desc.replace("\n", " · "), width))
+        elif len(title) < 10:
             out.extend(_field(title, desc, width, paint))
         else:  # a long title heads a block of its own (the evidence table)
             out.extend(["", paint.bold(title), *_code(desc, paint)])

@@ -14,11 +14,13 @@ from urllib3.util.retry import Retry
 
 from gpulse.errors import GpulseError
 from gpulse.finding import Finding
+from gpulse.notification import single
 from gpulse.notify import (
     Channel,
     DeliveryError,
     JandiWebhook,
     Pacer,
+    PacerLike,
     PermanentDeliveryError,
     RetryableDeliveryError,
     SlackWebhook,
@@ -147,7 +149,9 @@ def test_make_session_parameters() -> None:
 
 def test_2xx_is_success_and_the_post_is_exactly_what_was_asked() -> None:
     session = session_answering(response(200, "ok"))
-    post_json(session, URL, {"text": "hi"}, kind="slack", channel="gpu-alerts", headers={"X": "1"})
+    post_json(
+        session, URL, {"text": "hi"}, kind="slack", channel="gpu-alerts", pace_key="k", headers={"X": "1"}
+    )
     session.post.assert_called_once_with(
         URL, json={"text": "hi"}, headers={"X": "1"}, timeout=(3.0, 10.0), allow_redirects=False
     )
@@ -168,7 +172,12 @@ def test_retryable_statuses(
 ) -> None:
     with pytest.raises(RetryableDeliveryError) as info:
         post_json(
-            session_answering(response(status, "x", headers)), URL, {}, kind="slack", channel="gpu-alerts"
+            session_answering(response(status, "x", headers)),
+            URL,
+            {},
+            kind="slack",
+            channel="gpu-alerts",
+            pace_key="k",
         )
     err = info.value
     assert (err.status, err.cause, err.retry_after, err.retryable) == (status, cause, retry_after, True)
@@ -188,7 +197,12 @@ def test_retryable_statuses(
 def test_permanent_statuses_carry_the_reason(status: int, body: str) -> None:
     with pytest.raises(PermanentDeliveryError) as info:
         post_json(
-            session_answering(response(status, body + "\n")), URL, {}, kind="slack", channel="gpu-alerts"
+            session_answering(response(status, body + "\n")),
+            URL,
+            {},
+            kind="slack",
+            channel="gpu-alerts",
+            pace_key="k",
         )
     err = info.value
     assert (err.status, err.reason, err.cause, err.retryable) == (status, body, "rejected", False)
@@ -197,14 +211,14 @@ def test_permanent_statuses_carry_the_reason(status: int, body: str) -> None:
 
 def test_a_redirect_is_not_followed_and_not_retried() -> None:
     with pytest.raises(PermanentDeliveryError) as info:
-        post_json(session_answering(response(302, "")), URL, {}, kind="slack", channel="c")
+        post_json(session_answering(response(302, "")), URL, {}, kind="slack", channel="c", pace_key="k")
     assert info.value.status == 302
 
 
 def test_a_reason_that_echoes_the_url_is_redacted() -> None:
     body = f"<html>No route for POST {URL} (path /services/T000/B000/{SECRET})</html>"
     with pytest.raises(PermanentDeliveryError) as info:
-        post_json(session_answering(response(404, body)), URL, {}, kind="slack", channel="c")
+        post_json(session_answering(response(404, body)), URL, {}, kind="slack", channel="c", pace_key="k")
     assert info.value.reason == "<html>No route for POST <webhook> (path <webhook>)</html>"
     no_secret_anywhere(info.value)
 
@@ -228,7 +242,7 @@ def test_request_exceptions_become_delivery_errors_without_the_url(
     raised: Exception, expected: type[DeliveryError], cause: str
 ) -> None:
     with pytest.raises(expected) as info:
-        post_json(session_answering(raised), URL, {}, kind="jandi", channel="ops")
+        post_json(session_answering(raised), URL, {}, kind="jandi", channel="ops", pace_key="k")
     err = info.value
     assert err.status is None
     assert err.cause == cause  # type: ignore[attr-defined]
@@ -250,13 +264,50 @@ def test_error_classes() -> None:
     assert str(perm) == "slack channel 'c': rejected (HTTP 410): channel_is_archived"
 
 
-def test_pacer_is_consulted_with_the_url() -> None:
+class RecordingPacer:
+    """A PacerLike that only notes the keys it was asked to wait for."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def wait(self, key: str) -> float:
+        self.keys.append(key)
+        return 0.0
+
+
+def test_pacer_is_consulted_with_the_pace_key_never_the_url() -> None:
     t = FakeTime()
     pacer = Pacer(1.0, clock=t.clock, sleep=t.sleep)
     session = session_answering(response(200, "ok"))
     for _ in range(2):
-        post_json(session, URL, {}, kind="slack", channel="c", pacer=pacer)
+        post_json(session, URL, {}, kind="slack", channel="c", pacer=pacer, pace_key="hook-1")
     assert t.slept == [1.0]
+    recording = RecordingPacer()
+    post_json(session, URL, {}, kind="slack", channel="c", pacer=recording, pace_key="hook-1")
+    assert recording.keys == ["hook-1"]
+
+
+def test_a_webhook_paces_by_its_pace_key_or_else_its_name() -> None:
+    pacer: PacerLike = RecordingPacer()
+    session = session_answering(response(200, "ok"))
+    SlackWebhook("gpu-alerts", URL, session, pacer=pacer).send(single(finding()))
+    SlackWebhook("ml-alerts", URL, session, pacer=pacer, pace_key="slack-main").send(single(finding()))
+    JandiWebhook("ops", URL, session, pacer=pacer).send(single(finding()))
+    assert isinstance(pacer, RecordingPacer)
+    assert pacer.keys == ["gpu-alerts", "slack-main", "ops"]
+    assert all(SECRET not in k for k in pacer.keys)
+
+
+def test_channels_sharing_a_pace_key_share_one_pace() -> None:
+    t = FakeTime()
+    pacer = Pacer(1.0, clock=t.clock, sleep=t.sleep)
+    session = session_answering(response(200, "ok"))
+    a = SlackWebhook("a", URL, session, pacer=pacer, pace_key="one-hook")
+    b = SlackWebhook("b", URL, session, pacer=pacer, pace_key="one-hook")
+    c = SlackWebhook("c", URL, session, pacer=pacer)
+    for ch in (a, b, c):
+        ch.send(single(finding()))
+    assert t.slept == [1.0]  # b waited for a; c has its own key
 
 
 # ---- the channels ------------------------------------------------------------------------------
@@ -265,9 +316,9 @@ def test_pacer_is_consulted_with_the_url() -> None:
 def test_slack_webhook_sends_the_slack_payload() -> None:
     session = session_answering(response(200, "ok"))
     channel: Channel = SlackWebhook("gpu-alerts", URL, session, pacer=None)
-    channel.send(finding())
+    channel.send(single(finding()))
     session.post.assert_called_once_with(
-        URL, json=slack.render(finding()), headers=None, timeout=(3.0, 10.0), allow_redirects=False
+        URL, json=slack.render(single(finding())), headers=None, timeout=(3.0, 10.0), allow_redirects=False
     )
     assert (channel.kind, channel.name) == ("slack", "gpu-alerts")
 
@@ -276,10 +327,10 @@ def test_jandi_webhook_sends_jandi_headers() -> None:
     url = "https://wh.jandi.com/connect-api/webhook/123/abcdefSECRET"
     session = session_answering(response(200, "{}"))
     channel: Channel = JandiWebhook("ops", url, session, pacer=None)
-    channel.send(finding())
+    channel.send(single(finding()))
     session.post.assert_called_once_with(
         url,
-        json=jandi.render(finding()),
+        json=jandi.render(single(finding())),
         headers={"Accept": "application/vnd.tosslab.jandi-v2+json", "Content-Type": "application/json"},
         timeout=(3.0, 10.0),
         allow_redirects=False,
@@ -292,9 +343,9 @@ def test_webhook_repr_and_logs_never_show_the_url(caplog: pytest.LogCaptureFixtu
     ok = SlackWebhook("gpu-alerts", URL, session_answering(response(200, "ok")), pacer=None)
     bad = SlackWebhook("gpu-alerts", URL, session_answering(response(404, "channel_not_found")), pacer=None)
     assert repr(ok) == "SlackWebhook(name='gpu-alerts')"
-    ok.send(finding())
+    ok.send(single(finding()))
     with pytest.raises(PermanentDeliveryError):
-        bad.send(finding())
+        bad.send(single(finding()))
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("INFO", "chat message delivered"),
         ("WARNING", "chat delivery failed"),

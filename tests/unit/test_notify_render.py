@@ -1,10 +1,12 @@
-"""The exact Slack and Jandi payloads for the findings operators see most, and the size limits."""
+"""The exact Slack and Jandi payloads for the findings operators see most (each one alone: a
+notification of a group of one), and the size limits."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from gpulse.finding import Evidence, EvidenceRow, Finding, with_state
+from gpulse.notification import single
 from gpulse.notify import jandi, slack
 from tests.factories import eight_node_evidence
 
@@ -94,7 +96,7 @@ def section(text: str) -> dict[str, object]:
 
 
 def test_slack_firing_imbalance() -> None:
-    assert slack.render(imbalance()) == {
+    assert slack.render(single(imbalance())) == {
         "text": f"🔴 [FIRING] Cross-node imbalance — {IMBALANCE_SUMMARY}",
         "blocks": [
             header("🔴 Cross-node imbalance"),
@@ -119,7 +121,7 @@ def test_slack_firing_imbalance() -> None:
 
 
 def test_slack_firing_idle_held() -> None:
-    assert slack.render(idle_held()) == {
+    assert slack.render(single(idle_held())) == {
         "text": f"🟠 [FIRING] GPU held but idle — {IDLE_SUMMARY}",
         "blocks": [
             header("🟠 GPU held but idle"),
@@ -145,7 +147,7 @@ def test_slack_firing_idle_held() -> None:
 
 def test_slack_resolved_imbalance() -> None:
     resolved = with_state(imbalance(), "resolved", SINCE + 130)
-    assert slack.render(resolved) == {
+    assert slack.render(single(resolved)) == {
         "text": f"✅ [RESOLVED] Cross-node imbalance — was: {IMBALANCE_SUMMARY}",
         "blocks": [
             header("✅ RESOLVED: Cross-node imbalance"),
@@ -169,7 +171,7 @@ def test_slack_resolved_imbalance() -> None:
 
 
 def test_slack_resolved_idle_held_has_no_action() -> None:
-    payload = slack.render(with_state(idle_held(), "resolved", SINCE + 2705))
+    payload = slack.render(single(with_state(idle_held(), "resolved", SINCE + 2705)))
     assert payload["text"] == f"✅ [RESOLVED] GPU held but idle — was: {IDLE_SUMMARY}"
     assert payload["blocks"][0] == header("✅ RESOLVED: GPU held but idle")
     assert payload["blocks"][2]["fields"] == [
@@ -184,14 +186,14 @@ def test_slack_resolved_idle_held_has_no_action() -> None:
 
 def test_slack_info_emoji_and_no_evidence() -> None:
     f = dataclasses.replace(idle_held(), severity="info", evidence=None)
-    payload = slack.render(f)
+    payload = slack.render(single(f))
     assert payload["blocks"][0] == header("🔵 GPU held but idle")
     assert [b["type"] for b in payload["blocks"]] == ["header", "section", "section", "section", "context"]
 
 
 def test_slack_escapes_its_control_characters() -> None:
     f = dataclasses.replace(idle_held(), summary="util <5% & held", users=["<!channel>"], evidence=None)
-    payload = slack.render(f)
+    payload = slack.render(single(f))
     assert payload["blocks"][1] == section("util &lt;5% &amp; held")
     assert payload["blocks"][2]["fields"][1] == md("*Who*\nuser &lt;!channel&gt;\ncontainer 4d2f8a1c9b7e")
     assert payload["text"] == "🟠 [FIRING] GPU held but idle — util &lt;5% &amp; held"
@@ -219,7 +221,7 @@ def sixty_four_gpus() -> Finding:
 
 
 def test_slack_limits_with_sixty_four_rows() -> None:
-    payload = slack.render(sixty_four_gpus())
+    payload = slack.render(single(sixty_four_gpus()))
     blocks = payload["blocks"]
     assert len(blocks) <= slack.MAX_BLOCKS
     head = blocks[0]["text"]["text"]
@@ -243,7 +245,7 @@ def test_slack_code_block_is_summarised_to_3000_chars_when_flagged_rows_overflow
     assert f.evidence is not None
     rows = [dataclasses.replace(r, flagged=True, level=5.0) for r in f.evidence.rows]
     f = dataclasses.replace(f, evidence=dataclasses.replace(f.evidence, rows=rows))
-    text = slack.render(f)["blocks"][3]["text"]["text"]
+    text = slack.render(single(f))["blocks"][3]["text"]["text"]
     assert len(text) <= 3000
     lines = text.split("\n")
     assert lines[:2] == ["*GPU utilisation per GPU, last 10 min*", "```"]
@@ -258,7 +260,7 @@ def test_slack_code_block_is_summarised_to_3000_chars_when_flagged_rows_overflow
 
 
 def test_jandi_firing_imbalance() -> None:
-    assert jandi.render(imbalance()) == {
+    assert jandi.render(single(imbalance())) == {
         "body": f"[FIRING] Cross-node imbalance — {IMBALANCE_SUMMARY}",
         "connectColor": "#E01E5A",
         "connectInfo": [
@@ -280,7 +282,7 @@ def test_jandi_firing_imbalance() -> None:
 
 
 def test_jandi_firing_idle_held() -> None:
-    assert jandi.render(idle_held()) == {
+    assert jandi.render(single(idle_held())) == {
         "body": f"[FIRING] GPU held but idle — {IDLE_SUMMARY}",
         "connectColor": "#ECB22E",
         "connectInfo": [
@@ -306,7 +308,7 @@ def test_jandi_firing_idle_held() -> None:
 
 def test_jandi_resolved_imbalance() -> None:
     resolved = with_state(imbalance(), "resolved", SINCE + 130)
-    assert jandi.render(resolved) == {
+    assert jandi.render(single(resolved)) == {
         "body": f"[RESOLVED] Cross-node imbalance — was: {IMBALANCE_SUMMARY}",
         "connectColor": "#2EB67D",
         "connectInfo": [
@@ -325,7 +327,7 @@ def test_jandi_resolved_imbalance() -> None:
 
 
 def test_jandi_resolved_idle_held() -> None:
-    payload = jandi.render(with_state(idle_held(), "resolved", SINCE + 2705))
+    payload = jandi.render(single(with_state(idle_held(), "resolved", SINCE + 2705)))
     assert payload["body"] == f"[RESOLVED] GPU held but idle — was: {IDLE_SUMMARY}"
     assert payload["connectColor"] == "#2EB67D"
     assert payload["connectInfo"][1] == {"title": "Who", "description": "user bob\ncontainer 4d2f8a1c9b7e"}
@@ -333,11 +335,13 @@ def test_jandi_resolved_idle_held() -> None:
 
 
 def test_jandi_info_colour() -> None:
-    assert jandi.render(dataclasses.replace(idle_held(), severity="info"))["connectColor"] == "#36C5F0"
+    assert (
+        jandi.render(single(dataclasses.replace(idle_held(), severity="info")))["connectColor"] == "#36C5F0"
+    )
 
 
 def test_jandi_descriptions_stay_under_2000_chars() -> None:
-    payload = jandi.render(sixty_four_gpus())
+    payload = jandi.render(single(sixty_four_gpus()))
     for item in payload["connectInfo"]:
         assert len(item["description"]) < 2000
     table = payload["connectInfo"][4]["description"].split("\n")

@@ -4,7 +4,8 @@ The picture is a monospace table, one row per node (or GPU): a level bar in eigh
 scaled to `scale_max`, the level, and a sparkline of the window, flagged rows marked.
 Slack puts it in a code block, Jandi in a description; both call `table` with their own size
 limit, so a long table is summarised the same way everywhere (flagged rows first, never a
-row cut in half).
+row cut in half). A group of alerts is worded here too (`group_facts`): its headline, the
+order it lists its alerts in, and the one line that sums up those it cannot list.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gpulse.finding import Evidence, EvidenceRow, Finding
+from gpulse.errors import InvalidInput
+from gpulse.finding import SEVERITIES, Evidence, EvidenceRow, Finding, Severity
+from gpulse.notification import Notification
 
 BAR_WIDTH = 20
 SPARK_WIDTH = 30  # the most points a sparkline draws; longer series are averaged down
@@ -29,6 +32,12 @@ MAX_ROWS = 16  # a longer table is summarised even where it would fit: a picture
 SUMMARY_ROWS = 12  # rows a summarised table shows: every flagged row, then context rows up to this
 
 SEVERITY_WORD = {"critical": "Critical", "warning": "Warning", "info": "Info"}
+SEVERITY_EMOJI = {"critical": "🔴", "warning": "🟠", "info": "🔵"}  # chat has no colour everywhere
+RESOLVED_EMOJI = "✅"
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # 0 is the worst
+WHITESPACE = (" ", "\n", "\t")
+SHORT_LISTED = 3  # names in a group's one-line where/who before "(+N more)"
+LEFT_OUT_PARTS = 4  # kinds of left-out alerts a group summary names before "…"
 
 
 def bar(value: float, scale_max: float, width: int = BAR_WIDTH) -> str:
@@ -205,12 +214,17 @@ def listing(names: Sequence[str], most: int = MAX_LISTED) -> str:
 
 
 def truncate(text: str, limit: int) -> str:
-    """`text` if it fits, else cut at the last space before `limit` (never mid-word) with `…`."""
+    """`text` if it fits, else at most `limit` characters ending in `…`, cut at whitespace
+    (a space or a line break) so that no word is cut; only a single word longer than the
+    whole limit is cut inside."""
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > 0 else cut).rstrip() + "…"
+    if not text[limit - 1].isspace():  # the cut falls inside a word: drop that word
+        last = max(cut.rfind(c) for c in WHITESPACE)
+        if last > 0:
+            cut = cut[:last]
+    return cut.rstrip() + "…"
 
 
 @dataclass(frozen=True)
@@ -225,8 +239,9 @@ class Facts:
     context: str  # "rule imbalance · fingerprint … · cluster …"
 
 
-def facts(finding: Finding) -> Facts:
-    """Word what, where, who, since when and how bad, with no markup."""
+def facts(finding: Finding, *, repeat: bool = False) -> Facts:
+    """Word what, where, who, since when and how bad, with no markup. `repeat`: the alert is
+    announced again because it kept firing (the headline says "still firing")."""
     resolved = finding.state == "resolved"
     where = [f"cluster {finding.cluster}" + (f" · group {finding.node_group}" if finding.node_group else "")]
     if finding.nodes:
@@ -254,11 +269,131 @@ def facts(finding: Finding) -> Facts:
         headline=(
             f"[RESOLVED] {finding.title} — was: {finding.summary}"
             if resolved
-            else f"[FIRING] {finding.title} — {finding.summary}"
+            else f"[{'STILL FIRING' if repeat else 'FIRING'}] {finding.title} — {finding.summary}"
         ),
         where="\n".join(where),
         who="\n".join(who) or "—",
         since=since,
         severity=f"Resolved (was {word.lower()})" if resolved else word,
         context=f"rule {finding.rule} · fingerprint {finding.fingerprint} · cluster {finding.cluster}",
+    )
+
+
+# ---- groups ------------------------------------------------------------------------------------
+
+
+def worst_severity(findings: Sequence[Finding]) -> Severity | None:
+    """The highest severity among the firing findings; None when none is firing."""
+    firing: list[Severity] = [f.severity for f in findings if f.state == "firing"]
+    if not firing:
+        return None
+    worst: Severity = min(firing, key=SEVERITY_RANK.__getitem__)
+    return worst
+
+
+def listing_order(notification: Notification) -> list[Finding]:
+    """The order a group message lists its alerts: firing before resolved; among firing, the
+    most severe first, then the new ones, then the most recent `since`; resolved ones most
+    recently resolved first. Ties keep the notification's order."""
+    new = set(notification.new)
+    firing = sorted(
+        notification.firing, key=lambda f: (SEVERITY_RANK[f.severity], f.fingerprint not in new, -f.since)
+    )
+    resolved = sorted(notification.resolved, key=lambda f: -f.at)
+    return firing + resolved
+
+
+def gpu_name(label: str) -> str:
+    """`node-03/2` as `node-03 GPU 2`; a label without a slash as it is."""
+    node, slash, index = label.rpartition("/")
+    return f"{node} GPU {index}" if slash else label
+
+
+def short_where(finding: Finding) -> str:
+    """Where, in a few words: its GPUs, else its nodes, else its cluster (plus the MIG slice)."""
+    if finding.gpus:
+        place = listing([gpu_name(g) for g in finding.gpus], SHORT_LISTED)
+    elif finding.nodes:
+        place = listing(finding.nodes, SHORT_LISTED)
+    else:
+        place = f"cluster {finding.cluster}"
+    return f"{place} MIG {finding.mig}" if finding.mig else place
+
+
+def short_who(finding: Finding) -> str:
+    """Who, in a few words: its users, else its containers; "" when nobody is known."""
+    if finding.users:
+        word = "user" if len(finding.users) == 1 else "users"
+        return f"{word} {listing(finding.users, SHORT_LISTED)}"
+    if finding.containers:
+        ids = [short_container(c) for c in finding.containers]
+        return f"{'container' if len(ids) == 1 else 'containers'} {listing(ids, SHORT_LISTED)}"
+    return ""
+
+
+def short_details(finding: Finding, *, where: bool = True) -> str:
+    """`node-05 GPU 7 · user bob · for 45m 5s`: one alert's where (unless the format shows it
+    elsewhere), who and how long, one line."""
+    duration = format_duration(finding.at - finding.since)
+    since = f"was firing for {duration}" if finding.state == "resolved" else f"for {duration}"
+    parts = (short_where(finding) if where else "", short_who(finding), since)
+    return " · ".join(part for part in parts if part)
+
+
+def _place(finding: Finding) -> str:
+    return f"on {finding.nodes[0]}" if len(finding.nodes) == 1 else f"in {finding.cluster}"
+
+
+def left_out_parts(findings: Sequence[Finding], most: int = LEFT_OUT_PARTS) -> list[str]:
+    """What a group message could not list, counted by rule, state and place, largest first:
+    ["23 idle_held on node-04", "2 resolved idle_held on node-07", "…"] ("…" when more kinds
+    than `most` were left out)."""
+    counts: dict[str, int] = {}
+    for f in findings:
+        key = f"{'resolved ' if f.state == 'resolved' else ''}{f.rule} {_place(f)}"
+        counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: first seen first among equals
+    parts = [f"{n} {key}" for key, n in ranked[:most]]
+    return [*parts, "…"] if len(ranked) > most else parts
+
+
+def left_out_line(findings: Sequence[Finding]) -> str:
+    """`…and 37 more (23 idle_held on node-04, 14 idle_held on node-05)`."""
+    return f"…and {len(findings)} more ({', '.join(left_out_parts(findings))})"
+
+
+@dataclass(frozen=True)
+class GroupFacts:
+    """The plain-text facts of a group of alerts, worded once for every format."""
+
+    headline: str  # "3 firing · 1 resolved — GPU held but idle"
+    labels: str  # "cluster a100-prod · rule idle_held" ("" for a group without labels)
+    severity: Severity | None  # the worst among firing; None when only resolved ones are left
+    listed: list[Finding]  # what the message lists, in listing order
+    left_out: list[Finding]  # the rest, summarised in one line
+    titles: list[str]  # the distinct titles, first listed first
+    action: str | None  # the firing alerts' action when they all share one, else None
+
+
+def group_facts(notification: Notification, most: int) -> GroupFacts:
+    """Word a group: counts and title, labels, and which alerts are listed (at most `most`).
+    InvalidInput if the notification holds no alert at all (nothing to say)."""
+    ordered = listing_order(notification)
+    if not ordered:
+        raise InvalidInput(f"notification {notification.id} has no alerts")
+    titles = list(dict.fromkeys(f.title for f in ordered))
+    counts = []
+    if notification.firing:
+        counts.append(f"{len(notification.firing)} {'still firing' if notification.repeat else 'firing'}")
+    if notification.resolved:
+        counts.append(f"{len(notification.resolved)} resolved")
+    actions = {f.action for f in notification.firing}
+    return GroupFacts(
+        headline=f"{' · '.join(counts)} — {', '.join(titles)}",
+        labels=" · ".join(f"{k.replace('_', ' ')} {v}" for k, v in notification.group.items()),
+        severity=worst_severity(notification.firing),
+        listed=ordered[:most],
+        left_out=ordered[most:],
+        titles=titles,
+        action=actions.pop() if len(actions) == 1 else None,
     )

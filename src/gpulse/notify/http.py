@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -63,8 +63,16 @@ def make_session(
     return session
 
 
+class PacerLike(Protocol):
+    """Anything that spaces out sends per key: `wait(key)` blocks until `key` may send and
+    returns the seconds it waited. The key is a channel's pace key, never its URL (a pacer
+    may keep its keys in a table or a log)."""
+
+    def wait(self, key: str) -> float: ...
+
+
 class Pacer:
-    """Keeps sends to the same key (a webhook URL) at least `interval_s` apart.
+    """Keeps sends with the same key (one webhook's pace key) at least `interval_s` apart.
 
     Slack allows about one message per second per incoming webhook. Each call reserves the
     next free slot for its key under a lock, then sleeps outside it, so concurrent senders
@@ -96,7 +104,7 @@ class Pacer:
         return delay
 
 
-# One per process (one per warm Lambda container): every channel on the same URL shares it.
+# One per process (one per warm Lambda container): every channel with the same pace key shares it.
 SHARED_PACER = Pacer()
 
 
@@ -128,9 +136,12 @@ def post_json(
     kind: str,
     channel: str,
     headers: dict[str, str] | None = None,
-    pacer: Pacer | None = None,
+    pacer: PacerLike | None = None,
+    pace_key: str,
 ) -> None:
     """POST `payload` as JSON to `url`; return on 2xx, raise a DeliveryError otherwise.
+
+    With a `pacer`, first wait for `pace_key`'s turn (the URL is never handed to the pacer).
 
     RetryableDeliveryError: 429 or 5xx once the session's retries ran out, connection failure,
     timeout. PermanentDeliveryError: any other status (4xx, unexpected 3xx), or a URL requests
@@ -139,7 +150,7 @@ def post_json(
     """
     failure: RetryableDeliveryError | PermanentDeliveryError | None = None
     if pacer is not None:
-        pacer.wait(url)
+        pacer.wait(pace_key)
     try:
         response = session.post(
             url,

@@ -1,25 +1,41 @@
-"""Slack: a finding as a Block Kit message for an incoming webhook.
+"""Slack: a notification as a Block Kit message for an incoming webhook.
 
-Blocks cannot carry a colour, so the header starts with an emoji per severity (✅ when
-resolved). Limits kept here: ≤ 50 blocks, header plain_text ≤ 150 characters, section text
-≤ 3000, section field text ≤ 2000; the evidence code block is summarised to fit, never cut.
+A group of one alert renders as that finding alone (`render_finding`); a larger group as one
+message that lists its alerts, most severe and newest first, and sums up in one line those it
+cannot list. Blocks cannot carry a colour, so the header starts with an emoji per severity
+(✅ when resolved). Limits kept here: ≤ 50 blocks, header plain_text ≤ 150 characters,
+section text ≤ 3000, section field text ≤ 2000; long text is cut at a word, the evidence is
+summarised to fit, never cut.
+
+Mentions are inserted raw (Slack's `<@U…>` syntax is markup) only when they match a strict
+pattern; anything else is escaped, so a route's handle cannot inject a link or a broadcast.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
-from gpulse.finding import Finding
+from gpulse.finding import Evidence, Finding
+from gpulse.notification import Notification
 from gpulse.notify import evidence as ev
 from gpulse.notify.base import Webhook
 
-MAX_BLOCKS = 50  # the layout below uses at most 6; long evidence is summarised, never split into blocks
+MAX_BLOCKS = 50  # a single finding uses at most 7 blocks, a group at most MAX_LISTED + 6
 MAX_HEADER_CHARS = 150
 MAX_SECTION_CHARS = 3000
 MAX_FIELD_CHARS = 2000
+MAX_LISTED = 20  # alerts a group message lists, one section each; the rest are summed up
+MAX_TEXT_CC_CHARS = 500  # of the mentions repeated in the top-level text: a push, not a roster
+MAX_SUMMARY_CHARS = 1500  # of one listed alert's summary line: the list stays a list
+ALERT_BLOCK_ID = "alert-"  # block_id prefix of a listed alert's section: "alert-1", "alert-2", …
 
-EMOJI = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
-RESOLVED_EMOJI = "✅"
+EMOJI = ev.SEVERITY_EMOJI
+RESOLVED_EMOJI = ev.RESOLVED_EMOJI
+
+# The only handles inserted raw: a user or a user group, or the two channel-wide pings.
+MENTION = re.compile(r"<@[UW][A-Z0-9]+>|<!subteam\^[A-Z0-9]+>|<!here>|<!channel>")
 
 
 def escape(text: str) -> str:
@@ -27,31 +43,85 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def mention(handle: str) -> str:
+    """`handle` raw when it is a Slack mention (`<@U123>`, `<!subteam^S1>`, `<!here>`,
+    `<!channel>`), else escaped so that it shows as the text it is."""
+    return handle if MENTION.fullmatch(handle) else escape(handle)
+
+
+def cc_line(mentions: Sequence[str]) -> str:
+    """`cc <@U123> <!subteam^S1>`, or "" when there is no one to name."""
+    handles = [mention(h.strip()) for h in mentions if h.strip()]
+    return "cc " + " ".join(handles) if handles else ""
+
+
 def _mrkdwn(text: str) -> dict[str, str]:
     return {"type": "mrkdwn", "text": text}
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": ev.truncate(text, MAX_HEADER_CHARS), "emoji": True},
+    }
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(ev.truncate(text, MAX_SECTION_CHARS))}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [_mrkdwn(ev.truncate(text, MAX_SECTION_CHARS))]}
 
 
 def _field(title: str, body: str) -> dict[str, str]:
     return _mrkdwn(ev.truncate(f"*{title}*\n{escape(body)}", MAX_FIELD_CHARS))
 
 
-def render(finding: Finding) -> dict[str, Any]:
-    """The webhook payload: `text` (the notification fallback) and `blocks`."""
-    facts = ev.facts(finding)
+def _code_prefix(evidence: Evidence) -> str:
+    return f"*{escape(evidence.title)}*\n```\n"
+
+
+CODE_SUFFIX = "\n```"
+
+
+def _text(head: str, cc: str) -> dict[str, str]:
+    """The top-level `text`: what a push notification shows, with the mentions that make it ping."""
+    if not cc:
+        return {"text": ev.truncate(head, MAX_SECTION_CHARS)}
+    cc = ev.truncate(cc, MAX_TEXT_CC_CHARS)  # cut between handles, never inside one
+    return {"text": ev.truncate(head, MAX_SECTION_CHARS - len(cc) - 3) + " · " + cc}
+
+
+def render(notification: Notification) -> dict[str, Any]:
+    """The webhook payload for a notification: `text` (the push notification) and `blocks`.
+
+    A group of one is exactly `render_finding` of its finding; a larger group is one message
+    listing at most MAX_LISTED alerts, then a line summing up the rest."""
+    one = notification.single
+    if one is not None:
+        return render_finding(one, notification.mentions, repeat=notification.repeat)
+    return render_group(notification)
+
+
+def render_finding(finding: Finding, mentions: Sequence[str] = (), *, repeat: bool = False) -> dict[str, Any]:
+    """One finding alone: header, summary, where/who/since/severity, evidence, what to try,
+    context; then, when there are mentions, one "cc" section naming them."""
+    facts = ev.facts(finding, repeat=repeat)
     resolved = finding.state == "resolved"
     emoji = RESOLVED_EMOJI if resolved else EMOJI[finding.severity]
-    header = f"{emoji} RESOLVED: {finding.title}" if resolved else f"{emoji} {finding.title}"
+    if resolved:
+        header = f"{emoji} RESOLVED: {finding.title}"
+    else:
+        header = f"{emoji} Still firing: {finding.title}" if repeat else f"{emoji} {finding.title}"
     lead = (
         f"*Resolved, no action needed.* It was: {escape(finding.summary)}"
         if resolved
         else escape(finding.summary)
     )
     blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": ev.truncate(header, MAX_HEADER_CHARS), "emoji": True},
-        },
-        {"type": "section", "text": _mrkdwn(ev.truncate(lead, MAX_SECTION_CHARS))},
+        _header(header),
+        _section(lead),
         {
             "type": "section",
             "fields": [
@@ -63,19 +133,69 @@ def render(finding: Finding) -> dict[str, Any]:
         },
     ]
     if finding.evidence is not None:
-        prefix = f"*{escape(finding.evidence.title)}*\n```\n"
-        suffix = "\n```"
+        prefix = _code_prefix(finding.evidence)
         code = ev.fit_table(
             finding.evidence,
-            MAX_SECTION_CHARS - len(prefix) - len(suffix),
+            MAX_SECTION_CHARS - len(prefix) - len(CODE_SUFFIX),
             measure=lambda t: len(escape(t)),
         )
-        blocks.append({"type": "section", "text": _mrkdwn(prefix + escape(code) + suffix)})
+        # Not through _section: the table is sized to fit, and a cut would lose the closing ```.
+        blocks.append({"type": "section", "text": _mrkdwn(prefix + escape(code) + CODE_SUFFIX)})
     if not resolved:
-        action = ev.truncate(f"*What to try*\n{escape(finding.action)}", MAX_SECTION_CHARS)
-        blocks.append({"type": "section", "text": _mrkdwn(action)})
-    blocks.append({"type": "context", "elements": [_mrkdwn(escape(facts.context))]})
-    return {"text": ev.truncate(f"{emoji} {escape(facts.headline)}", MAX_SECTION_CHARS), "blocks": blocks}
+        blocks.append(_section(f"*What to try*\n{escape(finding.action)}"))
+    blocks.append(_context(escape(facts.context)))
+    cc = cc_line(mentions)
+    if cc:
+        blocks.append(_section(cc))
+    return {**_text(f"{emoji} {escape(facts.headline)}", cc), "blocks": blocks}
+
+
+def _listed(finding: Finding, n: int, new: set[str], titled: bool) -> dict[str, Any]:
+    """One listed alert: `🟠 *NEW* summary` over `where · who · for how long`."""
+    if finding.state == "resolved":
+        mark = f"{RESOLVED_EMOJI} *resolved* "
+    else:
+        mark = f"{EMOJI[finding.severity]} " + ("*NEW* " if finding.fingerprint in new else "")
+    what = f"{finding.title}: {finding.summary}" if titled else finding.summary
+    line = mark + ev.truncate(escape(what), MAX_SUMMARY_CHARS)
+    return {
+        "type": "section",
+        "block_id": f"{ALERT_BLOCK_ID}{n}",
+        "text": _mrkdwn(ev.truncate(f"{line}\n{escape(ev.short_details(finding))}", MAX_SECTION_CHARS)),
+    }
+
+
+def _group_evidence(finding: Finding | None) -> dict[str, Any] | None:
+    """The first listed firing alert's picture, when it fits one section whole."""
+    if finding is None or finding.evidence is None:
+        return None
+    text = _code_prefix(finding.evidence) + escape(ev.table(finding.evidence)) + CODE_SUFFIX
+    return {"type": "section", "text": _mrkdwn(text)} if len(text) <= MAX_SECTION_CHARS else None
+
+
+def render_group(notification: Notification) -> dict[str, Any]:
+    """A group of several alerts as one message: header with the counts, the group's labels,
+    one section per listed alert (block_id `alert-<n>`), a line summing up the rest, the first
+    firing alert's evidence when it fits, the shared action when there is one, and mentions."""
+    g = ev.group_facts(notification, MAX_LISTED)
+    emoji = RESOLVED_EMOJI if g.severity is None else EMOJI[g.severity]
+    blocks: list[dict[str, Any]] = [_header(f"{emoji} {g.headline}")]
+    if g.labels:
+        blocks.append(_context(escape(g.labels)))
+    new = set(notification.new)
+    titled = len(g.titles) > 1
+    blocks.extend(_listed(f, n, new, titled) for n, f in enumerate(g.listed, start=1))
+    if g.left_out:
+        blocks.append(_section(escape(ev.left_out_line(g.left_out))))
+    picture = _group_evidence(next((f for f in g.listed if f.state == "firing"), None))
+    if picture is not None:
+        blocks.append(picture)
+    if g.action is not None:
+        blocks.append(_section(f"*What to try*\n{escape(g.action)}"))
+    cc = cc_line(notification.mentions)
+    if cc:
+        blocks.append(_section(cc))
+    return {**_text(f"{emoji} {escape(g.headline)}", cc), "blocks": blocks}
 
 
 class SlackWebhook(Webhook):
@@ -83,5 +203,5 @@ class SlackWebhook(Webhook):
 
     kind = "slack"
 
-    def render(self, finding: Finding) -> dict[str, Any]:
-        return render(finding)
+    def render(self, notification: Notification) -> dict[str, Any]:
+        return render(notification)

@@ -18,7 +18,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import boto3
 import numpy as np
@@ -32,16 +31,11 @@ from gpulse import codec  # noqa: E402
 from gpulse.alerting.records import AlertRecords  # noqa: E402
 from gpulse.alerting.settle import FindingsQueue  # noqa: E402
 from gpulse.analyze import Analyzer, detect_all  # noqa: E402
-from gpulse.detect.catalogue import CATALOGUE, params_for  # noqa: E402
+from gpulse.config.live import StaticRules  # noqa: E402
 from gpulse.store import SeriesStore, encode_parts  # noqa: E402
 from gpulse.window import build_window  # noqa: E402
 from gpulse.wire.batch import Batch  # noqa: E402
 from node_shipper.simulate import Scenario, simulate_batches  # noqa: E402
-
-
-class Defaults:
-    def all(self) -> dict[str, dict[str, Any]]:
-        return {name: params_for(name) for name in CATALOGUE}
 
 
 def json_baseline(bodies: list[bytes]) -> float:
@@ -96,11 +90,11 @@ def main() -> int:
             store,
             AlertRecords(dep.tables["StateTable"]),
             FindingsQueue(dep.queues["FindingsQueue"]["url"]),
-            Defaults(),
+            StaticRules(),
             window_s=args.window_s,
         )
         nodes = store.nodes()
-        params = Defaults().all()
+        params = StaticRules().params()
         phases: dict[str, list[float]] = {"read": [], "decode": [], "window": [], "detect": [], "total": []}
         baseline: list[float] = []
         for _ in range(args.repeats):

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from devstack.stack import ROOT, LocalStack
-from gpulse.rules import put_rule_params
+from gpulse.alerting.routes import GROUP_INTERVAL_S, GROUP_WAIT_S, REPEAT_INTERVAL_S
+from gpulse.config.store import ConfigStore
 
 CLUSTER = "demo"
 
@@ -41,6 +42,18 @@ class DemoPlan:
     def params(self) -> dict[str, dict[str, Any]]:
         base = {"imbalance": {"for_s": self.for_s}, "idle_held": {"for_s": self.for_s}}
         return base | self.rule_params
+
+    def route(self, alert_env: dict[str, str]) -> dict[str, Any]:
+        """The default route: the template's two webhooks, Alertmanager's waits on the demo's clock."""
+        return {
+            "channels": [
+                {"kind": "slack", "secret": alert_env["GPULSE_SLACK_WEBHOOK_PARAM"]},
+                {"kind": "jandi", "secret": alert_env["GPULSE_JANDI_WEBHOOK_PARAM"]},
+            ],
+            "group_wait_s": round(GROUP_WAIT_S / self.time_scale),
+            "group_interval_s": round(GROUP_INTERVAL_S / self.time_scale),
+            "repeat_interval_s": REPEAT_INTERVAL_S,
+        }
 
 
 def headline(message: dict[str, Any]) -> str:
@@ -88,9 +101,18 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
             f"HTTP API {stack.api_url}/v1/batches · chat sink {stack.sink.url} · analyze every "
             f"{60 / plan.time_scale:g}s (time scale ×{plan.time_scale:g}) · logs in {run_dir}/logs"
         )
+        config = ConfigStore(stack.table("ConfigTable"))
         for rule, params in plan.params().items():
-            put_rule_params(stack.table("ConfigTable"), rule, params, who="demo")
+            config.put("rule", rule, {"params": params}, who="demo", expected_version=None)
+        route = plan.route(stack.specs["AlertFunction"].environment)
+        config.put("route", "default", route, who="demo", expected_version=None)
         say(f"rule parameters for the demo, in the config table: {plan.params()}")
+        say(
+            "default route: Slack and Jandi, grouped by cluster and rule, "
+            f"group_wait {route['group_wait_s']:g}s, group_interval {route['group_interval_s']:g}s "
+            "(Alertmanager's ÷ time scale). "
+            f"Change rules live: gpulse --local {run_dir} rules list"
+        )
         secrets_dir = run_dir / "secrets"
         if plan.real:
             node = socket.gethostname().split(".")[0]

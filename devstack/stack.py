@@ -7,6 +7,7 @@ environment and its event source; a chat sink on 127.0.0.1 stands in for Slack a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -55,6 +56,9 @@ class LocalStack:
     ) -> None:
         self.run_dir = run_dir
         self.time_scale = time_scale
+        # template parameters: the config cache shrinks with the schedules, so a rule change
+        # still takes effect within "one analyze run plus the cache"
+        self.parameters = {"Stage": STAGE, "ConfigCacheSeconds": str(max(1, round(30 / time_scale)))}
         self.sink = ChatSink(out=sink_out)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoint = ""
@@ -80,7 +84,7 @@ class LocalStack:
             template,
             dynamodb=boto3.client("dynamodb"),
             sqs=boto3.client("sqs"),
-            parameters={"Stage": STAGE},
+            parameters=self.parameters,
         )
         self.specs = function_specs(template, self.deployment)
         self.sink.start()
@@ -92,12 +96,28 @@ class LocalStack:
                 Type="SecureString",
                 Overwrite=True,
             )
+        self._write_outputs()
         api_port = free_port()
         for name in FUNCTIONS:
             self._spawn(name, api_port if name == "IngestFunction" else 0)
         self.api_url = f"http://127.0.0.1:{api_port}"
         for name in FUNCTIONS:
             self._wait_ready(name)
+
+    def _write_outputs(self) -> None:
+        """RUN_DIR/outputs.json: the endpoint and the stack outputs the CLI reads (`gpulse --local`),
+        under the same names CloudFormation gives them in AWS."""
+        assert self.deployment is not None
+        outputs = {
+            "SeriesTableName": self.table("SeriesTable"),
+            "StateTableName": self.table("StateTable"),
+            "ConfigTableName": self.table("ConfigTable"),
+            "IdempotencyTableName": self.table("IdempotencyTable"),
+            "FindingsQueueUrl": self.queue_url("FindingsQueue"),
+            "FindingsDlqUrl": self.queue_url("FindingsDLQ"),
+        }
+        doc = {"endpoint": self.endpoint, "region": REGION, "outputs": outputs}
+        (self.run_dir / "outputs.json").write_text(json.dumps(doc, indent=2) + "\n")
 
     def _spawn(self, name: str, port: int) -> None:
         log = open(self.run_dir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
@@ -114,8 +134,7 @@ class LocalStack:
                 str(port),
                 "--time-scale",
                 str(self.time_scale),
-                "--param",
-                f"Stage={STAGE}",
+                *[a for k, v in self.parameters.items() for a in ("--param", f"{k}={v}")],
             ],
             cwd=ROOT,
             env=env,

@@ -14,8 +14,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from gpulse import env, telemetry
 from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.settle import FindingsQueue
-from gpulse.analyze import Analyzer
-from gpulse.rules import RuleParams
+from gpulse.analyze import CONFIG_CLUSTER, Analyzer
+from gpulse.config.flags import DynamoDBStore
+from gpulse.config.live import LiveConfig
+from gpulse.config.store import ConfigStore
 from gpulse.store import SeriesStore
 
 logger = Logger()
@@ -26,7 +28,11 @@ analyzer = Analyzer(
     SeriesStore(env.require(env.SERIES_TABLE)),
     AlertRecords(env.require(env.STATE_TABLE)),
     FindingsQueue(env.require(env.FINDINGS_QUEUE_URL)),
-    RuleParams(env.require(env.CONFIG_TABLE)),
+    LiveConfig(
+        DynamoDBStore(
+            ConfigStore(env.require(env.CONFIG_TABLE)), max_age=env.optional_int(env.CONFIG_CACHE_S, 30)
+        )
+    ),
     window_s=env.optional_int(env.ANALYZE_WINDOW_S, 600),
 )
 
@@ -37,7 +43,8 @@ analyzer = Analyzer(
 @event_source(data_class=EventBridgeEvent)
 def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     reports = analyzer.run()
-    telemetry.emit(metrics, "ClustersAnalyzed", len(reports))
+    clusters = [r for r in reports if r.cluster != CONFIG_CLUSTER]
+    telemetry.emit(metrics, "ClustersAnalyzed", len(clusters))
     telemetry.emit(metrics, "ChunksRead", sum(r.chunks for r in reports))
     telemetry.emit(metrics, "FindingsPublished", sum(len(r.published) for r in reports))
     for r in reports:
@@ -52,4 +59,4 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
             detect_s=round(r.detect_s, 4),
             state_s=round(r.state_s, 4),
         )
-    return {"clusters": len(reports), "published": sum(len(r.published) for r in reports)}
+    return {"clusters": len(clusters), "published": sum(len(r.published) for r in reports)}

@@ -27,6 +27,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from gpulse import env, fastpath, ingest, telemetry
 from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.settle import FindingsQueue
+from gpulse.config.flags import DynamoDBStore
+from gpulse.config.live import LiveConfig
+from gpulse.config.store import ConfigStore
 from gpulse.errors import InvalidInput, StoreError
 from gpulse.secrets import SsmNodeSecrets
 from gpulse.store import SeriesStore
@@ -41,6 +44,11 @@ store = SeriesStore(env.require(env.SERIES_TABLE), ttl_days=env.optional_int(env
 alert_records = AlertRecords(env.require(env.STATE_TABLE))
 findings = FindingsQueue(env.require(env.FINDINGS_QUEUE_URL))
 secrets = SsmNodeSecrets(env.require(env.NODE_SECRETS_PREFIX))
+rules = LiveConfig(
+    DynamoDBStore(
+        ConfigStore(env.require(env.CONFIG_TABLE)), max_age=env.optional_int(env.CONFIG_CACHE_S, 30)
+    )
+)
 idempotency = IdempotencyConfig(
     event_key_jmespath="batch_id",
     payload_validation_jmespath="digest",  # same batch_id, other content: refused, not overwritten
@@ -83,7 +91,7 @@ def post_batch() -> Response:
 def announce_hardware_errors(batch: Batch) -> None:
     """The fast path; the batch is stored already, so a failure here only leaves it to analyze."""
     try:
-        published = fastpath.hardware_alerts(batch.doc, alert_records, findings)
+        published = fastpath.hardware_alerts(batch.doc, alert_records, findings, rules)
     except StoreError as e:
         logger.warning("hardware fast path failed; analyze will catch up", error=str(e))
         return

@@ -9,32 +9,41 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 
 from gpulse import codec
+from gpulse.alerting.labels import LabelMap, labels, teams_of
 from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.settle import FindingsQueue, settle
 from gpulse.alerting.state import Rule
 from gpulse.codec import Chunk
+from gpulse.config.flags import Problem
 from gpulse.detect.base import Condition, NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE
 from gpulse.finding import Finding
 from gpulse.store import NodeInfo, SeriesStore
 from gpulse.window import STALE_S, build_window, window_end
 
-if TYPE_CHECKING:
-    pass
-
 logger = logging.getLogger(__name__)
 STEP_S = 5.0
 REGISTRY_S = 7 * 86400.0  # nodes silent this long leave the registry given to detectors
 
 
-class ParamSource(Protocol):
-    def all(self) -> dict[str, dict[str, Any]]: ...
+CONFIG_CLUSTER = "gpulse-config"  # where alerts about the config itself live (no real cluster)
+BAD_CONFIG = Rule(name="bad_config", title="Config item rejected", for_s=0.0)
+
+
+class RuleSource(Protocol):
+    """What analyze needs of the live config (gpulse.config.live.LiveConfig)."""
+
+    def params(self) -> dict[str, dict[str, Any]]: ...
+    def switched_off(self, rule: str) -> bool: ...
+    def enabled(self, rule: str, labels: LabelMap) -> bool: ...
+    def teams(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]: ...
+    def problems(self) -> tuple[Problem, ...]: ...
 
 
 @dataclass
@@ -55,30 +64,56 @@ class Analyzer:
         store: SeriesStore,
         records: AlertRecords,
         queue: FindingsQueue,
-        params: ParamSource,
+        config: RuleSource,
         *,
         window_s: float = 600.0,
         step_s: float = STEP_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.records, self.queue, self.params = store, records, queue, params
+        self.store, self.records, self.queue, self.config = store, records, queue, config
         self.window_s, self.step_s, self.clock = window_s, step_s, clock
 
     def run(self) -> list[ClusterReport]:
         """One scheduled run over every cluster with a node that reported in the last week (a
         cluster gone wholly silent is still visited: that silence is what it must report)."""
         now = self.clock()
-        by_cluster: dict[str, list[NodeInfo]] = defaultdict(list)
-        for info in self.store.nodes():
-            if now - info.last_seen <= REGISTRY_S:
-                by_cluster[info.cluster].append(info)
-        params = self.params.all()
-        return [self.run_cluster(c, nodes, params, now) for c, nodes in sorted(by_cluster.items())]
+        params = self.config.params()
+        reports = [self.run_cluster(c, nodes, params, now) for c, nodes in self.clusters(now).items()]
+        return [*reports, self.report_config(now)]
+
+    def report_config(self, now: float) -> ClusterReport:
+        """Alerts about rejected config items (one per item, resolved when it is fixed)."""
+        report = ClusterReport(CONFIG_CLUSTER)
+        conditions = [config_condition(p, now) for p in self.config.problems()]
+        report.conditions = len(conditions)
+        report.published = settle(
+            self.records, self.queue, CONFIG_CLUSTER, conditions, {BAD_CONFIG.name: BAD_CONFIG}, now
+        )
+        return report
 
     def run_cluster(
         self, cluster: str, nodes: list[NodeInfo], params: dict[str, dict[str, Any]], now: float
     ) -> ClusterReport:
         report = ClusterReport(cluster)
+        window, conditions = self.evaluate(cluster, nodes, params, now, report)
+        t3 = time.perf_counter()
+        report.published = settle(
+            self.records, self.queue, cluster, conditions, self.rules(params), window.end
+        )
+        report.state_s = time.perf_counter() - t3
+        return report
+
+    def evaluate(
+        self,
+        cluster: str,
+        nodes: list[NodeInfo],
+        params: dict[str, dict[str, Any]],
+        now: float,
+        report: ClusterReport | None = None,
+    ) -> tuple[Window, list[Condition]]:
+        """The cluster's window at `now` and the conditions the enabled rules find in it (what
+        a run would settle; the CLI's dry run shows it without settling)."""
+        report = report or ClusterReport(cluster)
         t0 = time.perf_counter()
         raw = self.store.read_window(cluster, now - self.window_s - STALE_S, now)
         t1 = time.perf_counter()
@@ -87,16 +122,58 @@ class Analyzer:
         report.chunks, report.read_s, report.decode_s = len(chunks), t1 - t0, t2 - t1
         registry = [NodeSeen(n.node, n.node_group, n.last_seen) for n in nodes]
         window = window_for(cluster, chunks, registry, now, window_s=self.window_s, step_s=self.step_s)
-        conditions = detect_all(window, params)
-        t3 = time.perf_counter()
-        report.detect_s, report.conditions = t3 - t2, len(conditions)
-        rules = {
+        off = {name for name in CATALOGUE if self.config.switched_off(name)}
+        conditions = detect_all(window, params, skip=off, admit=admitter(self.config, window))
+        report.detect_s, report.conditions = time.perf_counter() - t2, len(conditions)
+        return window, conditions
+
+    @staticmethod
+    def rules(params: dict[str, dict[str, Any]]) -> dict[str, Rule]:
+        """What the state machine needs of each rule, with the `for` durations configured now."""
+        return {
             name: Rule(name=name, title=det.title, for_s=float(params[name]["for_s"]), one_shot=det.one_shot)
             for name, det in CATALOGUE.items()
         }
-        report.published = settle(self.records, self.queue, cluster, conditions, rules, window.end)
-        report.state_s = time.perf_counter() - t3
-        return report
+
+    def clusters(self, now: float) -> dict[str, list[NodeInfo]]:
+        """Each cluster with a node that reported in the last week, and its nodes."""
+        by_cluster: dict[str, list[NodeInfo]] = defaultdict(list)
+        for info in self.store.nodes():
+            if now - info.last_seen <= REGISTRY_S:
+                by_cluster[info.cluster].append(info)
+        return dict(sorted(by_cluster.items()))
+
+
+def admitter(config: RuleSource, window: Window) -> Callable[[Condition], Condition | None]:
+    """Label each condition (node group, owning teams) and ask its rule's flag about it: the
+    condition labelled, or None where the rule is switched off for it."""
+    teams = config.teams()
+    group_of = dict(zip(window.nodes, window.node_groups, strict=True))
+    group_of.update({n.node: n.node_group for n in window.registry})
+
+    def admit(c: Condition) -> Condition | None:
+        named = _nodes_of(c)
+        groups = {g for g in (group_of.get(n) for n in named) if g}
+        if c.subject.get("node_group") is not None:
+            groups = {str(c.subject["node_group"])}
+        c = replace(
+            c,
+            node_group=next(iter(groups)) if len(groups) == 1 else None,
+            teams=teams_of(c.users, groups, teams),
+        )
+        lm = labels(
+            rule=c.rule,
+            severity=c.severity,
+            cluster=window.cluster,
+            node_group=c.node_group,
+            nodes=named,
+            gpus=c.gpus,
+            users=c.users,
+            teams=c.teams,
+        )
+        return c if config.enabled(c.rule, lm) else None
+
+    return admit
 
 
 def bin_step(chunks: list[Chunk], base: float = STEP_S) -> float:
@@ -135,11 +212,36 @@ def window_for(
     )
 
 
-def detect_all(window: Window, params: dict[str, dict[str, Any]]) -> list[Condition]:
-    """Every detector of the catalogue over one window, with the inhibitions applied."""
+def config_condition(p: Problem, now: float) -> Condition:
+    return Condition(
+        rule=BAD_CONFIG.name,
+        subject={"cluster": CONFIG_CLUSTER, "kind": p.kind, "name": p.name},
+        since=now,
+        severity="warning",
+        summary=(
+            f"{p.kind} {p.name!r} version {p.version} (written by {p.updated_by}) was rejected: {p.reason}. "
+            "Its last good version, or the defaults, stay in force."
+        ),
+        action="Fix it with the gpulse CLI, which checks what it writes (`gpulse config problems` lists it).",
+        values={"version": float(p.version)},
+    )
+
+
+def detect_all(
+    window: Window,
+    params: dict[str, dict[str, Any]],
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
+    admit: Callable[[Condition], Condition | None] | None = None,
+) -> list[Condition]:
+    """Every detector of the catalogue but `skip` over one window; what `admit` makes of each
+    condition (labelled, or None when its rule's flag says no), then the inhibitions."""
     out: list[Condition] = []
     for name, det in CATALOGUE.items():
-        out.extend(det.detect(window, params[name]))
+        if name not in skip:
+            out.extend(det.detect(window, params[name]))
+    if admit is not None:
+        out = [a for a in map(admit, out) if a is not None]
     return inhibit(out)
 
 

@@ -21,6 +21,7 @@ SLACK_WEBHOOK_PARAM = "GPULSE_SLACK_WEBHOOK_PARAM"  # SSM SecureString name hold
 JANDI_WEBHOOK_PARAM = "GPULSE_JANDI_WEBHOOK_PARAM"
 SERIES_TTL_DAYS = "GPULSE_SERIES_TTL_DAYS"
 ANALYZE_WINDOW_S = "GPULSE_ANALYZE_WINDOW_S"
+CONFIG_CACHE_S = "GPULSE_CONFIG_CACHE_S"  # how long analyze and alert keep a read of the config table
 
 
 def require(name: str) -> str:

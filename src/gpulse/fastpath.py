@@ -15,6 +15,7 @@ from gpulse import codec
 from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.settle import FindingsQueue, settle
 from gpulse.alerting.state import Rule
+from gpulse.analyze import RuleSource, admitter
 from gpulse.detect.catalogue import params_for
 from gpulse.detect.hardware import APPLICATION_XIDS, COUNTERS, HardwareErrorsDetector
 from gpulse.finding import Finding
@@ -38,18 +39,23 @@ def worth_checking(doc: dict[str, Any]) -> bool:
 
 
 def hardware_alerts(
-    doc: dict[str, Any], records: AlertRecords, queue: FindingsQueue, params: dict[str, Any] | None = None
+    doc: dict[str, Any], records: AlertRecords, queue: FindingsQueue, config: RuleSource | None = None
 ) -> list[Finding]:
-    """Announce the batch's hardware errors; returns the findings published (none if nothing new)."""
-    if not worth_checking(doc):
+    """Announce the batch's hardware errors; returns the findings published (none if nothing new).
+    With `config`, the rule's parameters and flag apply as in analyze (a rule switched off for
+    this cluster stays off here too)."""
+    if not worth_checking(doc) or (config is not None and config.switched_off(DETECTOR.name)):
         return []
     chunk = codec.decode(codec.encode(doc))
     first, last = float(chunk.timestamps[0]), float(chunk.timestamps[-1])
     end = math.floor(last / STEP_S) * STEP_S + STEP_S
     start = math.floor(first / STEP_S) * STEP_S
     window = build_window(chunk.cluster, [chunk], end=end, span_s=end - start, step=STEP_S)
-    p = params or params_for(DETECTOR.name)
+    p = config.params()[DETECTOR.name] if config is not None else params_for(DETECTOR.name)
     conditions = DETECTOR.detect(window, p)
+    if config is not None:
+        admit = admitter(config, window)
+        conditions = [a for a in map(admit, conditions) if a is not None]
     if not conditions:
         return []
     rule = Rule(DETECTOR.name, DETECTOR.title, float(p["for_s"]), one_shot=True)

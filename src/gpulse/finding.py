@@ -56,6 +56,7 @@ class Finding:
     mig: str | None = None
     users: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
+    teams: list[str] = field(default_factory=list)  # owners by the config's teams (users, node groups)
     values: dict[str, float] = field(default_factory=dict)  # what crossed the line, and the line
     evidence: Evidence | None = None
     version: int = 1

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
+import time
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from devstack.chat_sink import ChatSink
+from gpulse.config.store import ConfigStore
 from gpulse.finding import Finding
+from gpulse.notification import single
 from gpulse.notify import jandi, slack
 from tests.events import load_event
 from tests.integration.lambdas import FakeContext, deploy, env_of, load_function
@@ -38,11 +42,23 @@ def alert(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[M
             Type="SecureString",
             Overwrite=True,
         )
-        yield (
-            load_function("AlertFunction", deployment, monkeypatch),
-            sink,
-            deployment.queues["FindingsDLQ"]["url"],
+        # a default route that does not wait: these tests are about delivery, not grouping
+        ConfigStore(deployment.tables["ConfigTable"]).put(
+            "route",
+            "default",
+            {
+                "channels": [
+                    {"kind": "slack", "secret": env["GPULSE_SLACK_WEBHOOK_PARAM"]},
+                    {"kind": "jandi", "secret": env["GPULSE_JANDI_WEBHOOK_PARAM"]},
+                ],
+                "group_wait_s": 0,
+            },
+            who="test",
+            expected_version=None,
         )
+        module = load_function("AlertFunction", deployment, monkeypatch)
+        module.dispatcher.wake_queue = None  # no self-addressed wake-ups: the tests flush by hand
+        yield module, sink, deployment.queues["FindingsDLQ"]["url"]
 
 
 def sqs_event(*bodies: str) -> dict[str, Any]:
@@ -63,13 +79,22 @@ def dead_letters(url: str) -> list[dict[str, Any]]:
     return got.get("Messages", [])
 
 
+def expire_leases(module: ModuleType) -> None:
+    """Let a retry come due now instead of in RETRY_MIN_S (the tests do not sleep)."""
+    store = module.dispatcher.groups
+    for key in store.list_keys():
+        group = store.load(key)
+        store.save(dataclasses.replace(group, lease_until=0.0), group.version, time.time())
+
+
 def test_a_finding_reaches_slack_and_jandi_exactly_once(alert: tuple[ModuleType, ChatSink, str]) -> None:
     module, sink, _ = alert
     f = finding()
     assert module.handler(sqs_event(f.to_json()), FakeContext()) == {"batchItemFailures": []}
+    n = single(f, route="default")
     assert [(m["kind"], m["channel"], m["payload"]) for m in sink.messages()] == [
-        ("slack", "ops", slack.render(f)),
-        ("jandi", "ops", jandi.render(f)),
+        ("slack", "ops", slack.render(n)),
+        ("jandi", "ops", jandi.render(n)),
     ]
     jandi_headers = {k.lower(): v for k, v in sink.messages()[1]["headers"].items()}
     assert jandi_headers["accept"] == "application/vnd.tosslab.jandi-v2+json"
@@ -78,18 +103,67 @@ def test_a_finding_reaches_slack_and_jandi_exactly_once(alert: tuple[ModuleType,
     assert len(sink.messages()) == 2
 
 
-def test_a_5xx_that_outlasts_retries_fails_the_record_and_the_retry_skips_done_channels(
+def test_429_and_500_for_a_while_every_message_arrives_once(alert: tuple[ModuleType, ChatSink, str]) -> None:
+    module, sink, _ = alert
+    f = finding()
+    # Slack rate-limits (Retry-After 1) then fails, more times than the session retries in one go
+    sink.fail_next("slack", 429, count=2, retry_after=1)
+    sink.fail_next("slack", 500, count=3)
+    assert module.handler(sqs_event(f.to_json()), FakeContext()) == {"batchItemFailures": []}
+    assert [m["kind"] for m in sink.messages()] == ["jandi"]  # Jandi was not held up by Slack
+    for _ in range(3):  # what the wake-up or the minute tick does once the retry is due
+        expire_leases(module)
+        module.handler(load_event("analyze_schedule"), FakeContext())
+    assert sorted(m["kind"] for m in sink.messages()) == ["jandi", "slack"]
+    assert [a[2] for a in sink.attempts() if a[0] == "slack"] == [429, 429, 500, 500, 500, 200]
+    # a redelivery of the finding, and more ticks, send nothing again
+    assert module.handler(sqs_event(f.to_json()), FakeContext()) == {"batchItemFailures": []}
+    module.handler(load_event("analyze_schedule"), FakeContext())
+    assert len(sink.messages()) == 2
+
+
+def test_two_invocations_at_once_announce_each_transition_once(
     alert: tuple[ModuleType, ChatSink, str],
 ) -> None:
     module, sink, _ = alert
-    f = finding()
-    sink.fail_next("jandi", 503, count=4)  # the first try and all three retries
-    # the only record failed: Powertools fails the invocation, so SQS returns the whole batch
-    with pytest.raises(BatchProcessingError):
-        module.handler(sqs_event(f.to_json()), FakeContext())
-    assert [m["kind"] for m in sink.messages()] == ["slack"]
-    assert module.handler(sqs_event(f.to_json()), FakeContext()) == {"batchItemFailures": []}
-    assert [m["kind"] for m in sink.messages()] == ["slack", "jandi"]
+    firing = finding()
+    other = Finding.from_json(firing.to_json().replace(firing.fingerprint, "f" * 20))
+
+    def twice_at_once(event: dict[str, Any]) -> list[Any]:
+        results: list[Any] = []
+        start = threading.Barrier(2)
+
+        def invoke() -> None:
+            start.wait()
+            results.append(module.handler(event, FakeContext()))
+
+        threads = [threading.Thread(target=invoke) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    results = twice_at_once(sqs_event(firing.to_json(), other.to_json()))
+    assert results == [{"batchItemFailures": []}] * 2
+    # one group (same cluster and rule): its first flush went out once per channel, whoever won
+    assert sorted(m["kind"] for m in sink.messages()) == ["jandi", "slack"]
+    # an alert that joined after that flush waits group_interval; let that pass, tick twice at once
+    store = module.dispatcher.groups
+    [key] = store.list_keys()
+    group = store.load(key)
+    store.save(dataclasses.replace(group, last_flush_at=time.time() - 301), group.version, time.time())
+    twice_at_once(load_event("analyze_schedule"))
+    group = store.load(key)
+    assert {fp: m.told for fp, m in group.members.items()} == {
+        firing.fingerprint: True,
+        other.fingerprint: True,
+    }
+    assert group.outbox is None
+    # each channel got one message per flush that had news: two if the first flush held one alert
+    per_kind = len(sink.messages()) // 2
+    assert sorted(m["kind"] for m in sink.messages()) == ["jandi"] * per_kind + ["slack"] * per_kind
+    assert group.seq == per_kind
 
 
 def test_a_4xx_is_not_retried_and_goes_to_the_dlq(alert: tuple[ModuleType, ChatSink, str]) -> None:
@@ -99,8 +173,8 @@ def test_a_4xx_is_not_retried_and_goes_to_the_dlq(alert: tuple[ModuleType, ChatS
     assert module.handler(sqs_event(f.to_json()), FakeContext()) == {"batchItemFailures": []}
     assert sink.attempts() == [("slack", "ops", 404), ("jandi", "ops", 200)]
     [dead] = dead_letters(dlq)
-    assert json.loads(dead["Body"])["fingerprint"] == f.fingerprint
-    assert dead["MessageAttributes"]["channel"]["StringValue"] == "slack-default"
+    assert json.loads(dead["Body"])["firing"][0]["fingerprint"] == f.fingerprint
+    assert dead["MessageAttributes"]["channel"]["StringValue"] == "default/slack:slack"
     assert dead["MessageAttributes"]["reason"]["StringValue"].startswith("slack answered 404")
     assert sink.url not in json.dumps(dead)
 
@@ -116,13 +190,11 @@ def test_an_unreadable_message_is_dead_lettered_not_retried(alert: tuple[ModuleT
     assert sink.messages() == []
 
 
-def test_only_the_failing_record_of_a_batch_comes_back(alert: tuple[ModuleType, ChatSink, str]) -> None:
+def test_a_finding_with_no_route_fails_its_record_only(
+    alert: tuple[ModuleType, ChatSink, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     module, sink, _ = alert
-    done = finding()
-    assert module.handler(sqs_event(done.to_json()), FakeContext()) == {"batchItemFailures": []}
-    other = Finding.from_json(done.to_json().replace(done.fingerprint, "f" * 20))
-    sink.fail_next("jandi", 503, count=4)
-    # m0 is a redelivery (both channels already took it); m1 is new: Slack takes it, Jandi fails every retry
-    result = module.handler(sqs_event(done.to_json(), other.to_json()), FakeContext())
+    monkeypatch.setattr(module.config, "routes", list)  # no route in the table, no webhook in SSM
+    result = module.handler(sqs_event("{not json", finding().to_json()), FakeContext())
     assert result == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
-    assert [m["kind"] for m in sink.messages()] == ["slack", "jandi", "slack"]
+    assert sink.messages() == []

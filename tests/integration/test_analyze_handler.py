@@ -10,8 +10,8 @@ from typing import Any
 import boto3
 import pytest
 
+from gpulse.config.store import ConfigStore
 from gpulse.finding import Finding
-from gpulse.rules import put_rule_params
 from gpulse.store import SeriesStore
 from gpulse.wire.batch import Batch
 from tests.events import load_event
@@ -69,7 +69,9 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(
     store = SeriesStore(deployment.tables["SeriesTable"])
     queue = deployment.queues["FindingsQueue"]["url"]
     for rule in ("imbalance", "idle_held"):
-        put_rule_params(deployment.tables["ConfigTable"], rule, {"for_s": 60}, who="test")
+        ConfigStore(deployment.tables["ConfigTable"]).put(
+            "rule", rule, {"params": {"for_s": 60}}, who="test", expected_version=None
+        )
     analyze = load_function("AnalyzeFunction", deployment, monkeypatch)
 
     now = time.time()

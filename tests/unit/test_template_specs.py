@@ -76,6 +76,8 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.SERIES_TTL_DAYS: "3",
                 env.STATE_TABLE: "t-StateTable",
                 env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
+                env.CONFIG_TABLE: "t-ConfigTable",
+                env.CONFIG_CACHE_S: "30",
             },
             events=(HttpApiEvent(method="POST", path="/v1/batches", name="PostBatch"),),
         ),
@@ -93,6 +95,7 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.CONFIG_TABLE: "t-ConfigTable",
                 env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
                 env.ANALYZE_WINDOW_S: "600",
+                env.CONFIG_CACHE_S: "30",
             },
             events=(ScheduleEvent(rate_seconds=60, enabled=True, name="EveryMinute"),),
         ),
@@ -107,7 +110,9 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 **POWERTOOLS,
                 env.STATE_TABLE: "t-StateTable",
                 env.CONFIG_TABLE: "t-ConfigTable",
+                env.CONFIG_CACHE_S: "30",
                 env.FINDINGS_DLQ_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsDLQ",
+                env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
                 env.SLACK_WEBHOOK_PARAM: "/gpulse/dev/webhooks/slack",
                 env.JANDI_WEBHOOK_PARAM: "/gpulse/dev/webhooks/jandi",
             },
@@ -120,6 +125,7 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                     enabled=True,
                     name="Findings",
                 ),
+                ScheduleEvent(rate_seconds=60, enabled=True, name="Tick"),
             ),
         ),
     }
@@ -137,6 +143,7 @@ def test_parameter_defaults_apply_and_come_back_as_strings() -> None:
         "Stage": "prod",
         "SeriesTtlDays": "14",
         "AnalyzeWindowSeconds": "600",
+        "ConfigCacheSeconds": "30",
         "LogLevel": "INFO",
     }
 

@@ -59,7 +59,7 @@ def to_finding(cond: Condition, rule: Rule, cluster: str, since: float, at: floa
         state="firing",
         fingerprint=fp,
         cluster=cluster,
-        node_group=_str_or_none(cond.subject.get("node_group")),
+        node_group=_str_or_none(cond.subject.get("node_group")) or cond.node_group,
         since=since,
         at=at,
         summary=cond.summary,
@@ -69,6 +69,7 @@ def to_finding(cond: Condition, rule: Rule, cluster: str, since: float, at: floa
         mig=_str_or_none(cond.subject.get("mig")),
         users=list(cond.users),
         containers=list(cond.containers),
+        teams=list(cond.teams),
         values=dict(cond.values),
         evidence=cond.evidence,
     )

@@ -134,6 +134,9 @@ class Condition:
     containers: list[str] = field(default_factory=list)
     values: dict[str, float] = field(default_factory=dict)
     evidence: Evidence | None = None
+    # set by analyze from the registry and the config, not by detectors; not part of the fingerprint
+    node_group: str | None = None
+    teams: list[str] = field(default_factory=list)
 
 
 class Detector(Protocol):

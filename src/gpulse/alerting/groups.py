@@ -1,0 +1,154 @@
+"""Alert groups: Alertmanager's dispatch, as pure functions of (group, finding or clock).
+
+A group is one route's alerts that share the route's group_by labels (by default cluster and
+rule: one imbalance across twelve nodes, or eight idle GPUs of one cluster, is one message).
+
+    first alert ──group_wait──► flush ──(a change)──group_interval──► flush ...
+                                   └──(no change, still firing)──repeat_interval──► flush
+
+A flush tells the channels every firing, unsilenced alert of the group, and the announced ones
+that resolved since the last flush. Each member remembers the state last announced, so the
+same transition is never announced twice; a silenced alert waits, and is announced when its
+silence ends if it is still firing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from gpulse.alerting.routes import Route
+from gpulse.finding import Finding
+from gpulse.notification import Notification
+
+Silenced = Callable[[Finding], bool]
+
+
+@dataclass(frozen=True)
+class Member:
+    finding: Finding  # the latest transition received for this alert
+    announced: str | None = None  # the transition_id last announced, None if never
+
+    @property
+    def firing(self) -> bool:
+        return self.finding.state == "firing"
+
+    @property
+    def told(self) -> bool:
+        """Its current transition has been announced."""
+        return self.announced == self.finding.transition_id
+
+    @property
+    def told_firing(self) -> bool:
+        """Its current firing was announced (a resolve of it has something to close)."""
+        return self.announced is not None and self.announced.split(":")[1] == "firing"
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str
+    route: str
+    labels: dict[str, str]
+    created_at: float
+    members: dict[str, Member] = field(default_factory=dict)  # fingerprint → member
+    last_flush_at: float | None = None
+    seq: int = 0
+    version: int = 0
+    outbox: Notification | None = None  # a flush claimed and being delivered
+    lease_until: float = 0.0  # who claimed the outbox owns it until then
+
+
+def group_key(route: str, labels: dict[str, str]) -> str:
+    digest = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{route}#{digest}"
+
+
+def add(group: Group | None, finding: Finding, route: Route, labels: dict[str, str], now: float) -> Group:
+    """The group with `finding` in it. A redelivered or out-of-date transition changes nothing."""
+    g = group or Group(group_key(route.name, labels), route.name, labels, now)
+    old = g.members.get(finding.fingerprint)
+    if old is not None and (
+        old.finding.transition_id == finding.transition_id or old.finding.at > finding.at
+    ):
+        return g
+    member = Member(finding, old.announced if old else None)
+    return replace(g, members={**g.members, finding.fingerprint: member})
+
+
+def _pending(m: Member, route: Route, silenced: Silenced) -> bool:
+    """This member has news for the channels now."""
+    if m.told or silenced(m.finding):
+        return False
+    return m.firing or (route.send_resolved and m.told_firing)
+
+
+def due_at(g: Group, route: Route, silenced: Silenced) -> float | None:
+    """When the group should flush next: group_wait after it began, group_interval after the
+    last flush when something changed, repeat_interval after it when nothing did but alerts
+    still fire; None when it has nothing to say."""
+    if any(_pending(m, route, silenced) for m in g.members.values()):
+        if g.last_flush_at is None:
+            return g.created_at + route.group_wait_s
+        return g.last_flush_at + route.group_interval_s
+    if g.last_flush_at is not None and any(m.firing and not silenced(m.finding) for m in g.members.values()):
+        return g.last_flush_at + route.repeat_interval_s
+    return None
+
+
+def plan(g: Group, route: Route, silenced: Silenced, now: float, mentions: list[str]) -> Notification | None:
+    """The notification a flush at `now` sends, or None when there is nothing to send."""
+    due = due_at(g, route, silenced)
+    if due is None or due > now:
+        return None
+    live = [m for m in g.members.values() if not silenced(m.finding)]
+    firing = [m for m in live if m.firing]
+    resolved = [m for m in live if not m.firing and route.send_resolved and m.told_firing and not m.told]
+    if not firing and not resolved:
+        return None
+    repeat = not any(_pending(m, route, silenced) for m in g.members.values())
+    order = sorted(firing, key=lambda m: (_SEVERITY.get(m.finding.severity, 9), -m.finding.since))
+    return Notification(
+        id=f"{g.key}#{g.seq + 1}",
+        route=g.route,
+        group=dict(g.labels),
+        firing=[m.finding for m in order],
+        resolved=[m.finding for m in resolved],
+        new=[m.finding.fingerprint for m in order if not m.told],
+        mentions=mentions,
+        repeat=repeat,
+    )
+
+
+_SEVERITY = {"critical": 0, "warning": 1, "info": 2}
+
+
+def claim(g: Group, n: Notification, now: float, lease_s: float) -> Group:
+    """The group holding `n` in its outbox, leased to the caller for `lease_s`."""
+    return replace(g, outbox=n, seq=g.seq + 1, lease_until=now + lease_s)
+
+
+def complete(g: Group, n: Notification, now: float) -> Group:
+    """The group after `n` was delivered: what it told is marked told, resolved alerts that have
+    nothing more to say leave the group. (Members that changed since `n` keep their news.)"""
+    told = {f.fingerprint: f.transition_id for f in n.findings}
+    members: dict[str, Member] = {}
+    for fp, m in g.members.items():
+        if told.get(fp) == m.finding.transition_id:
+            m = replace(m, announced=m.finding.transition_id)
+        if not m.firing and (m.told or not m.told_firing):
+            continue  # resolved and said so, or resolved before anyone was told it fired
+        members[fp] = m
+    return replace(g, members=members, outbox=None, lease_until=0.0, last_flush_at=now)
+
+
+def prune(g: Group, route: Route, silenced: Silenced) -> Group:
+    """Drop resolved members that have nothing to tell (never announced firing, or silenced)."""
+    keep = {
+        fp: m
+        for fp, m in g.members.items()
+        if m.firing
+        or (_pending(m, route, silenced) or (silenced(m.finding) and m.told_firing and not m.told))
+    }
+    return replace(g, members=keep) if len(keep) != len(g.members) else g

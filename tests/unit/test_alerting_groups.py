@@ -1,0 +1,123 @@
+"""The grouping stage alone, with the clock passed in: group_wait, group_interval,
+repeat_interval, resolved messages, silences, each transition told once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gpulse.alerting import groups as g
+from gpulse.alerting.routes import ChannelRef, Route
+from gpulse.finding import Finding, with_state
+
+T0 = 1_800_000_000.0
+ROUTE = Route("ops", (ChannelRef("slack", "/gpulse/t/webhooks/ops"),))
+LABELS = {"cluster": "a", "rule": "idle_held"}
+NOT_SILENCED = lambda f: False  # noqa: E731
+
+
+def idle(gpu: int, since: float = T0 - 600, at: float = T0) -> Finding:
+    return Finding(
+        rule="idle_held",
+        title="GPU held but idle",
+        severity="warning",
+        state="firing",
+        fingerprint=f"fp{gpu:02d}",
+        cluster="a",
+        since=since,
+        at=at,
+        summary=f"GPU {gpu} idle",
+        action="free it",
+        nodes=["n1"],
+        gpus=[f"n1/{gpu}"],
+        users=["bob"],
+    )
+
+
+def fill(*findings: Finding, at: float = T0) -> g.Group:
+    group: g.Group | None = None
+    for f in findings:
+        group = g.add(group, f, ROUTE, LABELS, at)
+    assert group is not None
+    return group
+
+
+def flush(group: g.Group, now: float, silenced: g.Silenced = NOT_SILENCED) -> tuple[g.Group, g.Notification | None]:
+    n = g.plan(group, ROUTE, silenced, now, [])
+    if n is None:
+        return group, None
+    return g.complete(g.claim(group, n, now, 90), n, now), n
+
+
+def test_eight_idle_gpus_wait_group_wait_then_go_as_one_message() -> None:
+    group = fill(*(idle(i) for i in range(8)))
+    assert g.due_at(group, ROUTE, NOT_SILENCED) == T0 + 30
+    assert g.plan(group, ROUTE, NOT_SILENCED, T0 + 29, []) is None
+    group, n = flush(group, T0 + 30)
+    assert n is not None
+    assert [f.fingerprint for f in n.firing] == [f"fp{i:02d}" for i in range(8)]
+    assert n.new == [f"fp{i:02d}" for i in range(8)] and n.id == f"{group.key}#1" and not n.repeat
+    assert all(m.told for m in group.members.values())
+
+
+def test_a_redelivered_transition_changes_nothing() -> None:
+    group, _ = flush(fill(idle(1)), T0 + 30)
+    assert g.add(group, idle(1), ROUTE, LABELS, T0 + 40) is group
+    assert g.due_at(group, ROUTE, NOT_SILENCED) == T0 + 30 + 4 * 3600  # only the repeat is left
+
+
+def test_news_after_a_flush_waits_group_interval_and_lists_the_whole_group() -> None:
+    group, _ = flush(fill(idle(1)), T0 + 30)
+    group = g.add(group, idle(2, at=T0 + 60), ROUTE, LABELS, T0 + 60)
+    assert g.due_at(group, ROUTE, NOT_SILENCED) == T0 + 30 + 300
+    group, n = flush(group, T0 + 330)
+    assert n is not None and [f.fingerprint for f in n.firing] == ["fp01", "fp02"] and n.new == ["fp02"]
+
+
+def test_resolved_is_told_once_and_then_the_member_leaves() -> None:
+    group, _ = flush(fill(idle(1), idle(2)), T0 + 30)
+    group = g.add(group, with_state(idle(1), "resolved", T0 + 100), ROUTE, LABELS, T0 + 100)
+    group, n = flush(group, T0 + 330)
+    assert n is not None
+    assert [f.fingerprint for f in n.resolved] == ["fp01"] and [f.fingerprint for f in n.firing] == ["fp02"]
+    assert list(group.members) == ["fp02"]
+
+
+def test_no_resolved_message_when_the_route_says_so() -> None:
+    route = dataclasses.replace(ROUTE, send_resolved=False)
+    group = fill(idle(1))
+    n = g.plan(group, route, NOT_SILENCED, T0 + 30, [])
+    assert n is not None
+    group = g.complete(g.claim(group, n, T0 + 30, 90), n, T0 + 30)
+    group = g.add(group, with_state(idle(1), "resolved", T0 + 100), route, LABELS, T0 + 100)
+    assert g.due_at(group, route, NOT_SILENCED) is None
+
+
+def test_an_alert_resolved_before_anyone_was_told_is_never_mentioned() -> None:
+    group = fill(idle(1))
+    group = g.add(group, with_state(idle(1), "resolved", T0 + 10), ROUTE, LABELS, T0 + 10)
+    assert g.due_at(group, ROUTE, NOT_SILENCED) is None
+    assert g.prune(group, ROUTE, NOT_SILENCED).members == {}
+
+
+def test_still_firing_is_repeated_after_repeat_interval() -> None:
+    group, _ = flush(fill(idle(1)), T0 + 30)
+    assert g.plan(group, ROUTE, NOT_SILENCED, T0 + 30 + 4 * 3600 - 1, []) is None
+    group, n = flush(group, T0 + 30 + 4 * 3600)
+    assert n is not None and n.repeat and n.new == [] and n.id.endswith("#2")
+
+
+def test_a_silenced_alert_waits_and_is_told_when_the_silence_ends() -> None:
+    ends = T0 + 3600
+    silenced: g.Silenced = lambda f: f.fingerprint == "fp01" and now < ends  # noqa: E731
+    now = T0 + 30
+    group, n = flush(fill(idle(1)), now, silenced)
+    assert n is None and g.due_at(group, ROUTE, silenced) is None
+    now = ends
+    group, n = flush(group, now, silenced)
+    assert n is not None and [f.fingerprint for f in n.firing] == ["fp01"] and n.new == ["fp01"]
+
+
+def test_an_older_transition_arriving_late_does_not_undo_a_newer_one() -> None:
+    resolved = with_state(idle(1), "resolved", T0 + 100)
+    group = fill(resolved)
+    assert g.add(group, idle(1, at=T0), ROUTE, LABELS, T0 + 101) is group

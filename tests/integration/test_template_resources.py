@@ -61,6 +61,7 @@ def test_deployment_names_every_table_and_queue(
         "Stage": "it",
         "SeriesTtlDays": "14",
         "AnalyzeWindowSeconds": "600",
+        "ConfigCacheSeconds": "30",
         "LogLevel": "INFO",
     }
 
@@ -163,6 +164,8 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.SERIES_TTL_DAYS: "14",
             env.STATE_TABLE: f"{PREFIX}-StateTable",
             env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
+            env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
+            env.CONFIG_CACHE_S: "30",
         },
         "AnalyzeFunction": {
             **powertools,
@@ -171,12 +174,15 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
             env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
             env.ANALYZE_WINDOW_S: "600",
+            env.CONFIG_CACHE_S: "30",
         },
         "AlertFunction": {
             **powertools,
             env.STATE_TABLE: f"{PREFIX}-StateTable",
             env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
+            env.CONFIG_CACHE_S: "30",
             env.FINDINGS_DLQ_URL: deployed.queues["FindingsDLQ"]["url"],
+            env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
             env.SLACK_WEBHOOK_PARAM: "/gpulse/it/webhooks/slack",
             env.JANDI_WEBHOOK_PARAM: "/gpulse/it/webhooks/jandi",
         },

@@ -45,7 +45,7 @@ def ship(store: SeriesStore, start: float, seconds: int, *, faulty: bool) -> Non
 
 def findings(queue_url: str) -> list[Finding]:
     sqs = boto3.client("sqs")
-    out = []
+    out: list[Finding] = []
     while True:
         got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
             "Messages", []

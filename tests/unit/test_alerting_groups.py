@@ -41,7 +41,9 @@ def fill(*findings: Finding, at: float = T0) -> g.Group:
     return group
 
 
-def flush(group: g.Group, now: float, silenced: g.Silenced = NOT_SILENCED) -> tuple[g.Group, g.Notification | None]:
+def flush(
+    group: g.Group, now: float, silenced: g.Silenced = NOT_SILENCED
+) -> tuple[g.Group, g.Notification | None]:
     n = g.plan(group, ROUTE, silenced, now, [])
     if n is None:
         return group, None

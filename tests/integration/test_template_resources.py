@@ -144,7 +144,9 @@ def test_deploying_again_reuses_what_exists(
     dynamodb, sqs = clients
     again = deploy_local(TEMPLATE, dynamodb=dynamodb, sqs=sqs, prefix=PREFIX, parameters={"Stage": "it"})
     assert again == deployed
-    mine = [t for t in dynamodb.list_tables()["TableNames"] if t.startswith(f"{PREFIX}-")]
+    # the moto server is shared by the whole session: page through every table name (100 a page)
+    names = [t for page in dynamodb.get_paginator("list_tables").paginate() for t in page["TableNames"]]
+    mine = [t for t in names if t.startswith(f"{PREFIX}-")]
     assert sorted(mine) == sorted(deployed.tables.values())
 
 

@@ -26,9 +26,8 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.demo import CLUSTER, DemoPlan  # noqa: E402
+from devstack.demo import CLUSTER, DemoPlan, configure, shipper_command, simulated_fleet  # noqa: E402
 from devstack.stack import LocalStack  # noqa: E402
-from gpulse.config.store import ConfigStore  # noqa: E402
 
 
 def record_state(table: str, rule: str) -> str | None:
@@ -65,47 +64,10 @@ def main() -> int:
     stack.start()
     shipper = None
     try:
-        config = ConfigStore(stack.table("ConfigTable"))
-        for rule, params in plan.params().items():
-            config.put("rule", rule, {"params": params}, who="bench", expected_version=None)
-        config.put(
-            "route",
-            "default",
-            plan.route(stack.specs["AlertFunction"].environment),
-            who="bench",
-            expected_version=None,
-        )
-        secrets = run_dir / "secrets"
-        for i in range(1, plan.nodes + 1):
-            stack.register_node(CLUSTER, f"node-{i:02d}", secrets)
+        configure(plan, stack, who="bench")
+        node_args = simulated_fleet(plan, stack, run_dir / "secrets")
         shipper = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "node_shipper",
-                "--endpoint",
-                stack.api_url,
-                "--batch-seconds",
-                str(plan.batch_s),
-                "--spool-dir",
-                str(run_dir / "spool"),
-                "--duration",
-                str(plan.max_s),
-                "--cluster",
-                CLUSTER,
-                "--simulate",
-                "demo",
-                "--sim-nodes",
-                str(plan.nodes),
-                "--sim-gpus",
-                str(plan.gpus),
-                "--secrets-dir",
-                str(secrets),
-                "--fault-start",
-                str(plan.fault_start_s),
-                "--fault-end",
-                str(plan.fault_end_s),
-            ],
+            shipper_command(plan, stack, run_dir, node_args),
             cwd=ROOT,
             env=dict(os.environ),
             stdout=subprocess.DEVNULL,

@@ -71,6 +71,56 @@ def expected_done(messages: list[dict[str, Any]], rules: tuple[str, ...]) -> boo
     return all((k, True, r) in seen for k in ("slack", "jandi") for r in rules)
 
 
+def configure(plan: DemoPlan, stack: LocalStack, *, who: str) -> dict[str, Any]:
+    """Write the plan's rule parameters and default route to the config table; returns the route."""
+    config = ConfigStore(stack.table("ConfigTable"))
+    for rule, params in plan.params().items():
+        config.put("rule", rule, {"params": params}, who=who, expected_version=None)
+    route = plan.route(stack.specs["AlertFunction"].environment)
+    config.put("route", "default", route, who=who, expected_version=None)
+    return route
+
+
+def simulated_fleet(plan: DemoPlan, stack: LocalStack, secrets_dir: Path) -> list[str]:
+    """Register the plan's simulated nodes; returns the shipper arguments that simulate them."""
+    for i in range(1, plan.nodes + 1):
+        stack.register_node(CLUSTER, f"node-{i:02d}", secrets_dir)
+    return [
+        "--cluster",
+        CLUSTER,
+        "--simulate",
+        "demo",
+        "--sim-nodes",
+        str(plan.nodes),
+        "--sim-gpus",
+        str(plan.gpus),
+        "--secrets-dir",
+        str(secrets_dir),
+        "--fault-start",
+        str(plan.fault_start_s),
+        "--fault-end",
+        str(plan.fault_end_s),
+    ]
+
+
+def shipper_command(plan: DemoPlan, stack: LocalStack, run_dir: Path, node_args: list[str]) -> list[str]:
+    """The node shipper's command line against the local stack's HTTP API."""
+    return [
+        sys.executable,
+        "-m",
+        "node_shipper",
+        "--endpoint",
+        stack.api_url,
+        "--batch-seconds",
+        str(plan.batch_s),
+        "--spool-dir",
+        str(run_dir / "spool"),
+        "--duration",
+        str(plan.max_s),
+        *node_args,
+    ]
+
+
 def _echo_banner(log: Path, say: Callable[[str], None], timeout_s: float = 10.0) -> None:
     """Show the shipper's first line (it says whether the GPUs are real or simulated)."""
     deadline = time.monotonic() + timeout_s
@@ -101,11 +151,7 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
             f"HTTP API {stack.api_url}/v1/batches · chat sink {stack.sink.url} · analyze every "
             f"{60 / plan.time_scale:g}s (time scale ×{plan.time_scale:g}) · logs in {run_dir}/logs"
         )
-        config = ConfigStore(stack.table("ConfigTable"))
-        for rule, params in plan.params().items():
-            config.put("rule", rule, {"params": params}, who="demo", expected_version=None)
-        route = plan.route(stack.specs["AlertFunction"].environment)
-        config.put("route", "default", route, who="demo", expected_version=None)
+        route = configure(plan, stack, who="demo")
         say(f"rule parameters for the demo, in the config table: {plan.params()}")
         say(
             "default route: Slack and Jandi, grouped by cluster and rule, "
@@ -119,40 +165,10 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
             stack.register_node("local", node, secrets_dir)
             cmd = ["--cluster", "local", "--node", node, "--secret-file", str(secrets_dir / node)]
         else:
-            for i in range(1, plan.nodes + 1):
-                stack.register_node(CLUSTER, f"node-{i:02d}", secrets_dir)
-            cmd = [
-                "--cluster",
-                CLUSTER,
-                "--simulate",
-                "demo",
-                "--sim-nodes",
-                str(plan.nodes),
-                "--sim-gpus",
-                str(plan.gpus),
-                "--secrets-dir",
-                str(secrets_dir),
-                "--fault-start",
-                str(plan.fault_start_s),
-                "--fault-end",
-                str(plan.fault_end_s),
-            ]
+            cmd = simulated_fleet(plan, stack, secrets_dir)
         shipper_log = open(run_dir / "logs" / "shipper.log", "wb")  # noqa: SIM115 - closed with the process
         shipper = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "node_shipper",
-                "--endpoint",
-                stack.api_url,
-                "--batch-seconds",
-                str(plan.batch_s),
-                "--spool-dir",
-                str(run_dir / "spool"),
-                "--duration",
-                str(plan.max_s),
-                *cmd,
-            ],
+            shipper_command(plan, stack, run_dir, cmd),
             cwd=ROOT,
             env=dict(os.environ),
             stdout=shipper_log,

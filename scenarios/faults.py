@@ -6,7 +6,8 @@ it edits the fleet (`plan`) and the batches (`shape`, `finish`, `deliver`: see
 subject labels {node, gpu?, mig?}, and the span [start, end] in unix seconds. `also` names the
 rules the same fault rightly sets off as well (a node that lost its rank also sends no traffic),
 so that their alarms are not counted as false; `allow_s` is latency the fault itself imposes
-before any rule could see it (a node is not silent until `silent_s` has passed).
+before any rule could see it, beyond the rule's `for_s` (a flat node inside its group's swing is
+seen only once the correlation window has slid past the change).
 
 Every fault lasts longer than its rule's default `for_s` plus two analyze periods.
 """
@@ -616,9 +617,9 @@ class Silent(Fault):
         return max(at, self.end + 2.0) if self.spooled else None
 
     def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
+        # the rule's for_s is the silence it waits for: no latency beyond it
         what = "shipper cut off, spool sent later" if self.spooled else "node crashed"
-        allow = default("silent_node", "silent_s", 180.0)
-        return [_truth(self, fleet, scenario, {"node": self.node}, self.start, self.end, what, allow_s=allow)]
+        return [_truth(self, fleet, scenario, {"node": self.node}, self.start, self.end, what)]
 
 
 # -- gpu_imbalance --------------------------------------------------------------------------------

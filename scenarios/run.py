@@ -38,9 +38,9 @@ from typing import Any, TextIO
 
 from gpulse import codec
 from gpulse.alerting.state import AlertRecord, Decision, Rule, decide
-from gpulse.analyze import REGISTRY_S, detect_all, window_for
+from gpulse.analyze import REGISTRY_S, detect_all, unseen, window_for
 from gpulse.detect.base import NodeSeen
-from gpulse.detect.catalogue import CATALOGUE, params_for
+from gpulse.detect.catalogue import CATALOGUE, params_for, state_for_s
 from gpulse.finding import Finding, fingerprint
 from gpulse.store import encode_parts
 from gpulse.window import STALE_S
@@ -91,7 +91,7 @@ class Replay:
 
     def __post_init__(self) -> None:
         self.rules = {
-            name: Rule(name, det.title, float(self.params[name]["for_s"]), det.one_shot)
+            name: Rule(name, det.title, state_for_s(name, self.params[name]), det.one_shot)
             for name, det in CATALOGUE.items()
         }
         self._open: dict[str, Alarm] = {}
@@ -119,7 +119,10 @@ class Replay:
         conditions = detect_all(window, self.params)
         for cond in conditions:
             self._subjects[fingerprint(cond.rule, **cond.subject)] = dict(cond.subject)
-        self.settle(cluster, decide(cluster, conditions, self.records, self.rules, window.end), now)
+        held = unseen(conditions)
+        self.settle(
+            cluster, decide(cluster, conditions, self.records, self.rules, window.end, unseen=held), now
+        )
         self.runs += 1
 
     def settle(self, cluster: str, decisions: list[Decision], now: float) -> None:

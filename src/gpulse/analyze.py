@@ -22,7 +22,7 @@ from gpulse.alerting.state import Rule
 from gpulse.codec import Chunk
 from gpulse.config.flags import Problem
 from gpulse.detect.base import Condition, NodeSeen, Window
-from gpulse.detect.catalogue import CATALOGUE
+from gpulse.detect.catalogue import CATALOGUE, state_for_s
 from gpulse.finding import Finding
 from gpulse.store import NodeInfo, SeriesStore
 from gpulse.window import STALE_S, build_window, window_end
@@ -98,7 +98,13 @@ class Analyzer:
         window, conditions = self.evaluate(cluster, nodes, params, now, report)
         t3 = time.perf_counter()
         report.published = settle(
-            self.records, self.queue, cluster, conditions, self.rules(params), window.end
+            self.records,
+            self.queue,
+            cluster,
+            conditions,
+            self.rules(params),
+            window.end,
+            unseen=unseen(conditions),
         )
         report.state_s = time.perf_counter() - t3
         return report
@@ -124,14 +130,14 @@ class Analyzer:
         window = window_for(cluster, chunks, registry, now, window_s=self.window_s, step_s=self.step_s)
         off = {name for name in CATALOGUE if self.config.switched_off(name)}
         conditions = detect_all(window, params, skip=off, admit=admitter(self.config, window))
-        report.detect_s, report.conditions = time.perf_counter() - t2, len(conditions)
+        report.detect_s, report.conditions = time.perf_counter() - t2, len(announced(conditions))
         return window, conditions
 
     @staticmethod
     def rules(params: dict[str, dict[str, Any]]) -> dict[str, Rule]:
         """What the state machine needs of each rule, with the `for` durations configured now."""
         return {
-            name: Rule(name=name, title=det.title, for_s=float(params[name]["for_s"]), one_shot=det.one_shot)
+            name: Rule(name, det.title, for_s=state_for_s(name, params[name]), one_shot=det.one_shot)
             for name, det in CATALOGUE.items()
         }
 
@@ -235,7 +241,7 @@ def detect_all(
     admit: Callable[[Condition], Condition | None] | None = None,
 ) -> list[Condition]:
     """Every detector of the catalogue but `skip` over one window; what `admit` makes of each
-    condition (labelled, or None when its rule's flag says no), then the inhibitions."""
+    condition (labelled, or None when its rule's flag says no), the muted ones marked (`inhibit`)."""
     out: list[Condition] = []
     for name, det in CATALOGUE.items():
         if name not in skip:
@@ -246,7 +252,7 @@ def detect_all(
 
 
 SILENT_RULE = "silent_node"
-# (source rule, target rule): a condition of the target rule is dropped when every node it names
+# (source rule, target rule): a condition of the target rule is muted when every node it names
 # is named by a condition of the source rule, because the source already says what is wrong there.
 # None as target: every other rule. A silent node's data is stale, not its GPUs idle; nodes out of
 # step in a job also stop exchanging, and the imbalance alert already names them.
@@ -258,19 +264,37 @@ def _nodes_of(c: Condition) -> set[str]:
     return set(c.nodes) | ({str(node)} if node is not None else set())
 
 
+def _per_node(c: Condition) -> bool:
+    return c.subject.get("node") is not None
+
+
 def inhibit(conditions: list[Condition]) -> list[Condition]:
-    """Drop the conditions that an INHIBITIONS entry mutes. A condition naming several nodes stays
-    if any of them is not covered."""
+    """The conditions, those that an alert already covering them mutes marked `muted_by`:
+    an INHIBITIONS entry, or a wider alert of the same rule (one without a node in its subject,
+    e.g. most of a cluster silent) over its per-node ones. A condition naming several nodes stays
+    unmuted if any of them is not covered."""
     covered: dict[str, set[str]] = {}
+    wide: dict[str, set[str]] = {}
     for c in conditions:
         covered.setdefault(c.rule, set()).update(_nodes_of(c))
-    kept = []
+        if not _per_node(c):
+            wide.setdefault(c.rule, set()).update(_nodes_of(c))
+    out = []
     for c in conditions:
         named = _nodes_of(c)
-        muted = any(
-            c.rule != source and target in (None, c.rule) and named and named <= covered.get(source, set())
-            for source, target in INHIBITIONS
-        )
-        if not muted:
-            kept.append(c)
-    return kept
+        sources = (s for s, target in INHIBITIONS if c.rule != s and target in (None, c.rule))
+        by = next((s for s in sources if named and named <= covered.get(s, set())), None)
+        if by is None and _per_node(c) and named <= wide.get(c.rule, set()):
+            by = c.rule
+        out.append(c if by is None else replace(c, muted_by=by))
+    return out
+
+
+def unseen(conditions: list[Condition]) -> frozenset[str]:
+    """The nodes a silent-node condition names: nothing is known of them now."""
+    return frozenset(n for c in conditions if c.rule == SILENT_RULE for n in _nodes_of(c))
+
+
+def announced(conditions: list[Condition]) -> list[Condition]:
+    """The conditions no inhibition mutes."""
+    return [c for c in conditions if c.muted_by is None]

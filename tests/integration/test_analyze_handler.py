@@ -116,3 +116,56 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(
     assert [
         json.loads(i["finding"]["S"])["rule"] for i in state_items if i["pk"]["S"].startswith("alert#")
     ] == []
+
+
+def test_most_of_the_cluster_going_silent_is_one_alert_and_holds_the_ones_under_it(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = deploy(moto_server, monkeypatch)
+    store = SeriesStore(deployment.tables["SeriesTable"])
+    queue = deployment.queues["FindingsQueue"]["url"]
+    for rule in ("imbalance", "idle_held"):
+        ConfigStore(deployment.tables["ConfigTable"]).put(
+            "rule", rule, {"params": {"for_s": 60}}, who="test", expected_version=None
+        )
+    analyze = load_function("AnalyzeFunction", deployment, monkeypatch)
+    now = time.time()
+    start = now - now % 30 - 240
+    ship(store, start, 90, faulty=False)
+    ship(store, start + 90, 150, faulty=True)
+    assert invoke(analyze) == {"clusters": 1, "published": 2}
+    idle, imbalance = findings(queue)
+
+    # node-03 … node-08 stop at start + 240 (the site's uplink); node-01 and node-02 go on
+    quiet_from = start + 240
+    for t0 in range(int(quiet_from), int(quiet_from) + 300, 30):
+        for node in NODES[:2]:
+            store.put_batch(Batch(batch_doc(node=node, t0=t0, n=30, gpus=GPUS, util=[[90.0] * 30] * GPUS)))
+    monkeypatch.setattr(analyze.analyzer, "clock", lambda: quiet_from + 300 + 5)  # silence: wall clock
+    assert invoke(analyze) == {"clusters": 1, "published": 1}
+    [silent] = findings(queue)
+    assert (silent.rule, silent.state, silent.nodes) == ("silent_node", "firing", NODES[2:])
+    assert silent.summary.startswith("6 of 8 nodes of c1 have sent nothing for 5m 6s or more")
+    # the six per-node silences are muted; idle_held on node-05 and the imbalance on node-03/06
+    # were announced firing and are held (no resolve while their nodes cannot be seen)
+    state = {
+        json.loads(i["finding"]["S"])["fingerprint"]: i["state"]["S"]
+        for i in boto3.client("dynamodb").scan(TableName=deployment.tables["StateTable"])["Items"]
+        if i["pk"]["S"].startswith("alert#")
+    }
+    assert state == {
+        idle.fingerprint: "firing",
+        imbalance.fingerprint: "firing",
+        silent.fingerprint: "firing",
+    }
+
+    # the site comes back, every node healthy: the cluster alert and the held ones resolve, once each
+    back = quiet_from + 300
+    ship(store, back, 60, faulty=False)
+    monkeypatch.setattr(analyze.analyzer, "clock", lambda: back + 60 + 5)
+    assert invoke(analyze) == {"clusters": 1, "published": 3}
+    assert sorted((f.rule, f.state, f.fingerprint) for f in findings(queue)) == [
+        ("idle_held", "resolved", idle.fingerprint),
+        ("imbalance", "resolved", imbalance.fingerprint),
+        ("silent_node", "resolved", silent.fingerprint),
+    ]

@@ -150,4 +150,31 @@ def test_imbalance_inhibits_the_network_alert_on_the_same_nodes_only() -> None:
     imbalance = on("imbalance", ["node-03", "node-06"])
     same = on("network", ["node-03", "node-06"])
     wider = on("network", ["node-03", "node-07"])
-    assert inhibit([imbalance, same, wider]) == [imbalance, wider]
+    assert inhibit([imbalance, same, wider]) == [imbalance, replace(same, muted_by="imbalance"), wider]
+
+
+def test_a_muted_firing_alert_is_held_without_a_word_and_resolves_when_its_condition_ends() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000)], now=1060)
+    records[FP] = replace(records[FP], outbox=None, version=3)  # announced firing, published
+    held = records[FP]
+
+    # muted (a wider alert now says it): no write at all, neither resolved nor announced again
+    assert step(records, [replace(cond(1000), muted_by="silent_node")], now=1120) == []
+    assert records[FP] == held
+    # unmuted and still there: still the same firing alert, not a new one
+    [d] = step(records, [cond(1000)], now=1180)
+    assert (d.record.state, d.record.since, d.record.outbox) == ("firing", 1000, None)
+    # muted, then its own condition ends: resolved then, and told
+    step(records, [replace(cond(1000), muted_by="silent_node")], now=1240)
+    [d] = step(records, [], now=1300)
+    assert d.record.state == "resolved" and d.record.outbox is not None
+
+
+def test_a_muted_condition_never_goes_pending_and_drops_a_pending_one() -> None:
+    records: dict[str, AlertRecord] = {}
+    assert step(records, [replace(cond(1000), muted_by="imbalance")], now=1100) == []
+    step(records, [cond(1100)], now=1120)
+    assert records[FP].state == "pending"
+    [d] = step(records, [replace(cond(1100), muted_by="imbalance")], now=1180)  # would have fired
+    assert d.delete and records == {}

@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,11 @@ def test_fates() -> None:
     )
     assert fate(cond(at - 400), rule, None, at) == "would fire at this run (held 6m40s of 5m)"
     assert fate(cond(at - 30), rule, record("firing", at - 900), at) == "firing since 2025-11-22T09:45:00Z"
+    muted = replace(cond(at - 400), muted_by="silent_node")
+    assert fate(muted, rule, None, at) == "muted by silent_node: not announced while that alert holds"
+    assert fate(muted, rule, record("firing", at - 900), at) == (
+        "firing since 2025-11-22T09:45:00Z; muted by silent_node: held, not told again"
+    )
 
 
 def test_the_dry_run_queue_cannot_publish() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gpulse.analyze import inhibit
 from gpulse.detect.base import Condition, NodeSeen, Window
-from gpulse.detect.silent_node import ACTION, SilentNodeDetector
+from gpulse.detect.silent_node import ACTION, CLUSTER_ACTION, SilentNodeDetector
 from gpulse.finding import Evidence, EvidenceRow
 
 END = dt.datetime(2026, 2, 2, 12, 10, 20, tzinfo=dt.UTC).timestamp()
@@ -80,7 +80,7 @@ def test_a_node_that_stopped_reporting_six_minutes_ago() -> None:
             summary="node-04 has sent nothing for 6m 10s (last report 12:04:10 UTC)",
             action=ACTION,
             nodes=["node-04"],
-            values={"silent_for_s": 370.0, "last_seen": END - 370, "silent_s": 180.0, "forget_s": 86_400.0},
+            values={"silent_for_s": 370.0, "last_seen": END - 370, "for_s": 180.0, "forget_s": 86_400.0},
             evidence=Evidence(
                 title="node-04: mean GPU utilisation (%), last 10m",
                 unit="%",
@@ -108,6 +108,7 @@ def test_a_node_silent_since_yesterday_shows_the_date() -> None:
 
 def test_every_silent_node_is_its_own_condition() -> None:
     registry = [NodeSeen(f"node-{i:02d}", None, END - 300 - i) for i in range(1, 4)]
+    registry += [NodeSeen(f"node-{i:02d}", None, END - 5) for i in range(4, 8)]  # 3 of 7: not most
     conds = detect(make_window(registry))
     assert [(c.subject["node"], c.since) for c in conds] == [
         ("node-01", END - 301),
@@ -130,17 +131,88 @@ def test_the_other_alerts_of_a_silent_node_are_inhibited_by_analyze() -> None:
     other = Condition(
         "idle_held", {"cluster": "demo", "node": "node-05", "gpu": 1}, START, "warning", "s", "a"
     )
-    assert inhibit([silent, stale, other]) == [silent, other]
+    assert inhibit([silent, stale, other]) == [silent, replace(stale, muted_by="silent_node"), other]
+
+
+# --- most of the cluster silent --------------------------------------------------------------
+
+
+def test_most_of_the_cluster_silent_is_one_cluster_alert_over_the_per_node_ones() -> None:
+    # 5 of 8 nodes stopped between 12:03:00 and 12:04:10 (the API unreachable from the site)
+    quiet = {"node-01": 440, "node-02": 420, "node-03": 400, "node-05": 380, "node-06": 370}
+    registry = [NodeSeen(f"node-{i:02d}", None, END - quiet.get(f"node-{i:02d}", 3)) for i in range(1, 9)]
+    util = {f"node-{i:02d}": busy(BINS - quiet.get(f"node-{i:02d}", 0) // 5) for i in range(1, 9)}
+
+    conds = detect(make_window(registry, util))
+
+    per_node, [wide] = conds[:-1], conds[-1:]
+    assert [c.subject["node"] for c in per_node] == ["node-01", "node-02", "node-03", "node-05", "node-06"]
+    assert wide == Condition(
+        rule="silent_node",
+        subject={"cluster": "demo"},
+        since=END - 380,  # the fourth to stop (4 of 8 needed: ceil(0.5 × 8)); from then on, half were
+        severity="critical",
+        summary=(
+            "5 of 8 nodes of demo have sent nothing for 6m 10s or more (they stopped between "
+            "12:03:00 UTC and 12:04:10 UTC): node-01, node-02, node-03, node-05, node-06"
+        ),
+        action=CLUSTER_ACTION,
+        nodes=["node-01", "node-02", "node-03", "node-05", "node-06"],
+        values={
+            "silent_nodes": 5.0,
+            "known_nodes": 8.0,
+            "first_stopped": END - 440,
+            "last_stopped": END - 370,
+            "for_s": 180.0,
+            "cluster_share": 0.5,
+        },
+        evidence=Evidence(
+            title="demo: nodes reporting, last 10m",
+            unit="nodes",
+            # 4-bin (20 s) slices: 8 until 12:03:00, one fewer in each of the next three, 3 from 12:04:10
+            rows=[EvidenceRow("reporting", [*[8.0] * 8, 7.0, 6.0, 5.0, 3.5, *[3.0] * 18], 3.0, True)],
+            scale_max=8.0,
+        ),
+    )
+    # analyze mutes the per-node alerts under it, and every other alert about those nodes
+    idle = Condition("idle_held", {"cluster": "demo", "node": "node-02", "gpu": 0}, START, "info", "s", "a")
+    marked = inhibit([*conds, idle])
+    assert [(c.subject.get("node"), c.muted_by) for c in marked] == [
+        *[(c.subject["node"], "silent_node") for c in per_node],
+        (None, None),
+        ("node-02", "silent_node"),
+    ]
+
+
+def test_a_few_silent_nodes_of_a_large_cluster_stay_per_node() -> None:
+    registry = [NodeSeen(f"node-{i:02d}", None, END - (400 if i < 4 else 3)) for i in range(10)]
+    conds = detect(make_window(registry))
+    assert [c.subject.get("node") for c in conds] == ["node-00", "node-01", "node-02", "node-03"]
+    # …and the share and the floor are parameters
+    assert detect(make_window(registry), cluster_share=0.4)[-1].subject == {"cluster": "demo"}
+    two = [NodeSeen("a", None, END - 400), NodeSeen("b", None, END - 400)]
+    assert [c.subject.get("node") for c in detect(make_window(two))] == ["a", "b"]  # under cluster_min_nodes
+    assert detect(make_window(two), cluster_min_nodes=2)[-1].subject == {"cluster": "demo"}
+
+
+def test_nodes_forgotten_do_not_count_towards_the_cluster() -> None:
+    # 3 nodes gone for over a day (decommissioned) + 2 of 5 live ones silent: 2 of 5, not most
+    registry = [NodeSeen(f"old-{i}", None, END - 90_000) for i in range(3)]
+    registry += [NodeSeen(f"node-{i}", None, END - (400 if i < 2 else 3)) for i in range(5)]
+    assert [c.subject.get("node") for c in detect(make_window(registry), cluster_min_nodes=2)] == [
+        "node-0",
+        "node-1",
+    ]
 
 
 # --- it stays quiet --------------------------------------------------------------------------
 
 
-def test_nodes_that_reported_within_silent_s_are_fine() -> None:
+def test_nodes_that_reported_within_for_s_are_fine() -> None:
     # a shipper batching every 60 s, plus transit, lags the window's end by up to ~90 s
     registry = [
         NodeSeen("node-01", None, END - 95),
-        NodeSeen("node-02", None, END - 180),  # exactly silent_s: not older than it
+        NodeSeen("node-02", None, END - 180),  # exactly for_s: not older than it
         NodeSeen("node-03", None, END + 3),  # a sample after the window's end
     ]
     assert detect(make_window(registry)) == []
@@ -167,18 +239,20 @@ def test_a_node_with_no_finite_data_in_the_window_has_no_evidence() -> None:
 def test_thresholds_are_parameters() -> None:
     window = make_window([NodeSeen("node-04", None, END - 100)])
     assert detect(window) == []
-    [cond] = detect(window, silent_s=60, severity="warning")
-    assert (cond.severity, cond.values["silent_s"]) == ("warning", 60.0)
+    [cond] = detect(window, for_s=60, severity="warning")
+    assert (cond.severity, cond.values["for_s"]) == ("warning", 60.0)
 
 
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        ({"silent_s": 0}, "silent_s"),
-        ({"forget_s": 120}, "forget_s"),  # not above silent_s
+        ({"for_s": 10}, "for_s"),
+        ({"forget_s": 120}, "forget_s"),  # not above for_s
+        ({"cluster_share": 0}, "cluster_share"),
+        ({"cluster_min_nodes": 2.5}, "cluster_min_nodes"),
+        ({"silent_s": 180}, "silent_s"),  # the wait is for_s now
         ({"forget_s": "1d"}, "forget_s"),
         ({"severity": "page"}, "severity"),
-        ({"for_s": -1}, "for_s"),
         ({"quiet_s": 60}, "quiet_s"),
     ],
 )
@@ -204,4 +278,8 @@ def test_any_registry_gives_pure_json_safe_conditions(ages: list[float], in_wind
     for cond in first:
         json.dumps(asdict(cond), allow_nan=False)
         assert 180 < END - cond.since <= 86_400
-    assert len({c.subject["node"] for c in first}) == len(first)
+    per_node = [c for c in first if "node" in c.subject]
+    assert len({c.subject["node"] for c in per_node}) == len(per_node)
+    wide = [c for c in first if "node" not in c.subject]  # most of the cluster: one more, naming them
+    assert len(wide) <= 1
+    assert all(c.nodes == sorted(str(c.subject["node"]) for c in per_node) for c in wide)

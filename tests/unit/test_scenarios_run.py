@@ -113,12 +113,12 @@ def test_unmatched_alarms_and_missed_faults_are_listed() -> None:
 
 def test_a_delay_past_the_bound_plus_the_faults_allowance_is_late() -> None:
     faults = [
-        truth("silent_node", {"node": "n1"}, 1000, 1600, allow_s=180),
-        truth("silent_node", {"node": "n2"}, 1000, 1600),
+        truth("network", {"node": "n1"}, 1000, 1600, allow_s=120),
+        truth("network", {"node": "n2"}, 1000, 1600),
     ]
-    alarms = [alarm("silent_node", {"node": "n1"}, 1290), alarm("silent_node", {"node": "n2"}, 1290)]
-    s = score([result("s", faults, alarms)], ["silent_node"])["silent_node"]
-    assert (s.delays, s.bound_s, s.allow_s, s.late) == ((290.0, 290.0), 120.0, 180.0, 1)
+    alarms = [alarm("network", {"node": "n1"}, 1290), alarm("network", {"node": "n2"}, 1290)]
+    s = score([result("s", faults, alarms)], ["network"])["network"]
+    assert (s.delays, s.bound_s, s.allow_s, s.late) == ((290.0, 290.0), 180.0, 120.0, 1)
 
 
 @pytest.mark.parametrize(

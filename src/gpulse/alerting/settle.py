@@ -53,16 +53,18 @@ def settle(
     now: float,
     *,
     whole_cluster: bool = True,
+    unseen: frozenset[str] = frozenset(),
 ) -> list[Finding]:
     """Move the cluster's alerts to where `conditions` put them and publish the transitions.
 
     With `whole_cluster` False (ingest's fast path, which sees one batch), only the alerts of
-    these conditions are touched: the absence of the others there says nothing."""
+    these conditions are touched: the absence of the others there says nothing. Firing alerts
+    about `unseen` nodes only are held (`decide`)."""
     stored = records.load(cluster)
     if not whole_cluster:
         wanted = {fingerprint(c.rule, **c.subject) for c in conditions}
         stored = {fp: rec for fp, rec in stored.items() if fp in wanted}
-    for d in decide(cluster, conditions, stored, rules, now):
+    for d in decide(cluster, conditions, stored, rules, now, unseen=unseen):
         if records.apply(d, now):
             stored[d.record.fingerprint] = d.record
         else:

@@ -3,6 +3,10 @@
     (none) ──condition──► pending ──held for `for_s`──► firing ──condition gone──► resolved
               └ held for `for_s` already ─────────────────┘   pending ──gone──► (deleted, silent)
 
+A muted condition (`Condition.muted_by`: another alert already covers it) counts as gone for a
+pending alert and keeps a firing one firing without a word until its condition ends; so does a
+firing alert about nodes that have gone silent (no data can tell it ended).
+
 A transition into firing or resolved is put in the record's outbox in the same conditional
 write that changes the state; analyze publishes outboxes and then clears them, so a crash
 between the two re-publishes on the next run instead of losing the message.
@@ -85,15 +89,24 @@ def decide(
     records: dict[str, AlertRecord],
     rules: dict[str, Rule],
     now: float,
+    *,
+    unseen: frozenset[str] = frozenset(),
 ) -> list[Decision]:
-    """The writes that move each alert of `cluster` to where `conditions` put it at `now`."""
+    """The writes that move each alert of `cluster` to where `conditions` put it at `now`.
+    A firing alert whose nodes are all `unseen` (silent: no data says either way) is held."""
     out: list[Decision] = []
     active: set[str] = set()
     for cond in conditions:
         rule = rules[cond.rule]
         fp = fingerprint(cond.rule, **cond.subject)
-        active.add(fp)
         rec = records.get(fp)
+        if cond.muted_by is not None:
+            # muted: never announced; one already announced firing is held as it is (the fault is
+            # still there, only told elsewhere) and resolves when its condition ends
+            if rec is not None and rec.state == "firing":
+                active.add(fp)
+            continue
+        active.add(fp)
         live = rec if rec is not None and rec.state != "resolved" else None
         # a firing alert keeps the start it was announced with; a pending one follows the current run
         since = live.since if live is not None and live.state == "firing" else cond.since
@@ -126,6 +139,8 @@ def decide(
             out.append(Decision(rec, rec.version, delete=True))
         elif rec.state == "firing" and rec.outbox is None and rec.rule in rules and rules[rec.rule].one_shot:
             out.append(Decision(rec, rec.version, delete=True))  # an event ends without a resolve
+        elif rec.state == "firing" and rec.finding.nodes and set(rec.finding.nodes) <= unseen:
+            continue  # its nodes send nothing: the fault is not known to be gone, so no resolve
         elif rec.state == "firing":
             resolved = with_state(rec.finding, "resolved", now)
             out.append(

@@ -22,7 +22,7 @@ from gpulse.alerting.routes import Route, select
 from gpulse.alerting.settle import FindingsQueue
 from gpulse.alerting.silences import Silence, silenced_by
 from gpulse.alerting.state import AlertRecord, Rule, to_finding
-from gpulse.analyze import Analyzer
+from gpulse.analyze import Analyzer, unseen
 from gpulse.cli import format as fmt
 from gpulse.cli import inputs
 from gpulse.cli.context import Context
@@ -91,6 +91,10 @@ def where(f: Finding) -> str:
 
 def fate(cond: Condition, rule: Rule, record: AlertRecord | None, at: float) -> str:
     """What this run would do with a condition (the state machine's rule, in words)."""
+    if cond.muted_by is not None:
+        if record is not None and record.state == "firing":
+            return f"firing since {fmt.iso(record.since)}; muted by {cond.muted_by}: held, not told again"
+        return f"muted by {cond.muted_by}: not announced while that alert holds"
     if record is not None and record.state == "firing":
         return f"firing since {fmt.iso(record.since)}"
     held = at - cond.since  # a pending alert's start follows the current run (alerting.state.decide)
@@ -130,7 +134,10 @@ def outlooks(
         out.append(outlook(finding, fate(cond, rules[cond.rule], rec, at)))
     for fp, rec in records.items():
         one_shot = rec.rule in rules and rules[rec.rule].one_shot  # an event ends without a resolve
-        if fp not in active and rec.state == "firing" and not one_shot:
+        dark = rec.finding.nodes and set(rec.finding.nodes) <= unseen(conditions)  # alerting.state.decide
+        if fp not in active and rec.state == "firing" and dark:
+            out.append(outlook(rec.finding, f"firing since {fmt.iso(rec.since)}; held: its nodes are silent"))
+        elif fp not in active and rec.state == "firing" and not one_shot:
             resolved = with_state(rec.finding, "resolved", at)
             out.append(outlook(resolved, f"would resolve (firing since {fmt.iso(rec.since)})"))
     return out

@@ -137,6 +137,9 @@ class Condition:
     # set by analyze from the registry and the config, not by detectors; not part of the fingerprint
     node_group: str | None = None
     teams: list[str] = field(default_factory=list)
+    # set by analyze's inhibitions: the rule whose alert already says what is wrong here. A muted
+    # condition is not announced, but an alert already firing is held, not resolved, while muted.
+    muted_by: str | None = None
 
 
 class Detector(Protocol):

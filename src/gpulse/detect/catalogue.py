@@ -43,6 +43,16 @@ if len(CATALOGUE) != len(_DETECTORS):  # two detectors under one name: the secon
     raise RuntimeError("gpulse.detect.catalogue: a detector name is registered twice")
 
 
+# Rules that apply their `for_s` themselves: a silent node's silence runs from its last report,
+# which only the detector sees, so the state machine must not wait for it a second time.
+SELF_TIMED = frozenset({SilentNodeDetector.name})
+
+
+def state_for_s(name: str, params: dict[str, Any]) -> float:
+    """The `for` the alert state machine applies to the rule: its `for_s`, or 0 if it times itself."""
+    return 0.0 if name in SELF_TIMED else float(params["for_s"])
+
+
 def params_for(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The detector's defaults with `overrides` laid over them, validated.
 

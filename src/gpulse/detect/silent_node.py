@@ -5,15 +5,22 @@ is idle, nothing is hot, nothing is out of step (missing data is never evidence 
 This detector alone reads the registry, which lists every node that ever reported, with the
 time of its latest sample, whether or not it appears in the window's data.
 
-A node is silent when its latest sample is more than `silent_s` older than the window's end,
-and no more than `forget_s` older: a node decommissioned without being removed from the
-registry stops alerting after a day. analyze drops every other condition about a silent node
-(`gpulse.analyze.inhibit`); this module does not repeat that.
+A node is silent when its latest sample is more than `for_s` older than the wall clock, and no
+more than `forget_s` older: a node decommissioned without being removed from the registry stops
+alerting after a day. The rule times itself (the silence is measured from the last report, which
+the state machine cannot see), so its `for_s` is the silence that alerts, and the state machine
+gets a `for` of 0 (`gpulse.detect.catalogue.state_for_s`).
+
+When most of the cluster is silent at once (`cluster_share` of the registry's nodes, at least
+`cluster_min_nodes`), the cause is what they share — the site's uplink, the API, the shipper
+secret — so one cluster-wide condition names them all, and analyze mutes the per-node ones
+under it (`gpulse.analyze.inhibit`), as it mutes every other condition about a silent node.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,13 +40,22 @@ ACTION = (
     "path to the API (DNS, proxy, firewall: `curl -sI` the API's URL from the node)."
 )
 
+CLUSTER_ACTION = (
+    "Most of the cluster stopped at once, so look at what its nodes share before any one node: the "
+    "site's uplink, proxy or DNS for the API (`curl -sI` the API's URL from a node); the API itself "
+    "(the ingest function's errors and 4xx in CloudWatch: a 401 for every node means the shipper "
+    "secret was rotated without the nodes); a power or network event in the room. The per-node "
+    "silent alerts are held back while this one fires."
+)
+
 
 @dataclass(frozen=True)
 class _Params:
     for_s: float
     severity: Severity
-    silent_s: float
     forget_s: float
+    cluster_share: float
+    cluster_min_nodes: int
 
 
 class SilentNodeDetector:
@@ -54,10 +70,11 @@ class SilentNodeDetector:
     one_shot: ClassVar[bool] = False
     reads: ClassVar[tuple[str, ...]] = ("registry",)
     defaults: ClassVar[dict[str, Any]] = {
-        "for_s": 0,
+        "for_s": 180,
         "severity": "critical",
-        "silent_s": 180,
         "forget_s": 86_400,
+        "cluster_share": 0.5,
+        "cluster_min_nodes": 3,
     }
 
     def validate(self, params: dict[str, Any]) -> None:
@@ -65,8 +82,10 @@ class SilentNodeDetector:
         _parse(params)
 
     def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
-        """One Condition per registered node whose last report is more than `silent_s` and at most
-        `forget_s` before `window.clock` (the wall clock); since = that last report."""
+        """One Condition per registered node whose last report is more than `for_s` and at most
+        `forget_s` before `window.clock` (the wall clock); since = that last report. Plus one for
+        the cluster when the silent nodes are `cluster_share` of those known and at least
+        `cluster_min_nodes`."""
         p = _parse(params)
         if not window.registry:
             return []
@@ -78,8 +97,15 @@ class SilentNodeDetector:
         names = sorted(last)
         seen_at = np.array([last[n] for n in names], dtype=float)
         age = window.clock - seen_at
-        silent = (age > p.silent_s) & (age <= p.forget_s)
-        return [_condition(window, names[i], float(seen_at[i]), p) for i in np.flatnonzero(silent)]
+        known = age <= p.forget_s
+        silent = (age > p.for_s) & known
+        out = [_condition(window, names[i], float(seen_at[i]), p) for i in np.flatnonzero(silent)]
+        needed = max(p.cluster_min_nodes, math.ceil(p.cluster_share * int(known.sum())))
+        if int(silent.sum()) >= needed:
+            quiet = np.flatnonzero(silent)
+            named = [names[i] for i in quiet]
+            out.append(_cluster_condition(window, named, seen_at[quiet], int(known.sum()), needed, p))
+        return out
 
 
 def _condition(window: Window, node: str, last_seen: float, p: _Params) -> Condition:
@@ -97,10 +123,65 @@ def _condition(window: Window, node: str, last_seen: float, p: _Params) -> Condi
         values={
             "silent_for_s": round(quiet_for, 1),
             "last_seen": last_seen,
-            "silent_s": p.silent_s,
+            "for_s": p.for_s,
             "forget_s": p.forget_s,
         },
         evidence=_evidence(window, node, last_seen),
+    )
+
+
+def _cluster_condition(
+    window: Window, nodes: list[str], seen_at: np.ndarray, known: int, needed: int, p: _Params
+) -> Condition:
+    """Most of the cluster silent: since = the moment the `needed`-th node went quiet (from then
+    on enough of them were), the nodes named in the order they stopped."""
+    order = np.argsort(seen_at, kind="stable")
+    since = float(seen_at[order][needed - 1])
+    first, last = float(seen_at.min()), float(seen_at.max())
+    stopped = (
+        f"at {_clock(first, window.clock)}"
+        if last - first < 60
+        else f"between {_clock(first, window.clock)} and {_clock(last, window.clock)}"
+    )
+    named = [nodes[i] for i in order]
+    shown = ", ".join(named[:8]) + (f" and {len(named) - 8} more" if len(named) > 8 else "")
+    summary = (
+        f"{len(nodes)} of {known} nodes of {window.cluster} have sent nothing for "
+        f"{text.duration(window.clock - last)} or more (they stopped {stopped}): {shown}"
+    )
+    return Condition(
+        rule=SilentNodeDetector.name,
+        subject={"cluster": window.cluster},
+        since=since,
+        severity=p.severity,
+        summary=summary,
+        action=CLUSTER_ACTION,
+        nodes=sorted(nodes),
+        values={
+            "silent_nodes": float(len(nodes)),
+            "known_nodes": float(known),
+            "first_stopped": first,
+            "last_stopped": last,
+            "for_s": p.for_s,
+            "cluster_share": p.cluster_share,
+        },
+        evidence=_reporting(window),
+    )
+
+
+def _reporting(window: Window) -> Evidence | None:
+    """How many nodes reported in each bin of the window: the drop shows when, and how many."""
+    util = window.gpu.get("util_gpu")
+    if util is None or util.shape[1] == 0 or not window.nodes:
+        return None
+    per_node = np.zeros((len(window.nodes), util.shape[1]), dtype=bool)
+    np.logical_or.at(per_node, window.gpu_node, np.isfinite(util))
+    count = per_node.sum(axis=0).astype(float)
+    return Evidence(
+        title=f"{window.cluster}: nodes reporting, last {text.duration(window.end - window.start)}",
+        unit="nodes",
+        rows=[EvidenceRow("reporting", downsample(count, EVIDENCE_POINTS), float(count[-1]), True)],
+        scale_max=float(len(window.nodes)),
     )
 
 
@@ -138,11 +219,12 @@ def _evidence(window: Window, node: str, last_seen: float) -> Evidence | None:
 def _parse(params: dict[str, Any]) -> _Params:
     r = ParamReader(SilentNodeDetector.name, params, SilentNodeDetector.defaults)
     p = _Params(
-        for_s=r.number("for_s", 0, 86_400),
+        for_s=r.number("for_s", 30, 7 * 86_400),
         severity=r.severity(),
-        silent_s=r.number("silent_s", 10, 7 * 86_400),
         forget_s=r.number("forget_s", 60, 365 * 86_400),
+        cluster_share=r.number("cluster_share", 0.05, 1.0),
+        cluster_min_nodes=int(r.number("cluster_min_nodes", 2, 100_000, integer=True)),
     )
-    if p.forget_s <= p.silent_s:
-        raise ValueError(f"silent_node: forget_s must be above silent_s ({p.silent_s:g}), not {p.forget_s:g}")
+    if p.forget_s <= p.for_s:
+        raise ValueError(f"silent_node: forget_s must be above for_s ({p.for_s:g}), not {p.forget_s:g}")
     return p

@@ -14,7 +14,9 @@ import boto3
 import pytest
 
 from devstack.chat_sink import ChatSink
+from gpulse.alerting.dispatch import Flushed
 from gpulse.config.store import ConfigStore
+from gpulse.errors import StoreError
 from gpulse.finding import Finding
 from gpulse.notification import single
 from gpulse.notify import jandi, slack
@@ -164,6 +166,29 @@ def test_two_invocations_at_once_announce_each_transition_once(
     per_kind = len(sink.messages()) // 2
     assert sorted(m["kind"] for m in sink.messages()) == ["jandi"] * per_kind + ["slack"] * per_kind
     assert group.seq == per_kind
+
+
+def test_a_group_the_store_fails_on_does_not_hold_back_the_tick(
+    alert: tuple[ModuleType, ChatSink, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, sink, _ = alert
+    module.handler(sqs_event(finding().to_json()), FakeContext())
+    dispatcher = module.dispatcher
+    [key] = dispatcher.groups.list_keys()
+    flush = dispatcher.flush
+
+    def throttled(k: str) -> Flushed:
+        if k == "broken":
+            raise StoreError("DynamoDB ProvisionedThroughputExceededException")
+        return flush(k)
+
+    monkeypatch.setattr(dispatcher, "flush", throttled)
+    monkeypatch.setattr(dispatcher.groups, "list_keys", lambda: ["broken", key])
+    assert dispatcher.tick() == [
+        Flushed("broken", skipped="store error: DynamoDB ProvisionedThroughputExceededException"),
+        Flushed(key, skipped="not due"),
+    ]
+    assert len(sink.messages()) == 2  # the first flush only: nothing sent twice
 
 
 def test_a_4xx_is_not_retried_and_goes_to_the_dlq(alert: tuple[ModuleType, ChatSink, str]) -> None:

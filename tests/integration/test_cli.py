@@ -250,6 +250,13 @@ def test_a_future_silence_is_withdrawn_when_expired(stack: Stack) -> None:
     assert r.lines[-1] == f"silence {sid}: deleted (was version 1) by alice"
 
 
+def test_a_silence_expired_the_moment_it_starts_is_withdrawn(stack: Stack) -> None:
+    sid = stack.gpulse("silence", "add", "--match", "node=n1", "--for", "1h", "--who", "alice").lines[-1]
+    # same clock as its start: ends_at = starts_at would be refused, so it is withdrawn instead
+    r = stack.gpulse("silence", "expire", sid, "--who", "alice")
+    assert r.code == 0 and stack.config.get("silence", sid) is None
+
+
 def test_routes_set_list_show_delete(stack: Stack) -> None:
     r = stack.gpulse("routes", "set", "ml", "--match", "team=ml",
                      "--channel", "slack:/gpulse/test/webhooks/ml",

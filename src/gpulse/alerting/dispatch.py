@@ -255,8 +255,17 @@ class Dispatcher:
         return self._flush_or_wake(group, route)
 
     def tick(self) -> list[Flushed]:
-        """Flush every group that is due (repeat intervals, silences that ended, lost wake-ups)."""
-        return [self.flush(k) for k in self.groups.list_keys()]
+        """Flush every group that is due (repeat intervals, silences that ended, lost wake-ups).
+        A group the store fails on (throttled, no send slot) is left to the next tick; the
+        others still go."""
+        out = []
+        for key in self.groups.list_keys():
+            try:
+                out.append(self.flush(key))
+            except StoreError as e:
+                logger.warning("group not flushed this tick", extra={"group": key, "reason": str(e)})
+                out.append(Flushed(key, skipped=f"store error: {e}"))
+        return out
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -96,8 +96,8 @@ def cmd_expire(ctx: Context) -> int:
     state = state_of(item.doc, now)
     if state == "expired":
         raise InvalidInput(f"silence {item.name} already ended at {fmt.iso(item.doc['ends_at'])}")
-    if state == "future":
-        # it never took effect, and a silence cannot end before it starts: withdraw it
+    if state == "future" or now <= item.doc["starts_at"]:
+        # it never took effect, and a silence cannot end when it starts: withdraw it
         ctx.print(
             f"silence {item.name} had not started (starts {fmt.iso(item.doc['starts_at'])}): deleting it"
         )

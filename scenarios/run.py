@@ -119,7 +119,7 @@ class Replay:
         conditions = detect_all(window, self.params)
         for cond in conditions:
             self._subjects[fingerprint(cond.rule, **cond.subject)] = dict(cond.subject)
-        held = unseen(conditions)
+        held = unseen(conditions, window)
         self.settle(
             cluster, decide(cluster, conditions, self.records, self.rules, window.end, unseen=held), now
         )

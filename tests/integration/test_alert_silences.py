@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 
 from devstack.chat_sink import ChatSink
@@ -26,7 +25,7 @@ from gpulse.finding import Finding
 from gpulse.notification import Notification
 from gpulse.notify import jandi, slack
 from tests.events import load_event
-from tests.integration.lambdas import FakeContext, deploy, env_of, load_function
+from tests.integration.lambdas import FakeContext, chat_webhooks, deploy, load_function
 
 pytestmark = pytest.mark.integration
 
@@ -54,31 +53,9 @@ class Stack:
 @pytest.fixture
 def stack(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     deployment = deploy(moto_server, monkeypatch)
-    env = env_of("AlertFunction", deployment)
     config = ConfigStore(deployment.tables["ConfigTable"])
     with ChatSink(out=None) as sink:
-        ssm = boto3.client("ssm")
-        for kind in ("slack", "jandi"):
-            ssm.put_parameter(
-                Name=env[f"GPULSE_{kind.upper()}_WEBHOOK_PARAM"],
-                Value=f"{sink.url}/{kind}/ops",
-                Type="SecureString",
-                Overwrite=True,
-            )
-        # no group_wait: what holds an alert back here is its silence alone
-        config.put(
-            "route",
-            "default",
-            {
-                "channels": [
-                    {"kind": "slack", "secret": env["GPULSE_SLACK_WEBHOOK_PARAM"]},
-                    {"kind": "jandi", "secret": env["GPULSE_JANDI_WEBHOOK_PARAM"]},
-                ],
-                "group_wait_s": 0,
-            },
-            who="test",
-            expected_version=None,
-        )
+        chat_webhooks(deployment, sink.url)  # no group_wait: only its silence holds an alert back
         module = load_function("AlertFunction", deployment, monkeypatch)
         module.dispatcher.wake_queue = None  # no self-addressed wake-ups: the tests tick by hand
         clock = Clock(float(int(time.time())))

@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
+from devstack.template import LocalDeployment
 from gpulse.config.store import ConfigStore
 from gpulse.finding import Finding
 from gpulse.store import SeriesStore
@@ -62,9 +63,11 @@ def invoke(module: ModuleType) -> dict[str, Any]:
     return result
 
 
-def test_imbalance_and_idle_held_fire_once_then_resolve(
+def analyze_stack(
     moto_server: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[LocalDeployment, SeriesStore, str, ModuleType]:
+    """The template's tables and queues on moto, imbalance and idle_held at `for_s` 60, and the
+    analyze function loaded: (deployment, series store, findings queue URL, module)."""
     deployment = deploy(moto_server, monkeypatch)
     store = SeriesStore(deployment.tables["SeriesTable"])
     queue = deployment.queues["FindingsQueue"]["url"]
@@ -73,6 +76,13 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(
             "rule", rule, {"params": {"for_s": 60}}, who="test", expected_version=None
         )
     analyze = load_function("AnalyzeFunction", deployment, monkeypatch)
+    return deployment, store, queue, analyze
+
+
+def test_imbalance_and_idle_held_fire_once_then_resolve(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment, store, queue, analyze = analyze_stack(moto_server, monkeypatch)
 
     now = time.time()
     start = now - now % 30 - 240  # 240 s: 90 s healthy, then 150 s of faults
@@ -121,14 +131,7 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(
 def test_most_of_the_cluster_going_silent_is_one_alert_and_holds_the_ones_under_it(
     moto_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deployment = deploy(moto_server, monkeypatch)
-    store = SeriesStore(deployment.tables["SeriesTable"])
-    queue = deployment.queues["FindingsQueue"]["url"]
-    for rule in ("imbalance", "idle_held"):
-        ConfigStore(deployment.tables["ConfigTable"]).put(
-            "rule", rule, {"params": {"for_s": 60}}, who="test", expected_version=None
-        )
-    analyze = load_function("AnalyzeFunction", deployment, monkeypatch)
+    deployment, store, queue, analyze = analyze_stack(moto_server, monkeypatch)
     now = time.time()
     start = now - now % 30 - 240
     ship(store, start, 90, faulty=False)

@@ -83,6 +83,11 @@ def _str_or_none(v: object) -> str | None:
     return None if v is None else str(v)
 
 
+def in_the_dark(rec: AlertRecord, unseen: frozenset[str]) -> bool:
+    """The alert names nodes, and nothing is known of any of them now (`decide` holds it)."""
+    return bool(rec.finding.nodes) and set(rec.finding.nodes) <= unseen
+
+
 def decide(
     cluster: str,
     conditions: list[Condition],
@@ -139,7 +144,7 @@ def decide(
             out.append(Decision(rec, rec.version, delete=True))
         elif rec.state == "firing" and rec.outbox is None and rec.rule in rules and rules[rec.rule].one_shot:
             out.append(Decision(rec, rec.version, delete=True))  # an event ends without a resolve
-        elif rec.state == "firing" and rec.finding.nodes and set(rec.finding.nodes) <= unseen:
+        elif rec.state == "firing" and in_the_dark(rec, unseen):
             continue  # its nodes send nothing: the fault is not known to be gone, so no resolve
         elif rec.state == "firing":
             resolved = with_state(rec.finding, "resolved", now)

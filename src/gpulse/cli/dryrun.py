@@ -21,7 +21,7 @@ from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.routes import Route, select
 from gpulse.alerting.settle import FindingsQueue
 from gpulse.alerting.silences import Silence, silenced_by
-from gpulse.alerting.state import AlertRecord, Rule, to_finding
+from gpulse.alerting.state import AlertRecord, Rule, in_the_dark, to_finding
 from gpulse.analyze import Analyzer, unseen
 from gpulse.cli import format as fmt
 from gpulse.cli import inputs
@@ -136,11 +136,12 @@ def outlooks(
         out.append(outlook(finding, fate(cond, rules[cond.rule], rec, at)))
     for fp, rec in records.items():
         one_shot = rec.rule in rules and rules[rec.rule].one_shot  # an event ends without a resolve
-        dark = rec.finding.nodes and set(rec.finding.nodes) <= dark_nodes  # alerting.state.decide
-        if fp not in active and rec.state == "firing" and dark:
+        if fp in active or rec.state != "firing" or one_shot:
+            continue
+        if in_the_dark(rec, dark_nodes):  # alerting.state.decide holds it
             held = f"firing since {fmt.iso(rec.since)}; held: its nodes send nothing now"
             out.append(outlook(rec.finding, held))
-        elif fp not in active and rec.state == "firing" and not one_shot:
+        else:
             resolved = with_state(rec.finding, "resolved", at)
             out.append(outlook(resolved, f"would resolve (firing since {fmt.iso(rec.since)})"))
     return out

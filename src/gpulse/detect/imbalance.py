@@ -15,7 +15,7 @@ alone, with hysteresis (enter below `min_corr`, leave at `exit_corr`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -203,7 +203,7 @@ def _judge_group(
     window: Window, group: str | None, rows: np.ndarray, lv: np.ndarray, p: _Params
 ) -> Condition | None:
     """The group's Condition, or None when fewer than min_nodes report or no node is out of step."""
-    n, t = lv.shape
+    n = lv.shape[0]
     finite = np.isfinite(lv)
     reporting = finite[:, -1]  # a node silent in the last bin is excluded, not idle
     if reporting.sum() < p.min_nodes:
@@ -235,17 +235,10 @@ def _judge_group(
     uncorrelated = latch(enter, leave)
     out = low | uncorrelated
 
-    flagged = out[:, -1]
-    if not flagged.any():
+    judged_out = nodes_out(out, lv, window, p.for_s)
+    if judged_out is None:
         return None
-    times = window.times
-    starts = trailing_run_start(out, times)
-    since = float(np.nanmin(starts[flagged]))
-
-    span = max(1, int(np.ceil(p.for_s / window.step)))
-    recent = span_mean(lv, times >= times[max(t - span, 0)])
-    run_level = span_mean(lv, times[None, :] >= np.where(flagged, starts, np.inf)[:, None])
-    level = np.where(flagged, run_level, recent)
+    flagged, since, span, recent, level = judged_out
     median_now = float(nanmean(m[-span:]))
 
     names = [window.nodes[i] for i in rows]
@@ -359,6 +352,29 @@ def minutes(seconds: float) -> str:
 def nanmean(a: np.ndarray) -> float:
     finite = a[np.isfinite(a)]
     return float(finite.mean()) if finite.size else float("nan")
+
+
+class NodesOut(NamedTuple):
+    flagged: np.ndarray  # (n,) out of step in the last bin
+    since: float  # the earliest start of a flagged node's trailing run
+    span: int  # bins in for_s
+    recent: np.ndarray  # (n,) each node's mean over the last for_s
+    level: np.ndarray  # (n,) a flagged node's mean over its run, the others' recent mean
+
+
+def nodes_out(out: np.ndarray, x: np.ndarray, window: Window, for_s: float) -> NodesOut | None:
+    """The nodes `out` (n × T) flags in the last bin with the figures a group alert reports of
+    them (imbalance and network), or None when none is flagged."""
+    flagged = out[:, -1]
+    if not flagged.any():
+        return None
+    times = window.times
+    starts = trailing_run_start(out, times)
+    span = max(1, int(np.ceil(for_s / window.step)))
+    recent = span_mean(x, times >= times[max(x.shape[1] - span, 0)])
+    run_level = span_mean(x, times[None, :] >= np.where(flagged, starts, np.inf)[:, None])
+    since = float(np.nanmin(starts[flagged]))
+    return NodesOut(flagged, since, span, recent, np.where(flagged, run_level, recent))
 
 
 def span_mean(x: np.ndarray, span: np.ndarray) -> np.ndarray:

@@ -27,11 +27,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
+from gpulse.detect.base import Condition, ParamReader, Window, downsample
 
 # `medians` is imbalance's public helper; the others are its wording and span means, shared so the
 # two group detectors read alike (they belong in a shared helper module, see report)
-from gpulse.detect.imbalance import medians, minutes, nanmean, node_list, span_mean
+from gpulse.detect.imbalance import medians, minutes, nanmean, node_list, nodes_out
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -101,7 +101,7 @@ def _judge_group(
     window: Window, group: str | None, rows: list[int], x: np.ndarray, p: _Params
 ) -> Condition | None:
     """The group's Condition, or None when fewer than min_nodes report or no node collapsed."""
-    n, t = x.shape
+    n = x.shape[0]
     finite = np.isfinite(x)
     reporting = finite[:, -1]  # a node silent in the last bin is excluded, not collapsed
     if reporting.sum() < p.min_nodes:
@@ -111,18 +111,11 @@ def _judge_group(
     with np.errstate(invalid="ignore"):  # NaN compares False: a bin without a reference is not judged
         busy = m >= p.min_group_bps
         out = finite & busy[None, :] & (x < m * p.level_ratio)
-    flagged = out[:, -1]
-    if not flagged.any():
-        return None
-    times = window.times
-    starts = trailing_run_start(out, times)
-    since = float(np.nanmin(starts[flagged]))
-
     # a flagged node's level is its mean over its run; every other figure a mean over the last for_s
-    span = max(1, int(np.ceil(p.for_s / window.step)))
-    recent = span_mean(x, times >= times[max(t - span, 0)])
-    run_level = span_mean(x, times[None, :] >= np.where(flagged, starts, np.inf)[:, None])
-    level = np.where(flagged, run_level, recent)
+    judged_out = nodes_out(out, x, window, p.for_s)
+    if judged_out is None:
+        return None
+    flagged, since, span, _, level = judged_out
     median_now = nanmean(m[-span:])
 
     names = [window.nodes[i] for i in rows]

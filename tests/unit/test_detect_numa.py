@@ -125,14 +125,15 @@ def test_since_waits_for_the_gpu_to_get_busy() -> None:
     processes = well_placed()
     processes[0] = [proc(7, (1,), user="bob", first_seen=at(10))]
     util = np.full((4, BINS), 90.0)
-    util[0, :50] = 4.0  # loading data for the first 200 s: a misplaced idle process costs nothing
+    util[0, :50] = 4.0  # loading data for the first 250 s: a misplaced idle process costs nothing
 
     [cond] = detect(make_window(processes, util=util))
 
     assert cond.subject == {"cluster": "demo", "node": "node-02", "gpu": 0}
-    assert cond.since == at(50)
+    # busy is the last minute's mean (12 bins): (9 × 4 + 3 × 90) / 12 = 25.5 ≥ 20 from bin 52 on
+    assert cond.since == at(52)
     assert cond.summary == (
-        "node-02 GPU 0 (NUMA 0) driven by pid 7 (bob) pinned to NUMA 1 CPUs, at 90 % utilisation for 5m 50s"
+        "node-02 GPU 0 (NUMA 0) driven by pid 7 (bob) pinned to NUMA 1 CPUs, at 90 % utilisation for 5m 40s"
     )
     assert cond.action == ACTION.format(numa=0)
 
@@ -210,6 +211,19 @@ def test_a_misplaced_process_on_an_idle_gpu_costs_nothing() -> None:
     assert [c.subject["gpu"] for c in detect(make_window(processes, util=util), min_util=10)] == [3]
 
 
+def test_a_checkpoint_pause_does_not_restart_the_wait() -> None:
+    processes = well_placed()
+    processes[3] = [proc(4242, (0,))]
+    util = np.full((4, BINS), 90.0)
+    util[3, 60:64] = 3.0  # a 20 s synchronous checkpoint: the last minute's mean stays at 61 %
+    util[3, -4:] = 3.0  # and one going on now
+    [cond] = detect(make_window(processes, util=util))
+    assert (cond.subject["gpu"], cond.since) == (3, at(0))
+    util[3, 60:73] = 3.0  # a pause of 65 s is the GPU waiting on something else: the run restarts
+    [cond] = detect(make_window(processes, util=util))
+    assert (cond.subject["gpu"], cond.since) == (3, at(75))  # (9 × 3 + 3 × 90) / 12 = 24.75 ≥ 20
+
+
 def test_a_misplaced_process_that_left_is_forgotten() -> None:
     processes = well_placed()
     processes[3] = [proc(4242, (0,), last_seen=at(100)), proc(4243, (1,), first_seen=at(101))]
@@ -280,4 +294,26 @@ def test_affinity_from_batches() -> None:
     assert cond.since == t0
     assert cond.summary == (
         "node-02 GPU 1 (NUMA 1) driven by pid 301 (alice) pinned to NUMA 0 CPUs, at 90 % utilisation for 1m"
+    )
+
+
+def test_a_late_batch_at_the_window_s_end_neither_ends_the_run_nor_drops_the_process() -> None:
+    # GPU 0 on NUMA 1, its rank pinned to socket 0; batches of 20 s, the one for 60..80 s not yet here
+    t0 = 1_763_800_000.0
+
+    def batch(lo: int) -> codec.Chunk:
+        process = {"gpu_index": 0, "pid": 300, "user": "alice", "first_seen": t0 + lo,
+                   "last_seen": t0 + lo + 19, "cpu_affinity": [0, 1], "cpu_numa_nodes": [0]}  # fmt: skip
+        doc = batch_doc(node="node-02", n=20, gpus=1, t0=t0 + lo, processes=[process])
+        doc["gpus"][0]["numa_node"] = 1
+        return codec.decode(codec.encode(doc))
+
+    window = build_window("c1", [batch(0), batch(20), batch(40)], end=t0 + 80, span_s=80, step=STEP)
+
+    [cond] = detect(window)
+
+    assert (cond.subject["gpu"], cond.since) == (0, t0)
+    assert cond.summary == (
+        "node-02 GPU 0 (NUMA 1) driven by pid 300 (alice) pinned to NUMA 0 CPUs, "
+        "at 90 % utilisation for 1m 20s"
     )

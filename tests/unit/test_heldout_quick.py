@@ -15,10 +15,6 @@ SEED = 1
 
 # Findings of the held-out run at SEED, for the lead to decide on (see the helper's report).
 LATE = {
-    "numa": (
-        "late: d4 GPUs 0-3 fired 575 s after their misplaced ranks got busy (bound 420 s): a 20 s "
-        "synchronous checkpoint at 3 % util restarts the run, so the 300 s wait starts again"
-    ),
     "memory_pressure": (
         "late: i3 host leak fired 500 s after it began (bound 180 + min_fit_s 300 s): the trend held "
         "from 305 s, but the cluster's window end lagged behind its 60 s-batch nodes"
@@ -54,6 +50,11 @@ def test_no_alarm_on_healthy_fleets(results: list[ScenarioResult]) -> None:
     healthy = [r for r in results if r.healthy]
     assert sum(r.node_days for r in healthy) >= 0.5
     assert [(a.scenario, a.rule, a.summary) for r in healthy for a in r.alarms] == []
+
+
+def test_no_fault_is_announced_twice(scores: dict[str, RuleScore]) -> None:
+    # a lost or late batch, a checkpoint's pause: neither resolves an alert to fire it again
+    assert {r: s.extra for r, s in scores.items() if s.extra} == {}
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,9 @@ class Window:
     gpu_has_process: np.ndarray  # (G, T) bool: a compute process was seen in that bin
     gpu_processes: list[list[ProcessSeen]]  # per GPU row
     # Below: optional context (defaults keep hand-made test windows short).
+    # (G, T) the bin whose data each bin holds: itself where the GPU reported, an earlier one in a
+    # short hole (a lost or late batch: gpulse.window.HOLE_S), -1 where nothing is known
+    gpu_source: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     gpu_numa: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) NUMA node, NaN unknown
     gpu_power_limit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) W, NaN unknown
     gpu_temp_slowdown: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) °C, NaN unknown
@@ -207,6 +210,20 @@ def trailing_run_start(mask: np.ndarray, times: np.ndarray) -> np.ndarray:
     active = mask[:, -1]
     out[active] = times[start_idx[active]]
     return out
+
+
+def rolling_mean(a: np.ndarray, w: int) -> np.ndarray:
+    """(rows × T) mean of the finite values among the trailing `w` bins ending at each bin (fewer at
+    the window's start); NaN where there are none. Cumulative sums: one pass whatever `w` is."""
+    rows, t = a.shape
+    ok = np.isfinite(a)
+    zero = np.zeros((rows, 1))
+    total = np.concatenate([zero, np.cumsum(np.where(ok, a, 0.0), axis=1)], axis=1)
+    count = np.concatenate([zero, np.cumsum(ok, axis=1)], axis=1)
+    right = np.arange(1, t + 1)
+    left = np.maximum(right - w, 0)
+    n = count[:, right] - count[:, left]
+    return np.where(n > 0, (total[:, right] - total[:, left]) / np.maximum(n, 1), np.nan)
 
 
 def downsample(values: np.ndarray, points: int) -> list[float | None]:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
+from gpulse.detect.base import Condition, ParamReader, Window, downsample, rolling_mean, trailing_run_start
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -226,7 +226,7 @@ def _judge_group(
     corr, ref_std = rolling_corr(lv, ref, w, min_pairs=max(3, w // 2))
     # the group must be busy over the correlation window, not in each bin: a job whose phases dip
     # below min_group_util for a bin would otherwise restart every run
-    busy_w = _rolling_mean(m, w) >= p.min_group_util
+    busy_w = rolling_mean(m[None, :], w)[0] >= p.min_group_util
     with np.errstate(invalid="ignore"):  # NaN (too few pairs) is not judged
         judged = finite & busy_w[None, :] & (ref_std >= p.min_group_std)
         enter = judged & (corr < p.min_corr)
@@ -383,17 +383,6 @@ def span_mean(x: np.ndarray, span: np.ndarray) -> np.ndarray:
     count = take.sum(axis=1)
     total = np.where(take, x, 0.0).sum(axis=1)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _rolling_mean(a: np.ndarray, w: int) -> np.ndarray:
-    """NaN-aware mean of the trailing `w` values of a (T,) series at each position."""
-    ok = np.isfinite(a)
-    right = np.arange(1, a.size + 1)
-    left = np.maximum(right - w, 0)
-    cs = np.concatenate([[0.0], np.cumsum(np.where(ok, a, 0.0))])
-    cn = np.concatenate([[0], np.cumsum(ok)])
-    count = cn[right] - cn[left]
-    return np.where(count > 0, (cs[right] - cs[left]) / np.maximum(count, 1), np.nan)
 
 
 def _parse(params: dict[str, Any]) -> _Params:

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gpulse.detect import text
-from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
+from gpulse.detect.base import Condition, ParamReader, Window, downsample, rolling_mean, trailing_run_start
 from gpulse.detect.imbalance import node_levels
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
@@ -138,20 +138,6 @@ def busy_share(busy: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     figure holds work outside them); NaN where either is unknown or no core is allowed."""
     ok = np.isfinite(busy) & (np.nan_to_num(allowed) > 0)
     return np.where(ok, busy / np.where(ok, allowed, 1.0), np.nan)
-
-
-def rolling_mean(a: np.ndarray, w: int) -> np.ndarray:
-    """(rows × T) mean of the finite values among the trailing `w` bins ending at each bin (fewer at
-    the window's start); NaN where there are none. Cumulative sums: one pass whatever `w` is."""
-    rows, t = a.shape
-    ok = np.isfinite(a)
-    zero = np.zeros((rows, 1))
-    total = np.concatenate([zero, np.cumsum(np.where(ok, a, 0.0), axis=1)], axis=1)
-    count = np.concatenate([zero, np.cumsum(ok, axis=1)], axis=1)
-    right = np.arange(1, t + 1)
-    left = np.maximum(right - w, 0)
-    n = count[:, right] - count[:, left]
-    return np.where(n > 0, (total[:, right] - total[:, left]) / np.maximum(n, 1), np.nan)
 
 
 def allowed_cores(window: Window, nodes: np.ndarray | None = None) -> np.ndarray:

@@ -11,7 +11,8 @@ affinity folded into the NUMA nodes it covers (`ProcessSeen.cpu_numa_nodes`). A 
 misplaced when its affinity does not include its GPU's node; a process spanning both nodes is
 not (the kernel may well run it near its GPU). Unknown topology on either side is no evidence.
 The GPU's condition holds in a bin while a misplaced process is on it and it is busy
-(util_gpu ≥ `min_util`): an idle misplaced process costs nothing. One condition per GPU.
+(util_gpu over the last minute ≥ `min_util`, so a checkpoint's pause does not restart the wait):
+an idle misplaced process costs nothing. One condition per GPU.
 
 Defaults: severity info, because the job runs, only slower, and the fix is a launch option;
 `for_s` 300 s, so a process that starts anywhere and is moved by its launcher, and short tests,
@@ -27,12 +28,23 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gpulse.detect import text
-from gpulse.detect.base import Condition, ParamReader, ProcessSeen, Window, downsample, trailing_run_start
+from gpulse.detect.base import (
+    Condition,
+    ParamReader,
+    ProcessSeen,
+    Window,
+    downsample,
+    rolling_mean,
+    trailing_run_start,
+)
 
 # the same "3m 10s" wording as the held-but-idle detector; belongs in a shared helper (see report)
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
+# "busy" is the GPU's mean over the last minute: a synchronous checkpoint or an evaluation pass
+# idles it for a few tens of seconds, and the process is just as misplaced after it
+BUSY_S = 60.0
 MAX_LISTED = 3  # processes named in the one-line summary; the condition lists every user and container
 
 ACTION = (
@@ -96,10 +108,15 @@ class NumaDetector:
         last = np.floor((np.array([q.last_seen for q in misplaced]) - window.start) / window.step)
         bins = np.arange(t)
         present = (bins[None, :] >= first[:, None]) & (bins[None, :] <= last[:, None])  # (processes × bins)
+        source = window.gpu_source
+        if source.shape == util.shape:  # in a short hole the GPU's processes are those before it
+            src = source[np.asarray(rows)]
+            present = np.take_along_axis(present, np.maximum(src, 0), axis=1) & (src >= 0)
         on_gpu = np.zeros((n_gpus, t), dtype=bool)
         np.logical_or.at(on_gpu, np.asarray(rows), present)
+        smooth = rolling_mean(util, max(1, round(BUSY_S / window.step)))
         with np.errstate(invalid="ignore"):  # NaN compares False: a bin without data is not busy
-            busy = util >= p.min_util
+            busy = (smooth >= p.min_util) & np.isfinite(util)
         out = on_gpu & busy & window.gpu_has_process.astype(bool)
         starts = trailing_run_start(out, window.times)
         now = present[:, -1]

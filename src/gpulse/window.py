@@ -26,10 +26,6 @@ from gpulse.detect.base import (
 )
 
 STALE_S = 90.0  # a node quieter than this (behind the freshest) no longer holds the window's end back
-# A row's hole this short (a batch lost, or late and not yet here) takes its last values before the
-# hole, as Prometheus's lookback does: one missing batch is not a change, and a hole would end every
-# run through it. One minute: a whole batch of the slowest shipper interval.
-HOLE_S = 60.0
 
 
 def window_end(last_seen: Iterable[float], step: float) -> float:
@@ -89,35 +85,6 @@ def _gpu_series(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out["throttle_thermal"] = np.where(known, thermal, np.nan)
         out["throttle_power"] = np.where(known, (bits & THROTTLE_POWER_BITS) != 0, np.nan)
     return out
-
-
-def last_known(known: np.ndarray, limit: int) -> np.ndarray:
-    """(rows × T) for each bin the index of the row's latest known bin at or before it, when that
-    is at most `limit` bins back; -1 otherwise (nothing known, or too long ago)."""
-    t = known.shape[1]
-    idx = np.where(known, np.arange(t)[None, :], -1)
-    latest = np.maximum.accumulate(idx, axis=1)
-    return np.where((latest >= 0) & (np.arange(t)[None, :] - latest <= limit), latest, -1)
-
-
-def fill_holes(
-    matrices: dict[str, np.ndarray], flags: list[np.ndarray], limit: int, shape: tuple[int, int]
-) -> np.ndarray:
-    """In place: the bins where a row has no metric at all, up to `limit` bins after its last
-    known one, take every matrix's and flag's value from that bin. Metrics a row never reports
-    stay NaN; a row's bins before its first report stay empty. Returns (rows × T) the bin each
-    bin's values come from: itself where reported, -1 where nothing is known."""
-    known = np.zeros(shape, dtype=bool)
-    for m in matrices.values():
-        known |= np.isfinite(m)
-    source = last_known(known, limit)
-    hole = ~known & (source >= 0)
-    if hole.any():
-        r, c = np.nonzero(hole)
-        take = source[r, c]
-        for m in (*matrices.values(), *flags):
-            m[r, c] = m[r, take]
-    return source
 
 
 def _bin_range(first: float, last: float, start: float, step: float, bins: int) -> tuple[int, int]:
@@ -245,11 +212,6 @@ def build_window(
                 mig_uuid=p.get("mig_uuid"),
             )
 
-    host_m, gpu_m, mig_m = host.matrices(len(nodes)), gpu.matrices(n_gpu), mig.matrices(n_mig)
-    limit = int(HOLE_S // step)
-    fill_holes(host_m, [], limit, (len(nodes), bins))
-    gpu_source = fill_holes(gpu_m, [has_process], limit, (n_gpu, bins))
-    fill_holes(mig_m, [mig_has_process], limit, (n_mig, bins))
     gpu_processes: list[list[ProcessSeen]] = [[] for _ in gpu_keys]
     for (gr, _pid), seen_proc in sorted(procs.items()):
         gpu_processes[gr].append(seen_proc)
@@ -261,21 +223,20 @@ def build_window(
         nodes=nodes,
         node_groups=[groups[n] for n in nodes],
         node_last_seen=last_seen,
-        host=host_m,
+        host=host.matrices(len(nodes)),
         cpu_count=cpu_count,
         host_mem_total=host_mem_total,
         gpu_node=np.array([node_row[n] for n, _ in gpu_keys], dtype=np.int64),
         gpu_index=np.array([i for _, i in gpu_keys], dtype=np.int64),
-        gpu=gpu_m,
+        gpu=gpu.matrices(n_gpu),
         gpu_mem_total=gpu_static["mem_total"],
         gpu_has_process=has_process,
-        gpu_source=gpu_source,
         gpu_processes=gpu_processes,
         gpu_numa=gpu_static["numa"],
         gpu_power_limit=gpu_static["power_limit"],
         gpu_temp_slowdown=gpu_static["temp_slowdown"],
         mig=[mig_info[i] for i in range(n_mig)],
-        mig_metrics=mig_m,
+        mig_metrics=mig.matrices(n_mig),
         mig_has_process=mig_has_process,
         mig_layouts=dict(layouts),
         events=sorted(events, key=lambda e: (e["ts"], e["node"])),

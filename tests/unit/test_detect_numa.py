@@ -295,25 +295,3 @@ def test_affinity_from_batches() -> None:
     assert cond.summary == (
         "node-02 GPU 1 (NUMA 1) driven by pid 301 (alice) pinned to NUMA 0 CPUs, at 90 % utilisation for 1m"
     )
-
-
-def test_a_late_batch_at_the_window_s_end_neither_ends_the_run_nor_drops_the_process() -> None:
-    # GPU 0 on NUMA 1, its rank pinned to socket 0; batches of 20 s, the one for 60..80 s not yet here
-    t0 = 1_763_800_000.0
-
-    def batch(lo: int) -> codec.Chunk:
-        process = {"gpu_index": 0, "pid": 300, "user": "alice", "first_seen": t0 + lo,
-                   "last_seen": t0 + lo + 19, "cpu_affinity": [0, 1], "cpu_numa_nodes": [0]}  # fmt: skip
-        doc = batch_doc(node="node-02", n=20, gpus=1, t0=t0 + lo, processes=[process])
-        doc["gpus"][0]["numa_node"] = 1
-        return codec.decode(codec.encode(doc))
-
-    window = build_window("c1", [batch(0), batch(20), batch(40)], end=t0 + 80, span_s=80, step=STEP)
-
-    [cond] = detect(window)
-
-    assert (cond.subject["gpu"], cond.since) == (0, t0)
-    assert cond.summary == (
-        "node-02 GPU 0 (NUMA 1) driven by pid 300 (alice) pinned to NUMA 0 CPUs, "
-        "at 90 % utilisation for 1m 20s"
-    )

@@ -295,6 +295,15 @@ def test_nodes_with_nothing_in_the_last_bin_are_unseen_and_their_firing_alerts_h
     [silent] = detect(make_window([NodeSeen("node-09", None, END - 400)]))
     assert unseen([silent], late) == frozenset({"node-02", "node-09"})
     assert unseen([], window) == frozenset()
+    # node-02 sent a later batch, but the one covering the last bin is not in yet (a retry after
+    # its successor): past the window's end, and still nothing known of now
+    hole = {k: v.copy() for k, v in window.gpu.items()}
+    for m in hole.values():
+        m[4:, -1] = np.nan
+    retried = replace(window, gpu=hole, node_last_seen=np.array([END - 1, END + 20]))
+    assert unseen([], retried) == frozenset({"node-02"})
+    hole["mem_used"][5, -1] = 40.0 * 2**30  # one GPU's memory sample in the bin is enough
+    assert unseen([], retried) == frozenset()
 
     f = Finding(
         "idle_held", "t", "warning", "firing", "fp", "demo", START, START, "s", "a", nodes=["node-02"]

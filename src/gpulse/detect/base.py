@@ -86,9 +86,6 @@ class Window:
     gpu_has_process: np.ndarray  # (G, T) bool: a compute process was seen in that bin
     gpu_processes: list[list[ProcessSeen]]  # per GPU row
     # Below: optional context (defaults keep hand-made test windows short).
-    # (G, T) the bin whose data each bin holds: itself where the GPU reported, an earlier one in a
-    # short hole (a lost or late batch: gpulse.window.HOLE_S), -1 where nothing is known
-    gpu_source: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     gpu_numa: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) NUMA node, NaN unknown
     gpu_power_limit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) W, NaN unknown
     gpu_temp_slowdown: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (G,) °C, NaN unknown

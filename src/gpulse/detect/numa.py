@@ -108,10 +108,6 @@ class NumaDetector:
         last = np.floor((np.array([q.last_seen for q in misplaced]) - window.start) / window.step)
         bins = np.arange(t)
         present = (bins[None, :] >= first[:, None]) & (bins[None, :] <= last[:, None])  # (processes × bins)
-        source = window.gpu_source
-        if source.shape == util.shape:  # in a short hole the GPU's processes are those before it
-            src = source[np.asarray(rows)]
-            present = np.take_along_axis(present, np.maximum(src, 0), axis=1) & (src >= 0)
         on_gpu = np.zeros((n_gpus, t), dtype=bool)
         np.logical_or.at(on_gpu, np.asarray(rows), present)
         smooth = rolling_mean(util, max(1, round(BUSY_S / window.step)))

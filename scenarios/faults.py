@@ -327,17 +327,11 @@ class GpuLeak(Fault):
                 p.mem_mib[mask] += added
 
     def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
-        total = fleet.node(self.node).hw.gpu_mem_mib
-        held = (
-            max((j.mem_mib for j in fleet.jobs_on(self.node, self.gpu)), default=0)
-            + IDLE_MEM_MIB
-            - DRIVER_MIB
-        )
-        # the latest any documented criterion sees it: the level passing 95 % of the GPU
-        full_at = (0.95 * total - held) / (self.to_ratio * total - held) * (self.end - self.start)
+        # news once it will fill the GPU within the rule's horizon: a slower leak only from then
+        allow = max(0.0, (self.end - self.start) - default(self.rule, "horizon_s", 900.0))
         subject = {"node": self.node, "gpu": self.gpu}
         what = f"GPU memory climbs linearly to {self.to_ratio:.0%}, then OOM"
-        return [_truth(self, fleet, scenario, subject, self.start, self.end, what, allow_s=full_at)]
+        return [_truth(self, fleet, scenario, subject, self.start, self.end, what, allow_s=allow)]
 
 
 @dataclass(frozen=True)
@@ -364,7 +358,7 @@ class HostFill(Fault):
         frame.extra_gib[mask] = np.maximum(self.ratio * total_gib - used, 0.0) * progress
 
     def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
-        allow = (self.full_at - self.start) * 0.95 / self.ratio
+        allow = max(0.0, (self.full_at - self.start) - default(self.rule, "horizon_s", 900.0))
         what = f"host memory climbs to {self.ratio:.0%} of {fleet.node(self.node).hw.host_mem_gib} GiB"
         return [_truth(self, fleet, scenario, {"node": self.node}, self.start, self.end, what, allow_s=allow)]
 

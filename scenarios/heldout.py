@@ -18,8 +18,7 @@ analyze's 60 s cadence); every batch is also parsed by gpulse.wire.batch first.
 
 Delay bound: for_s + 2 analyze runs (120 s), plus a fault's own `allow_s` where the docs say the
 rule needs more by construction: silent_s (180 s) for a silent node ("silent_s is already the
-wait"), min_fit_s (300 s) for a leak predicted from its first minute ("since the first bin with
-300 s of data"), corr_window_s (120 s) for a node that stops following its group ("flagged about
+wait"), corr_window_s (120 s) for a node that stops following its group ("flagged about
 110 s after it stopped following: the correlation window must slide mostly past the change").
 """
 
@@ -65,7 +64,8 @@ MIN = 60.0
 # docs/detectors.md: silent_s (180 s) is the wait and for_s is 0; the code registers the wait as
 # for_s itself (no silent_s). Either way the bound is the wait + 2 runs, never counted twice.
 ALLOW_SILENT = float(params_for("silent_node").get("silent_s", 0.0))
-ALLOW_FIT = float(params_for("memory_pressure")["min_fit_s"])
+# a leak is news once it will fill the device within the horizon (the 40-minute leak below too)
+HORIZON = float(params_for("memory_pressure")["horizon_s"])
 ALLOW_CORR = float(params_for("imbalance")["corr_window_s"])
 
 
@@ -234,13 +234,12 @@ def f_pipeline_6(rng: np.random.Generator) -> Fleet:
         30 * MIN,
         40 * MIN,
         "leak filling the GPU in 10 min",
-        allow_s=ALLOW_FIT,
     )
     g = nodes[0].gpus[2]  # fills in 40 minutes from 55 %: only its last 15 are news
     leak = span(nodes[0], 10 * MIN, 50 * MIN)
     g.mem[leak] = 44 * GIB + (t[leak] - 10 * MIN) / 2400 * (g.mem_total - 44 * GIB)
     g.mem[int(50 * MIN) :] = 44 * GIB
-    eta = 10 * MIN + 2400 * (1 - 900 / 2400)  # full within the 15 min horizon from here
+    eta = 10 * MIN + 2400 - HORIZON  # full within the 15 min horizon from here
     f.truth("memory_pressure", {"node": "pp1", "gpu": 2}, eta, 50 * MIN, "leak filling the GPU in 40 min")
     for gg in nodes[3].gpus:  # borderline: a caching allocator's 3-minute sawtooth 70–88 %
         gg.mem[30:] = gg.mem_total * (0.70 + 0.18 * ((t[30:] % 180) / 180))
@@ -611,10 +610,9 @@ def f_infer_7(rng: np.random.Generator) -> Fleet:
     f.truth(
         "memory_pressure",
         {"node": "i3", "gpu": "host"},
-        10 * MIN,
+        max(10 * MIN, oom - HORIZON),
         oom,
         "host leak 2.5 GiB/min",
-        allow_s=ALLOW_FIT,
     )
     return f
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +227,45 @@ def test_gaps_in_the_middle_do_not_hide_a_leak() -> None:
     assert (cond.since, cond.severity) == (at(79), "warning")
 
 
+def running(first_seen: float = T0 - 3600) -> list[list[ProcessSeen]]:
+    """GPU 0's process, running since `first_seen` (an hour before the window by default)."""
+    return [[ProcessSeen(4242, "carol", "serve-7", "python", int(40 * GIB), first_seen, at(119))]]
+
+
+def first_alert(series: np.ndarray, **window_args: object) -> tuple[int, float] | None:
+    """(the window's last bin, the condition's since in bins) at the first window ending in a
+    condition held for 60 s, growing the window one bin at a time; None if there is none."""
+    for end in range(1, series.size + 1):
+        part = make_window(series[:end], **window_args)  # type: ignore[arg-type]
+        for c in detect(part):
+            if part.end - c.since >= 60:
+                return end - 1, (c.since - T0) / STEP
+    return None
+
+
+def test_a_leak_in_a_running_job_is_told_from_its_first_minute_and_a_half() -> None:
+    # 40 GiB held for 400 s, then 3 GiB/min from bin 80: the quick fit (18 bins) of a steady climb
+    # from a level that held, in a process running for an hour
+    mem = np.concatenate([flat(40, 80), line(40, 0.25, 40)])
+
+    # first predicted at bin 93, 14 bins (70 s) into the rise; its fit began at bin 76, so the
+    # condition has held for 90 s and the alert fires at once
+    assert first_alert(mem, processes=running()) == (93, 76.0)
+    [cond] = detect(make_window(mem, processes=running()))
+    assert (cond.since, cond.severity) == (at(76), "warning")
+    assert cond.summary == (
+        "node-03 GPU 0 memory 49.9 of 80.0 GiB in use (62 %), rising 3.00 GiB/min, "
+        "full in about 10m at this rate"
+    )
+    assert (cond.values["r2"], cond.values["eta_s"]) == (1.0, 600.0)
+    # without a process, or in a job started in the window (warming up), only the long fit speaks:
+    # first at bin 147, 67 bins (335 s) into the rise, and the alert a minute later
+    assert first_alert(mem) is None
+    assert first_alert(mem, processes=running(at(40))) is None
+    longer = np.concatenate([flat(40, 80), line(40, 0.25, 100)])
+    assert first_alert(longer) == first_alert(longer, processes=running(at(40))) == (158, 147.0)
+
+
 # --- it stays quiet --------------------------------------------------------------------------
 
 
@@ -253,6 +292,17 @@ def test_a_caching_allocator_sawtooth() -> None:
     for period in (24, 60):  # 2 and 5 minutes: grows, then released
         mem = (40 + 28 * (np.arange(360) % period) / period) * GIB
         assert conditions_lasting(mem) == set(), period
+        # in a job running for an hour, the quick fit sees each tooth's fall in the lookback
+        assert conditions_lasting(mem, processes=running()) == set(), period
+
+
+def test_steps_in_a_running_job_are_not_a_line() -> None:
+    # an evaluation pass allocating twice, 20 s apart: 12 bins of a line would fit it, but two of
+    # the fit's thirds hold the whole rise
+    mem = np.concatenate([flat(30, 100), flat(45, 4), flat(60, 100)])
+    assert conditions_lasting(mem, processes=running()) == set()
+    job_start = np.concatenate([flat(1, 60), flat(40, 30), flat(68, 150)])
+    assert conditions_lasting(job_start, processes=running()) == set()
 
 
 def test_steady_ninety_percent_with_noise() -> None:
@@ -380,15 +430,18 @@ def test_seven_hours_of_a_real_gpu_never_raise_it() -> None:
     mem = np.full(idx.max() + 1, np.nan)
     mem[idx] = [float(r[1].removesuffix(" MiB")) * MIB for r in rows]
     bins = 40
+    # and as if one process had held the GPU all along: the quick fit may speak from the start
+    job = [[ProcessSeen(1, "vector", None, "python", None, ts[0] - 3600, ts[-1])]]
     for end in range(1, mem.size + 1):
         lo = max(0, end - bins)
         window = make_window(mem[lo:end], start=ts[0] + lo * step, step=step, node="vector-gpu")
         assert detect(window) == [], end
+        assert detect(replace(window, gpu_processes=job)) == [], end
 
 
 # --- properties ------------------------------------------------------------------------------
 
-SMALL = {"fit_s": 60, "min_fit_s": 30, "horizon_s": 120}  # 12-bin fits: they happen in short windows
+SMALL = {"fit_s": 60, "min_fit_s": 30, "horizon_s": 120, "rise_s": 30}  # 12-bin fits: short windows hold them
 
 
 @st.composite

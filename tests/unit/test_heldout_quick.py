@@ -13,14 +13,6 @@ from scenarios.run import RuleScore, ScenarioResult, missed, score, unmatched
 
 SEED = 1
 
-# Findings of the held-out run at SEED, for the lead to decide on (see the helper's report).
-LATE = {
-    "memory_pressure": (
-        "late: i3 host leak fired 500 s after it began (bound 180 + min_fit_s 300 s): the trend held "
-        "from 305 s, but the cluster's window end lagged behind its 60 s-batch nodes"
-    ),
-}
-
 
 @pytest.fixture(scope="module")
 def results() -> list[ScenarioResult]:
@@ -57,12 +49,6 @@ def test_no_fault_is_announced_twice(scores: dict[str, RuleScore]) -> None:
     assert {r: s.extra for r, s in scores.items() if s.extra} == {}
 
 
-@pytest.mark.parametrize(
-    "rule",
-    [
-        pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=LATE[r])) if r in LATE else r
-        for r in CATALOGUE
-    ],
-)
+@pytest.mark.parametrize("rule", list(CATALOGUE))
 def test_detection_within_bound(scores: dict[str, RuleScore], rule: str) -> None:
     assert scores[rule].late == 0, (scores[rule].delays, scores[rule].bound_s, scores[rule].allow_s)

@@ -195,7 +195,7 @@ def test_a_gpu_leak_climbs_in_a_straight_line_to_full_then_ooms() -> None:
     assert r > 0.999
     assert mem[(t > 880) & (t < 900)].min() > 0.95 * total
     assert mem[(t > 905) & (t < 955)].max() == IDLE_MEM_MIB * MIB  # the OOM: gone for a minute
-    assert 0 < truths[0].allow_s < 600
+    assert truths[0].allow_s == 0.0  # full 600 s after it starts: within the 900 s horizon at once
 
 
 def test_host_memory_fills_to_its_ratio() -> None:

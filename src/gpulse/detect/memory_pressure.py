@@ -7,6 +7,10 @@ Two kinds, one alert per subject (a GPU, or a node's host memory):
 - **trend**: a least-squares line fitted over the last `fit_s` rises, fits well (r² ≥ `min_r2`),
   rests on at least `min_fit_s` of data, and reaches the total within `horizon_s`. Severity from
   the rule's `severity` parameter (warning by default): there is still time to act before the OOM.
+  The same kind, sooner: a line over the last `rise_s` only, for a leak in a running job — from a
+  level that held (no fall in the `fit_s` before), climbing steadily (in each sixth of the span),
+  in a job past its warm-up (its processes all older than `fit_s`). A run it opens began where
+  its fit began, so a leak is told within about two minutes of its start, not five.
 
 `since` is the start of the trailing run of bins where either kind held, judged bin by bin: the
 line is refitted at every bin over the `fit_s` that ends there. The fits of all rows and all bins
@@ -31,13 +35,14 @@ a full GPU or host is always critical.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from gpulse.detect import text
-from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
+from gpulse.detect.base import Condition, ParamReader, Window, downsample, rolling_mean, trailing_run_start
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 GIB = 1 << 30
@@ -53,6 +58,19 @@ _FLAT_VAR = 1e-10
 # less: over fewer bins the recent slope of a noisy leak wavers and would break the run.
 RECENT_SHARE = 0.25
 KEEP_PACE = 0.5
+# The quick fit over `rise_s` speaks for a rise from a level that held: no fall in the `fit_s` before
+# it larger than this share of its own rise. A sawtooth falls by a whole tooth every period, and
+# noise on a leaking device is MiB against GiB.
+DROP_SHARE = 0.25
+# ... and climbs steadily: from each sixth of it to the next by at least this share of a fifth of
+# the whole rise (a line: all of it)
+SEGMENTS = 6
+STEADY_SHARE = 0.25
+# and rests on at least this many bins, whatever their width: fewer cannot tell a line from a step
+# or two (15 s samples: a 3-minute fit)
+QUICK_BINS = 12
+# a process first seen this soon after the window's start was already running before it
+FIRST_MINUTE_S = 60.0
 
 GPU_ACTION = (
     "Reduce the batch size, or trade compute for memory with activation checkpointing and gradient "
@@ -77,6 +95,7 @@ class _Params:
     min_fit_s: float
     horizon_s: float
     min_r2: float
+    rise_s: float
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,7 @@ class MemoryPressureDetector:
         "min_fit_s": 300,
         "horizon_s": 900,
         "min_r2": 0.8,
+        "rise_s": 90,
     }
 
     def validate(self, params: dict[str, Any]) -> None:
@@ -181,29 +201,115 @@ class MemoryPressureDetector:
         fit = rolling_fit(level, w)
         recent = rolling_fit(level, max(3, round(w * RECENT_SHARE)))
         slope_s = fit.slope / window.step  # ratio per second
+        ws = max(QUICK_BINS, round(p.rise_s / window.step))
+        quick = rolling_fit(level, ws)
+        quick_s = quick.slope / window.step
         # NaN compares False: no data, no alert; a vanishing slope gives an infinite ETA, not an error
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             full = level >= p.full_ratio
+            seen = np.isfinite(level) & (fit.points * window.step >= p.min_fit_s)
             eta = (1.0 - fit.at_end) / slope_s
             rising = (
-                np.isfinite(level)
-                & (fit.points * window.step >= p.min_fit_s)
+                seen
                 & (slope_s > 0)
                 & (fit.r2 >= p.min_r2)
                 & (eta <= p.horizon_s)
                 & (recent.slope >= KEEP_PACE * fit.slope)  # still climbing: not a ramp that levelled off
             )
-        starts = trailing_run_start(full | rising, window.times)
+            quick_eta = (1.0 - quick.at_end) / quick_s
+            quick_rise = (
+                seen
+                & (quick.points >= ws)
+                & (quick_s > 0)
+                & (quick.r2 >= p.min_r2)
+                & (quick_eta <= p.horizon_s)
+                # from a level that held: a fall in the lookback is a sawtooth or a job's end
+                & (rolling_max(falls(level), w) <= DROP_SHARE * quick.slope * ws)
+                & _steady(level, ws)
+                # a running job past its warm-up: its first minutes fill memory by design
+                & (window.times[None, :] >= _settled_from(window, g_rows, n_rows, p.fit_s)[:, None])
+            )
+        quick_only = quick_rise & ~(full | rising)
+        starts = trailing_run_start(full | rising | quick_rise, window.times)
         out = []
         for r in np.flatnonzero(np.isfinite(starts)):  # only the rows in a run
-            trend = (
-                _Trend(float(slope_s[r, -1]), float(fit.r2[r, -1]), float(eta[r, -1]))
-                if rising[r, -1]
-                else None
-            )
+            first = round((starts[r] - window.start) / window.step)
+            since = float(starts[r])
+            if quick_only[r, first]:  # a run the quick fit opened began where that fit's rise began
+                since = float(window.times[max(first - ws + 1, 0)])
+            trend = None
+            if rising[r, -1]:
+                trend = _Trend(float(slope_s[r, -1]), float(fit.r2[r, -1]), float(eta[r, -1]))
+            elif quick_rise[r, -1]:
+                trend = _Trend(float(quick_s[r, -1]), float(quick.r2[r, -1]), float(quick_eta[r, -1]))
             now = _Now(float(used[r, -1]), float(total[r]), bool(full[r, -1]), trend)
-            out.append(_condition(window, int(r), float(starts[r]), level[r], now, p))
+            out.append(_condition(window, int(r), since, level[r], now, p))
         return out
+
+
+def _steady(level: np.ndarray, w: int) -> np.ndarray:
+    """(rows × T) the trailing `w` bins climb from each of their sixths to the next, each step by at
+    least STEADY_SHARE of a fair share of the whole: a leak's line, not a step or two that a line
+    happens to fit (a staircase has sixths that stay level)."""
+    k = max(w // SEGMENTS, 1)
+    last = rolling_mean(level, k)
+
+    def before(j: int) -> np.ndarray:  # the mean over the k bins that ended j bins earlier
+        out = np.full_like(last, np.nan)
+        if j < last.shape[1]:
+            out[:, j:] = last[:, : last.shape[1] - j]
+        return out
+
+    means = [before(j * k) for j in range(SEGMENTS - 1, 0, -1)] + [last]  # oldest first
+    with np.errstate(invalid="ignore"):
+        need = STEADY_SHARE * (means[-1] - means[0]) / (SEGMENTS - 1)
+        ok = need > 0
+        for a, b in itertools.pairwise(means):  # six segments, not samples
+            ok &= b - a >= need
+    return ok
+
+
+def falls(level: np.ndarray) -> np.ndarray:
+    """(rows × T) how far the level fell into each bin from either of the two before it (0 if it
+    did not): a drop spreads over two bins when it happens inside one. NaN counts as no fall."""
+    out = np.zeros_like(level)
+    with np.errstate(invalid="ignore"):
+        for k in (1, 2):
+            drop = level[:, :-k] - level[:, k:]
+            out[:, k:] = np.fmax(out[:, k:], np.where(np.isfinite(drop), drop, 0.0))
+    return out
+
+
+def rolling_max(a: np.ndarray, w: int) -> np.ndarray:
+    """(rows × T) max of the trailing `w` bins ending at each bin: maxima over doubling spans, then
+    two overlapping spans cover `w` (log2(w) passes, no (T × w) array)."""
+
+    def widen(m: np.ndarray, k: int) -> np.ndarray:  # max of each bin and the one k bins before it
+        out = m.copy()
+        if 0 < k < m.shape[1]:
+            out[:, k:] = np.maximum(m[:, k:], m[:, :-k])
+        return out
+
+    out, span = a, 1
+    while span * 2 <= w:
+        out, span = widen(out, span), span * 2
+    return widen(out, w - span)
+
+
+def _settled_from(window: Window, g_rows: int, n_rows: int, warm_s: float) -> np.ndarray:
+    """Per row (GPUs, then hosts): from when the quick fit may speak: `warm_s` after the latest start
+    of a process on the GPU (on any of the node's GPUs for its host memory); never for a row with no
+    process (a job's memory, not a device's). A process seen from the window's first minute started
+    before it: the window shows no start."""
+    started = np.full(g_rows + n_rows, np.inf)
+    for g, procs in enumerate(window.gpu_processes[:g_rows]):  # a few processes per GPU, not samples
+        if not procs:
+            continue
+        starts = [q.first_seen if q.first_seen > window.start + FIRST_MINUTE_S else -np.inf for q in procs]
+        node = g_rows + int(window.gpu_node[g])
+        started[g] = max(starts)
+        started[node] = started[g] if started[node] == np.inf else max(started[node], started[g])
+    return started + warm_s
 
 
 @dataclass(frozen=True)
@@ -315,7 +421,11 @@ def _parse(params: dict[str, Any]) -> _Params:
         min_fit_s=r.number("min_fit_s", 10, 86_400),
         horizon_s=r.number("horizon_s", 0, 604_800),
         min_r2=r.number("min_r2", 0, 1),
+        rise_s=r.number("rise_s", 10, 86_400),
     )
+    if parsed.rise_s > parsed.fit_s:  # the quick fit looks back over fit_s for what came before the rise
+        limit = f"must not exceed fit_s ({parsed.fit_s:g})"
+        raise ValueError(f"memory_pressure: rise_s {limit}, not {params['rise_s']!r}")
     if parsed.min_fit_s > parsed.fit_s:  # the fit could never rest on enough data: the trend kind is off
         limit = f"must not exceed fit_s ({parsed.fit_s:g})"
         raise ValueError(f"memory_pressure: min_fit_s {limit}, not {params['min_fit_s']!r}")

@@ -362,6 +362,8 @@ def test_the_window_is_not_written_to_and_the_answer_repeats() -> None:
         ({"min_fit_s": 700}, "min_fit_s"),  # more than fit_s: the trend kind could never fire
         ({"horizon_s": -1}, "horizon_s"),
         ({"min_r2": 2}, "min_r2"),
+        ({"rise_s": 5}, "rise_s"),
+        ({"rise_s": 900}, "rise_s"),  # more than fit_s: the lookback before the rise is fit_s
         ({"severity": "page"}, "severity"),
         ({"full_pct": 95}, "full_pct"),
     ],

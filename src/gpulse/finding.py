@@ -59,6 +59,7 @@ class Finding:
     teams: list[str] = field(default_factory=list)  # owners by the config's teams (users, node groups)
     values: dict[str, float] = field(default_factory=dict)  # what crossed the line, and the line
     evidence: Evidence | None = None
+    one_shot: bool = False  # an event (an XID, a crash): told once, never repeated, no resolve follows
     version: int = 1
 
     @property

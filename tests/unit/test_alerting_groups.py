@@ -47,7 +47,7 @@ def flush(
     n = g.plan(group, ROUTE, silenced, now, [])
     if n is None:
         return group, None
-    return g.complete(g.claim(group, n, now, 90), n, now), n
+    return g.complete(g.claim(group, n, now, 90), n, ROUTE, now), n
 
 
 def test_eight_idle_gpus_wait_group_wait_then_go_as_one_message() -> None:
@@ -57,7 +57,9 @@ def test_eight_idle_gpus_wait_group_wait_then_go_as_one_message() -> None:
     group, n = flush(group, T0 + 30)
     assert n is not None
     assert [f.fingerprint for f in n.firing] == [f"fp{i:02d}" for i in range(8)]
-    assert n.new == [f"fp{i:02d}" for i in range(8)] and n.id == f"{group.key}#1" and not n.repeat
+    assert (
+        n.new == [f"fp{i:02d}" for i in range(8)] and n.id == f"{group.key}#{group.epoch}#1" and not n.repeat
+    )
     assert all(m.told for m in group.members.values())
 
 
@@ -75,13 +77,42 @@ def test_news_after_a_flush_waits_group_interval_and_lists_the_whole_group() -> 
     assert n is not None and [f.fingerprint for f in n.firing] == ["fp01", "fp02"] and n.new == ["fp02"]
 
 
-def test_resolved_is_told_once_and_then_the_member_leaves() -> None:
+def test_resolved_is_told_once_then_kept_as_a_tombstone_until_it_expires() -> None:
     group, _ = flush(fill(idle(1), idle(2)), T0 + 30)
     group = g.add(group, with_state(idle(1), "resolved", T0 + 100), ROUTE, LABELS, T0 + 100)
     group, n = flush(group, T0 + 330)
     assert n is not None
     assert [f.fingerprint for f in n.resolved] == ["fp01"] and [f.fingerprint for f in n.firing] == ["fp02"]
-    assert list(group.members) == ["fp02"]
+    assert [fp for fp, m in group.members.items() if not m.done] == ["fp02"]
+    assert group.members["fp01"].done and group.members["fp01"].finding.state == "resolved"
+    assert g.prune(group, ROUTE, T0 + 100 + g.TOMBSTONE_S) is group
+    assert list(g.prune(group, ROUTE, T0 + 101 + g.TOMBSTONE_S).members) == ["fp02"]
+
+
+def test_a_stale_redelivery_of_a_resolved_alerts_firing_is_ignored() -> None:
+    group, _ = flush(fill(idle(1)), T0 + 30)
+    group = g.add(group, with_state(idle(1), "resolved", T0 + 100), ROUTE, LABELS, T0 + 100)
+    group, _ = flush(group, T0 + 330)
+    assert g.add(group, idle(1), ROUTE, LABELS, T0 + 400) is group  # the firing of T0, again
+    assert g.due_at(group, ROUTE, NOT_SILENCED) is None
+
+
+def test_a_refire_after_the_group_emptied_gets_a_new_notification_id() -> None:
+    group, first = flush(fill(idle(1)), T0 + 30)
+    group = g.add(group, with_state(idle(1), "resolved", T0 + 100), ROUTE, LABELS, T0 + 100)
+    group, _ = flush(group, T0 + 330)
+    # the group's store deletes it once nothing is left in it; the next alert creates it anew
+    reborn, again = flush(fill(idle(1, since=T0 + 500, at=T0 + 500), at=T0 + 500), T0 + 530)
+    assert first is not None and again is not None and again.new == ["fp01"]
+    assert reborn.key == group.key and reborn.epoch != group.epoch and again.id != first.id
+
+
+def test_a_one_shot_event_is_told_once_and_never_repeated() -> None:
+    xid = dataclasses.replace(idle(1), rule="hardware", one_shot=True)
+    group, n = flush(fill(xid), T0 + 30)
+    assert n is not None and n.new == ["fp01"]
+    assert group.members["fp01"].done and g.due_at(group, ROUTE, NOT_SILENCED) is None
+    assert g.add(group, xid, ROUTE, LABELS, T0 + 60) is group
 
 
 def test_no_resolved_message_when_the_route_says_so() -> None:
@@ -89,16 +120,18 @@ def test_no_resolved_message_when_the_route_says_so() -> None:
     group = fill(idle(1))
     n = g.plan(group, route, NOT_SILENCED, T0 + 30, [])
     assert n is not None
-    group = g.complete(g.claim(group, n, T0 + 30, 90), n, T0 + 30)
+    group = g.complete(g.claim(group, n, T0 + 30, 90), n, route, T0 + 30)
     group = g.add(group, with_state(idle(1), "resolved", T0 + 100), route, LABELS, T0 + 100)
     assert g.due_at(group, route, NOT_SILENCED) is None
+    assert g.prune(group, route, T0 + 101 + g.TOMBSTONE_S).members == {}
 
 
 def test_an_alert_resolved_before_anyone_was_told_is_never_mentioned() -> None:
     group = fill(idle(1))
     group = g.add(group, with_state(idle(1), "resolved", T0 + 10), ROUTE, LABELS, T0 + 10)
     assert g.due_at(group, ROUTE, NOT_SILENCED) is None
-    assert g.prune(group, ROUTE, NOT_SILENCED).members == {}
+    assert group.members["fp01"].done
+    assert g.prune(group, ROUTE, T0 + 11 + g.TOMBSTONE_S).members == {}
 
 
 def test_still_firing_is_repeated_after_repeat_interval() -> None:

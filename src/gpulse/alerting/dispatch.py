@@ -142,6 +142,7 @@ def _encode(group: g.Group) -> str:
             },
             "last_flush_at": group.last_flush_at,
             "seq": group.seq,
+            "epoch": group.epoch,
             "version": group.version,
             "outbox": json.loads(group.outbox.to_json()) if group.outbox else None,
             "lease_until": group.lease_until,
@@ -163,6 +164,8 @@ def _decode(item: dict[str, Any]) -> g.Group:
         },
         last_flush_at=doc["last_flush_at"],
         seq=doc["seq"],
+        # groups written before epochs existed: their creation time is unique enough to them
+        epoch=doc.get("epoch") or repr(doc["created_at"]),
         version=int(item["version"]["N"]),
         outbox=Notification.from_json(json.dumps(doc["outbox"])) if doc["outbox"] else None,
         lease_until=doc["lease_until"],
@@ -224,15 +227,23 @@ class Dispatcher:
         return next((r for r in self.config.routes() if r.name == name), None)
 
     def accept(self, finding: Finding) -> list[Flushed]:
-        """Put `finding` in its groups; flush those that are due now, wake the others later."""
+        """Put `finding` in its groups; flush those that are due now, wake the others later.
+        A resolve also goes to every other route whose group still holds the alert live: the
+        routing may have changed since it fired, and the channels told it fired must hear it ended."""
         labels: LabelMap = of_finding(finding)
-        routes = select(labels, self.config.routes(), self.config.rule_route(finding.rule))
+        all_routes = self.config.routes()
+        routes = select(labels, all_routes, self.config.rule_route(finding.rule))
         if not routes:
             # nowhere to say it: fail the message, so SQS retries it and then parks it in the DLQ
             raise ConfigurationError(
                 f"no route takes this {finding.rule} alert and there is no default route "
                 "(no `default` route in the config table, and no webhook set in SSM)"
             )
+        if finding.state == "resolved":
+            chosen = {r.name for r in routes}
+            routes = routes + [
+                r for r in all_routes if r.name not in chosen and self._holds(r, labels, finding.fingerprint)
+            ]
         out = []
         for route in routes:
             group_labels = route.group_key(labels)
@@ -240,6 +251,12 @@ class Dispatcher:
             group = self._update(key, _adding(finding, route, group_labels, self.clock()))
             out.append(self._flush_or_wake(group, route))
         return out
+
+    def _holds(self, route: Route, labels: LabelMap, fp: str) -> bool:
+        """The route's group for these labels has the alert `fp` with something left to say."""
+        group = self.groups.load(g.group_key(route.name, route.group_key(labels)))
+        member = group.members.get(fp) if group is not None else None
+        return member is not None and not member.done
 
     def flush(self, key: str) -> Flushed:
         group = self.groups.load(key)
@@ -292,7 +309,7 @@ class Dispatcher:
         silenced = self._silenced(now)
         due = g.due_at(group, route, silenced)
         if due is None:
-            pruned = g.prune(group, route, silenced)
+            pruned = g.prune(group, route, now)
             if pruned is not group:
                 self._try_save(pruned, group.version, now)
             return Flushed(group.key, skipped="nothing to say")
@@ -320,6 +337,8 @@ class Dispatcher:
     def _mentions(self, group: g.Group, route: Route) -> list[str]:
         out: list[str] = []
         for m in group.members.values():
+            if m.done:
+                continue
             for h in route.mentions(of_finding(m.finding)):
                 if h not in out:
                     out.append(h)
@@ -363,7 +382,7 @@ class Dispatcher:
             self._release(group, n, retry)
             done.skipped = f"retrying in {retry:g} s"
             return done
-        after = self._complete(group.key, n)
+        after = self._complete(group.key, n, route)
         if after is not None:
             due = g.due_at(after, route, self._silenced(self.clock()))
             if due is not None and self.wake_queue is not None and due - self.clock() <= MAX_DELAY_S:
@@ -379,13 +398,14 @@ class Dispatcher:
         if self.wake_queue is not None:
             self.wake_queue.wake(group.key, in_s)
 
-    def _complete(self, key: str, n: Notification) -> g.Group | None:
+    def _complete(self, key: str, n: Notification, route: Route) -> g.Group | None:
         for _ in range(CONFLICT_RETRIES):
             current = self.groups.load(key)
             if current is None or current.outbox is None or current.outbox.id != n.id:
                 return current  # completed by whoever took over
             try:
-                return self.groups.save(g.complete(current, n, self.clock()), current.version, self.clock())
+                done = g.complete(current, n, route, self.clock())
+                return self.groups.save(done, current.version, self.clock())
             except Conflict:
                 continue
         raise StoreError(f"group {key} kept changing under {CONFLICT_RETRIES} attempts")

@@ -10,12 +10,19 @@ A flush tells the channels every firing, unsilenced alert of the group, and the 
 that resolved since the last flush. Each member remembers the state last announced, so the
 same transition is never announced twice; a silenced alert waits, and is announced when its
 silence ends if it is still firing.
+
+An alert with nothing more to say (resolved, or a one-shot event once told) stays in its group
+as a tombstone for TOMBSTONE_S: a stale copy of its firing (an SQS redelivery, a redrive from
+the DLQ) is then recognised as older and ignored, instead of firing a ghost nobody resolves.
+Every group is born with a random epoch that its notification ids carry, so a group deleted
+and created again never reuses an id the sent log already holds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +31,10 @@ from gpulse.finding import Finding
 from gpulse.notification import Notification
 
 Silenced = Callable[[Finding], bool]
+# How long an alert that has nothing more to say is remembered: far longer than SQS redelivers a
+# message (5 receives × 360 s visibility). Redriving the DLQ later than this is the operator's
+# call: a firing redriven after its resolve was forgotten is announced again.
+TOMBSTONE_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,14 @@ class Member:
         """Its current firing was announced (a resolve of it has something to close)."""
         return self.announced is not None and self.announced.split(":")[1] == "firing"
 
+    @property
+    def done(self) -> bool:
+        """Nothing more to say (a tombstone): resolved and told, resolved before its firing was
+        told, or a one-shot event told once."""
+        if self.firing:
+            return self.finding.one_shot and self.told
+        return self.told or not self.told_firing
+
 
 @dataclass(frozen=True)
 class Group:
@@ -56,6 +75,7 @@ class Group:
     last_flush_at: float | None = None
     seq: int = 0
     version: int = 0
+    epoch: str = ""  # random per creation of the group; part of every notification id
     outbox: Notification | None = None  # a flush claimed and being delivered
     lease_until: float = 0.0  # who claimed the outbox owns it until then
 
@@ -67,7 +87,7 @@ def group_key(route: str, labels: dict[str, str]) -> str:
 
 def add(group: Group | None, finding: Finding, route: Route, labels: dict[str, str], now: float) -> Group:
     """The group with `finding` in it. A redelivered or out-of-date transition changes nothing."""
-    g = group or Group(group_key(route.name, labels), route.name, labels, now)
+    g = group or Group(group_key(route.name, labels), route.name, labels, now, epoch=secrets.token_hex(6))
     old = g.members.get(finding.fingerprint)
     if old is not None and (
         old.finding.transition_id == finding.transition_id or old.finding.at > finding.at
@@ -84,6 +104,11 @@ def _pending(m: Member, route: Route, silenced: Silenced) -> bool:
     return m.firing or (route.send_resolved and m.told_firing)
 
 
+def _still_firing(m: Member, silenced: Silenced) -> bool:
+    """This member fires, unsilenced, and is no told one-shot event (those are not repeated)."""
+    return m.firing and not m.done and not silenced(m.finding)
+
+
 def due_at(g: Group, route: Route, silenced: Silenced) -> float | None:
     """When the group should flush next: group_wait after it began, group_interval after the
     last flush when something changed, repeat_interval after it when nothing did but alerts
@@ -92,7 +117,7 @@ def due_at(g: Group, route: Route, silenced: Silenced) -> float | None:
         if g.last_flush_at is None:
             return g.created_at + route.group_wait_s
         return g.last_flush_at + route.group_interval_s
-    if g.last_flush_at is not None and any(m.firing and not silenced(m.finding) for m in g.members.values()):
+    if g.last_flush_at is not None and any(_still_firing(m, silenced) for m in g.members.values()):
         return g.last_flush_at + route.repeat_interval_s
     return None
 
@@ -102,15 +127,14 @@ def plan(g: Group, route: Route, silenced: Silenced, now: float, mentions: list[
     due = due_at(g, route, silenced)
     if due is None or due > now:
         return None
-    live = [m for m in g.members.values() if not silenced(m.finding)]
-    firing = [m for m in live if m.firing]
-    resolved = [m for m in live if not m.firing and route.send_resolved and m.told_firing and not m.told]
+    firing = [m for m in g.members.values() if _still_firing(m, silenced)]
+    resolved = [m for m in g.members.values() if not m.firing and _pending(m, route, silenced)]
     if not firing and not resolved:
         return None
     repeat = not any(_pending(m, route, silenced) for m in g.members.values())
     order = sorted(firing, key=lambda m: (_SEVERITY.get(m.finding.severity, 9), -m.finding.since))
     return Notification(
-        id=f"{g.key}#{g.seq + 1}",
+        id=f"{g.key}#{g.epoch}#{g.seq + 1}",
         route=g.route,
         group=dict(g.labels),
         firing=[m.finding for m in order],
@@ -129,26 +153,35 @@ def claim(g: Group, n: Notification, now: float, lease_s: float) -> Group:
     return replace(g, outbox=n, seq=g.seq + 1, lease_until=now + lease_s)
 
 
-def complete(g: Group, n: Notification, now: float) -> Group:
-    """The group after `n` was delivered: what it told is marked told, resolved alerts that have
-    nothing more to say leave the group. (Members that changed since `n` keep their news.)"""
+def complete(g: Group, n: Notification, route: Route, now: float) -> Group:
+    """The group after `n` was delivered: what it told is marked told; members with nothing more
+    to say become tombstones, and expired tombstones leave. (Members that changed since `n`
+    keep their news.)"""
     told = {f.fingerprint: f.transition_id for f in n.findings}
-    members: dict[str, Member] = {}
-    for fp, m in g.members.items():
-        if told.get(fp) == m.finding.transition_id:
-            m = replace(m, announced=m.finding.transition_id)
-        if not m.firing and (m.told or not m.told_firing):
-            continue  # resolved and said so, or resolved before anyone was told it fired
-        members[fp] = m
-    return replace(g, members=members, outbox=None, lease_until=0.0, last_flush_at=now)
-
-
-def prune(g: Group, route: Route, silenced: Silenced) -> Group:
-    """Drop resolved members that have nothing to tell (never announced firing, or silenced)."""
-    keep = {
-        fp: m
+    members = {
+        fp: replace(m, announced=m.finding.transition_id) if told.get(fp) == m.finding.transition_id else m
         for fp, m in g.members.items()
-        if m.firing
-        or (_pending(m, route, silenced) or (silenced(m.finding) and m.told_firing and not m.told))
     }
-    return replace(g, members=keep) if len(keep) != len(g.members) else g
+    return replace(_expire(g, members, route, now), outbox=None, lease_until=0.0, last_flush_at=now)
+
+
+def prune(g: Group, route: Route, now: float) -> Group:
+    """The group without the tombstones older than TOMBSTONE_S (the same group when none is)."""
+    return _expire(g, g.members, route, now)
+
+
+def _expire(g: Group, members: dict[str, Member], route: Route, now: float) -> Group:
+    keep: dict[str, Member] = {}
+    for fp, m in members.items():
+        if not m.firing and not m.told and not route.send_resolved:
+            m = replace(m, announced=m.finding.transition_id)  # a resolve this route never tells
+        if not (m.done and now - m.finding.at > TOMBSTONE_S):
+            keep[fp] = _slim(m)
+    return g if keep == g.members else replace(g, members=keep)
+
+
+def _slim(m: Member) -> Member:
+    """A tombstone keeps what it is compared by, not the picture (the group item must stay small)."""
+    if m.done and m.finding.evidence is not None:
+        return replace(m, finding=replace(m.finding, evidence=None))
+    return m

@@ -76,6 +76,7 @@ def to_finding(cond: Condition, rule: Rule, cluster: str, since: float, at: floa
         teams=list(cond.teams),
         values=dict(cond.values),
         evidence=cond.evidence,
+        one_shot=rule.one_shot,
     )
 
 

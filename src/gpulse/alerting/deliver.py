@@ -11,9 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import boto3
-from botocore.exceptions import ClientError
 
-from gpulse.errors import StoreError
+from gpulse.aws import translated
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -37,17 +36,15 @@ class SentLog:
         return {"pk": {"S": f"sent#{transition_id}"}, "sk": {"S": channel}}
 
     def sent(self, transition_id: str, channel: str) -> bool:
-        try:
+        with translated():
             resp = self.client.get_item(
                 TableName=self.table, Key=self._key(transition_id, channel), ConsistentRead=True
             )
-        except ClientError as e:
-            raise StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}") from e
         return "Item" in resp
 
     def record(self, transition_id: str, channel: str, outcome: str) -> None:
         now = self.clock()
-        try:
+        with translated():
             self.client.put_item(
                 TableName=self.table,
                 Item=self._key(transition_id, channel)
@@ -57,8 +54,6 @@ class SentLog:
                     "expires_at": {"N": str(int(now) + SENT_TTL_S)},
                 },
             )
-        except ClientError as e:
-            raise StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}") from e
 
 
 class DeadLetters:
@@ -72,7 +67,5 @@ class DeadLetters:
         attrs = {"reason": {"DataType": "String", "StringValue": reason[:256]}}
         if channel:
             attrs["channel"] = {"DataType": "String", "StringValue": channel}
-        try:
+        with translated("SQS"):
             self.client.send_message(QueueUrl=self.url, MessageBody=body, MessageAttributes=attrs)  # type: ignore[arg-type]
-        except ClientError as e:
-            raise StoreError(f"SQS {e.response.get('Error', {}).get('Code')}") from e

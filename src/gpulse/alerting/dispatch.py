@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
-from botocore.exceptions import ClientError
 
 from gpulse.alerting import groups as g
 from gpulse.alerting.deliver import DeadLetters, SentLog
 from gpulse.alerting.labels import LabelMap, of_finding
 from gpulse.alerting.routes import ChannelRef, Route, select
 from gpulse.alerting.silences import Silence, silenced_by
+from gpulse.aws import ConditionFailed, query_all, translated
 from gpulse.errors import ConfigurationError, StoreError
 from gpulse.finding import Finding
 from gpulse.notification import Notification
@@ -48,8 +48,6 @@ RETRY_MIN_S = 5.0  # a failed delivery is tried again after at least this long
 RETRY_MAX_S = 60.0  # and at most this long (a longer Retry-After is capped: the tick covers it)
 
 
-class Conflict(StoreError):
-    """Another writer changed the group first."""
 
 
 class DispatchConfig(Protocol):
@@ -72,40 +70,30 @@ class GroupStore:
         self.client: DynamoDBClient = client or boto3.client("dynamodb")
 
     def load(self, key: str) -> g.Group | None:
-        try:
+        with translated():
             resp = self.client.get_item(
                 TableName=self.table, Key={"pk": {"S": GROUP_PK}, "sk": {"S": key}}, ConsistentRead=True
             )
-        except ClientError as e:
-            raise StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}") from e
         return _decode(resp["Item"]) if "Item" in resp else None
 
     def list_keys(self) -> list[str]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": GROUP_PK}},
-            "ProjectionExpression": "sk",
-        }
-        out: list[str] = []
-        try:
-            while True:
-                page = self.client.query(**kwargs)
-                out.extend(i["sk"]["S"] for i in page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    return out
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except ClientError as e:
-            raise StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}") from e
+        items = query_all(
+            self.client,
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": GROUP_PK}},
+            ProjectionExpression="sk",
+        )
+        return [i["sk"]["S"] for i in items]
 
     def save(self, group: g.Group, expected_version: int, now: float) -> g.Group:
         """Write `group` if the stored version is still `expected_version` (0: not stored);
-        an empty group with nothing in flight is deleted instead. Raises Conflict."""
+        an empty group with nothing in flight is deleted instead. Raises ConditionFailed."""
         key = {"pk": {"S": GROUP_PK}, "sk": {"S": group.key}}
         cond = "attribute_not_exists(pk)" if expected_version == 0 else "version = :v"
         values = {} if expected_version == 0 else {":v": {"N": str(expected_version)}}
         new = replace(group, version=expected_version + 1)
-        try:
+        with translated():
             if not group.members and group.outbox is None:
                 if expected_version:
                     self.client.delete_item(
@@ -122,10 +110,6 @@ class GroupStore:
             }
             extra: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression=cond, **extra)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise Conflict(f"group {group.key} changed") from None
-            raise StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}") from e
         return new
 
 
@@ -182,12 +166,10 @@ class WakeQueue:
 
     def wake(self, key: str, in_s: float) -> None:
         delay = max(0, min(MAX_DELAY_S, math.ceil(in_s)))
-        try:
+        with translated("SQS"):
             self.client.send_message(
                 QueueUrl=self.url, MessageBody=json.dumps({"wake": key}), DelaySeconds=delay
             )
-        except ClientError as e:
-            raise StoreError(f"SQS {e.response.get('Error', {}).get('Code')}") from e
 
 
 @dataclass
@@ -296,7 +278,7 @@ class Dispatcher:
                 return current
             try:
                 return self.groups.save(changed, current.version if current else 0, self.clock())
-            except Conflict:
+            except ConditionFailed:
                 continue
         raise StoreError(f"group {key} kept changing under {CONFLICT_RETRIES} attempts")
 
@@ -322,7 +304,7 @@ class Dispatcher:
             return Flushed(group.key, skipped="silenced")
         try:
             claimed = self.groups.save(g.claim(group, n, now, self.lease_s), group.version, now)
-        except Conflict:
+        except ConditionFailed:
             return Flushed(group.key, skipped="claimed elsewhere")
         return self._deliver(claimed, route)
 
@@ -331,7 +313,7 @@ class Dispatcher:
         return self.groups.save(replace(group, lease_until=now + self.lease_s), group.version, now)
 
     def _try_save(self, group: g.Group, version: int, now: float) -> None:
-        with contextlib.suppress(Conflict):  # someone else moved it on; their write stands
+        with contextlib.suppress(ConditionFailed):  # someone else moved it on; their write stands
             self.groups.save(group, version, now)
 
     def _mentions(self, group: g.Group, route: Route) -> list[str]:
@@ -406,7 +388,7 @@ class Dispatcher:
             try:
                 done = g.complete(current, n, route, self.clock())
                 return self.groups.save(done, current.version, self.clock())
-            except Conflict:
+            except ConditionFailed:
                 continue
         raise StoreError(f"group {key} kept changing under {CONFLICT_RETRIES} attempts")
 

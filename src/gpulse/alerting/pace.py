@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import boto3
-from botocore.exceptions import ClientError
 
+from gpulse.aws import ConditionFailed, translated
 from gpulse.errors import StoreError
 
 if TYPE_CHECKING:
@@ -42,30 +42,34 @@ class TablePacer:
         for _ in range(ATTEMPTS):
             now = self.clock()
             try:
-                item = self.client.get_item(TableName=self.table, Key=pk, ConsistentRead=True).get("Item")
-                taken = float(item["next_at"]["N"]) if item else None
-                start = max(now, taken) if taken is not None else now
-                cond = (
-                    ("next_at = :taken", {":taken": {"N": repr(taken)}})
-                    if taken is not None
-                    else ("attribute_not_exists(pk)", {})
-                )
-                self.client.put_item(
-                    TableName=self.table,
-                    Item=pk
-                    | {
-                        "next_at": {"N": repr(start + self.interval_s)},
-                        "expires_at": {"N": str(int(now) + PACE_TTL_S)},
-                    },
-                    ConditionExpression=cond[0],
-                    **({"ExpressionAttributeValues": cond[1]} if cond[1] else {}),  # type: ignore[arg-type]
-                )
-            except ClientError as e:
-                if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                    continue  # another sender took that slot: read the next one
-                raise StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}") from e
+                with translated():
+                    start = self._reserve(pk, now)
+            except ConditionFailed:
+                continue  # another sender took that slot: read the next one
             delay = start - now
             if delay > 0:
                 self.sleep(delay)
             return max(delay, 0.0)
         raise StoreError(f"could not reserve a send slot for {key} in {ATTEMPTS} attempts")
+
+    def _reserve(self, pk: dict[str, dict[str, str]], now: float) -> float:
+        """Take the next free slot (conditional on nobody taking it first); when it starts."""
+        item = self.client.get_item(TableName=self.table, Key=pk, ConsistentRead=True).get("Item")
+        taken = float(item["next_at"]["N"]) if item else None
+        start = max(now, taken) if taken is not None else now
+        cond = (
+            ("next_at = :taken", {":taken": {"N": repr(taken)}})
+            if taken is not None
+            else ("attribute_not_exists(pk)", {})
+        )
+        self.client.put_item(
+            TableName=self.table,
+            Item=pk
+            | {
+                "next_at": {"N": repr(start + self.interval_s)},
+                "expires_at": {"N": str(int(now) + PACE_TTL_S)},
+            },
+            ConditionExpression=cond[0],
+            **({"ExpressionAttributeValues": cond[1]} if cond[1] else {}),  # type: ignore[arg-type]
+        )
+        return start

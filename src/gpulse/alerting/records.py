@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import ClientError
 
 from gpulse.alerting.state import AlertRecord, Decision
-from gpulse.errors import StoreError
+from gpulse.aws import ConditionFailed, query_all, translated
 from gpulse.finding import Finding
 
 if TYPE_CHECKING:
@@ -27,24 +26,14 @@ class AlertRecords:
         self.client: DynamoDBClient = client or boto3.client("dynamodb")
 
     def load(self, cluster: str) -> dict[str, AlertRecord]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": f"alert#{cluster}"}},
-            "ConsistentRead": True,
-        }
-        out: dict[str, AlertRecord] = {}
-        try:
-            while True:
-                page = self.client.query(**kwargs)
-                for item in page.get("Items", []):
-                    rec = _from_item(item)
-                    out[rec.fingerprint] = rec
-                if "LastEvaluatedKey" not in page:
-                    return out
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except ClientError as e:
-            raise StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}") from e
+        items = query_all(
+            self.client,
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"alert#{cluster}"}},
+            ConsistentRead=True,
+        )
+        return {rec.fingerprint: rec for rec in map(_from_item, items)}
 
     def apply(self, decision: Decision, now: float) -> bool:
         """Write one decision; False if another writer got there first (the version moved)."""
@@ -54,22 +43,17 @@ class AlertRecords:
             cond, values = "attribute_not_exists(pk)", {}
         else:
             cond, values = "version = :v", {":v": {"N": str(decision.expected_version)}}
+        extra = _values(values)
         try:
-            if decision.delete:
-                self.client.delete_item(
-                    TableName=self.table, Key=key, ConditionExpression=cond, **_values(values)
-                )
-            else:
-                self.client.put_item(
-                    TableName=self.table,
-                    Item=key | _to_item(rec, now),
-                    ConditionExpression=cond,
-                    **_values(values),
-                )
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}") from e
+            with translated():
+                if decision.delete:
+                    self.client.delete_item(TableName=self.table, Key=key, ConditionExpression=cond, **extra)
+                else:
+                    self.client.put_item(
+                        TableName=self.table, Item=key | _to_item(rec, now), ConditionExpression=cond, **extra
+                    )
+        except ConditionFailed:
+            return False
         return True
 
 

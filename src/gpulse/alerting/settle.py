@@ -12,10 +12,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import boto3
-from botocore.exceptions import ClientError
 
 from gpulse.alerting.records import AlertRecords, finding_message
 from gpulse.alerting.state import Decision, Rule, decide
+from gpulse.aws import translated
 from gpulse.detect.base import Condition
 from gpulse.errors import StoreError
 from gpulse.finding import Finding, fingerprint
@@ -36,10 +36,8 @@ class FindingsQueue:
     def publish(self, findings: list[Finding]) -> None:
         for i in range(0, len(findings), 10):
             entries = [finding_message(f) for f in findings[i : i + 10]]
-            try:
+            with translated("SQS"):
                 resp = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)  # type: ignore[arg-type]
-            except ClientError as e:
-                raise StoreError(f"SQS {e.response.get('Error', {}).get('Code')}") from e
             if resp.get("Failed"):
                 raise StoreError(f"SQS refused {len(resp['Failed'])} findings")
 

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import ClientError
 
+from gpulse.aws import ConditionFailed, query_all, translated
 from gpulse.config.documents import KINDS, parse
-from gpulse.errors import GpulseError, InvalidInput, StoreError
+from gpulse.errors import InvalidInput
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -63,15 +63,13 @@ class ConfigStore:
         return {kind: self.items(kind) for kind in KINDS}
 
     def get(self, kind: str, name: str) -> RawItem | None:
-        try:
+        with translated():
             resp = self.client.get_item(TableName=self.table, Key=_key(kind, name), ConsistentRead=True)
-        except ClientError as e:
-            raise _store_error(e) from e
         return _raw(resp["Item"]) if "Item" in resp else None
 
     def audit(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest changes, newest first."""
-        try:
+        with translated():
             resp = self.client.query(
                 TableName=self.table,
                 KeyConditionExpression="pk = :pk",
@@ -79,8 +77,6 @@ class ConfigStore:
                 ScanIndexForward=False,
                 Limit=limit,
             )
-        except ClientError as e:
-            raise _store_error(e) from e
         return [
             {
                 "at": i["sk"]["S"].split("#", 1)[0],
@@ -96,24 +92,15 @@ class ConfigStore:
         ]
 
     def _query(self, kind: str) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": kind}},
-            "ConsistentRead": True,
-        }
-        out: list[dict[str, Any]] = []
-        try:
-            while True:
-                page = self.client.query(**kwargs)
-                out.extend(page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    return out
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except ClientError as e:
-            raise _store_error(e) from e
-
-    # -- writing -----------------------------------------------------------------------------------
+        return list(
+            query_all(
+                self.client,
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": kind}},
+                ConsistentRead=True,
+            )
+        )
 
     def put(
         self, kind: str, name: str, doc: dict[str, Any], *, who: str, expected_version: int | None
@@ -197,20 +184,17 @@ class ConfigStore:
         if previous is not None:
             audit["previous"] = {"S": json.dumps(previous.doc, sort_keys=True)}
         try:
-            self.client.transact_write_items(
-                TransactItems=[op, {"Put": {"TableName": self.table, "Item": audit}}]  # type: ignore[list-item]
-            )
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            reasons = [r.get("Code") for r in e.response.get("CancellationReasons", [])]
-            if code == "TransactionCanceledException" and "ConditionalCheckFailed" in reasons:
-                now_at = self.get(kind, name)
-                raise ConfigConflict(
-                    f"{kind} {name} changed since it was read (now version "
-                    f"{now_at.version if now_at else 'deleted'}, by {now_at.updated_by if now_at else '?'}): "
-                    "read it again and retry"
-                ) from None
-            raise _store_error(e) from e
+            with translated():
+                self.client.transact_write_items(
+                    TransactItems=[op, {"Put": {"TableName": self.table, "Item": audit}}]  # type: ignore[list-item]
+                )
+        except ConditionFailed:
+            now_at = self.get(kind, name)
+            raise ConfigConflict(
+                f"{kind} {name} changed since it was read (now version "
+                f"{now_at.version if now_at else 'deleted'}, by {now_at.updated_by if now_at else '?'}): "
+                "read it again and retry"
+            ) from None
 
 
 def _key(kind: str, name: str) -> dict[str, dict[str, str]]:
@@ -231,7 +215,3 @@ def _raw(item: dict[str, Any]) -> RawItem:
         updated_by=item.get("updated_by", {}).get("S", "?"),
         updated_at=float(item.get("updated_at", {}).get("N", "0")),
     )
-
-
-def _store_error(e: ClientError) -> GpulseError:
-    return StoreError(f"DynamoDB {e.response.get('Error', {}).get('Code')}")

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gpulse import codec
-from gpulse.alerting.state import AlertRecord, Decision, Rule, decide
-from gpulse.analyze import REGISTRY_S, detect_all, unseen, window_for
+from gpulse.alerting.state import AlertRecord, Decision, decide
+from gpulse.analyze import REGISTRY_S, Analyzer, detect_all, unseen, window_for
 from gpulse.detect.base import NodeSeen
-from gpulse.detect.catalogue import CATALOGUE, params_for, state_for_s
+from gpulse.detect.catalogue import CATALOGUE, params_for
 from gpulse.finding import Finding, fingerprint
 from gpulse.store import encode_parts
 from gpulse.window import STALE_S
@@ -90,10 +90,7 @@ class Replay:
     runs: int = 0
 
     def __post_init__(self) -> None:
-        self.rules = {
-            name: Rule(name, det.title, state_for_s(name, self.params[name]), det.one_shot)
-            for name, det in CATALOGUE.items()
-        }
+        self.rules = Analyzer.rules(self.params)  # analyze's own (a rule that raised) included
         self._open: dict[str, Alarm] = {}
         self._subjects: dict[str, dict[str, Any]] = {}
 

@@ -436,8 +436,9 @@ def decode(data: bytes) -> Chunk:
         raise ChunkCorrupt("chunk body is not one complete deflate stream")
     try:
         return _unpack(raw)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as e:
-        # Reachable only when a valid checksum covers a body this codec did not write.
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError, OverflowError) as e:
+        # Reachable only when a valid checksum covers a body this codec did not write (a base past
+        # int64 is an OverflowError in numpy): every such body is ChunkCorrupt, nothing else escapes.
         raise ChunkCorrupt(f"chunk body is malformed: {type(e).__name__}: {e}") from None
 
 

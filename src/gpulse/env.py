@@ -22,6 +22,9 @@ JANDI_WEBHOOK_PARAM = "GPULSE_JANDI_WEBHOOK_PARAM"
 SERIES_TTL_DAYS = "GPULSE_SERIES_TTL_DAYS"
 ANALYZE_WINDOW_S = "GPULSE_ANALYZE_WINDOW_S"
 CONFIG_CACHE_S = "GPULSE_CONFIG_CACHE_S"  # how long analyze and alert keep a read of the config table
+# Optional: a URL analyze GETs after each completed run (a dead-man's switch); unset or empty, none.
+# It often holds the watcher's token: never logged.
+HEARTBEAT_URL = "GPULSE_HEARTBEAT_URL"
 
 
 def require(name: str) -> str:
@@ -41,3 +44,8 @@ def optional_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as e:
         raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from e
+
+
+def optional(name: str) -> str | None:
+    """A setting that may be absent by design (a feature left off): its value, or None."""
+    return os.environ.get(name, "").strip() or None

@@ -48,6 +48,13 @@ class NodeInfo:
     last_seen: float
 
 
+@dataclass(frozen=True)
+class StoredChunk:
+    key: str  # "{pk}/{sk}": where the item lies in the table
+    node: str
+    data: bytes  # as `codec.encode` wrote it
+
+
 def bucket_of(t: float) -> int:
     return int(t // BUCKET_S) * BUCKET_S
 
@@ -208,13 +215,20 @@ class SeriesStore:
 
     def read_window(self, cluster: str, start: float, end: float) -> list[bytes]:
         """The encoded chunks of `cluster` with samples in [start, end]: one query per 10-minute bucket."""
+        return [c.data for c in self.read_chunks(cluster, start, end)]
+
+    def read_chunks(self, cluster: str, start: float, end: float) -> list[StoredChunk]:
+        """As `read_window`, each chunk with its key and node: what a log needs to name one that
+        does not decode."""
         lo = f"{int(start * 1000):013d}"
-        chunks: list[bytes] = []
+        chunks: list[StoredChunk] = []
         # a chunk is filed under its last sample, which lies at or after `start` if it overlaps
         for b in range(bucket_of(start), bucket_of(end) + BUCKET_S, BUCKET_S):
             for item in self._query({"pk": f"{cluster}#{b}"}, lo):
                 if float(item["t_first"]["N"]) <= end:
-                    chunks.append(item["data"]["B"])
+                    key = f"{item['pk']['S']}/{item['sk']['S']}"
+                    node = item.get("node", {}).get("S", "")  # only a log's detail: never fail on it
+                    chunks.append(StoredChunk(key, node, item["data"]["B"]))
         return chunks
 
     def _query(self, key: dict[str, str], sk_from: str | None) -> Iterator[dict[str, Any]]:

@@ -16,6 +16,9 @@ CATALOGUE: dict[str, tuple[MetricUnit, str]] = {
     "ClustersAnalyzed": (MetricUnit.Count, "analyze: clusters evaluated in a run"),
     "ChunksRead": (MetricUnit.Count, "analyze: chunks decoded in a run"),
     "FindingsPublished": (MetricUnit.Count, "analyze: transitions sent to the findings queue"),
+    "AnalysisFailures": (MetricUnit.Count, "analyze: clusters, and rules on a cluster, that raised in a run"),
+    "ChunksCorrupt": (MetricUnit.Count, "analyze: stored chunks that did not decode (skipped)"),
+    "HeartbeatsFailed": (MetricUnit.Count, "analyze: heartbeat pings that got no 2xx"),
     "MessagesDelivered": (MetricUnit.Count, "alert: messages a webhook accepted"),
     "MessagesDeadLettered": (MetricUnit.Count, "alert: messages refused (4xx) and sent to the DLQ"),
 }

@@ -3,17 +3,23 @@
 Every metric is averaged into bins of `step` seconds with one `np.bincount` per metric over all
 chunks at once. The window ends at the last bin every recently-reporting node has completed, so
 the trailing bins are never half-empty just because a batch is still on its way.
+
+Nothing a chunk holds can make this raise: a chunk stored before ingest bounded its input (or
+written by a buggy shipper) may carry any number the codec can hold. `readable` and `_amount`
+read each field the honest way (see there): what is not a plausible reading is "no sample".
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from gpulse.codec import Chunk
+from gpulse.codec import Chunk, GpuSeries, MigSeries
 from gpulse.detect.base import (
     THROTTLE_CAUSE_BITS,
     THROTTLE_HW_SLOWDOWN,
@@ -26,6 +32,108 @@ from gpulse.detect.base import (
 )
 
 STALE_S = 90.0  # a node quieter than this (behind the freshest) no longer holds the window's end back
+
+# What a reading may be. Past these a number is a fault on the wire, not a measurement: it becomes
+# "no sample" (NaN), never a clipped value, which would look like a real reading at the limit.
+MIN_TIME_S = 1e9  # Batch v1's minimum timestamp (2001): earlier is not a sample time
+# Ingest refuses batches more than 5 minutes ahead; an hour leaves room for a fake clock in a
+# scenario. One node's timestamp far in the future would otherwise hold the window's end for
+# every node of its cluster, and blind every rule there.
+MAX_FUTURE_S = 3600.0
+# No series gpulse reads comes near 2**62 (4.6e18: bytes, counts, bytes/s); a bin sums up to 3600
+# samples per series, which stays finite in float64 only below ~1e304, and a throttle bitmask
+# must fit an int64.
+MAX_ABS = 2.0**62
+MAX_DEVICE_INDEX = 1 << 20  # a GPU index or NUMA node / CPU id is a small integer
+MAX_CPUS = 1 << 20  # no host has a million CPUs; 0 is no count (and would divide by zero)
+MAX_HOST_BYTES = float(1 << 60)  # 1 EiB of host memory
+MAX_GPU_BYTES = float(1 << 50)  # 1 PiB of device memory
+MAX_POWER_W = 1e5  # 100 kW for one board
+MAX_TEMP_C = 300.0  # a slowdown temperature past this is no sensor's
+
+
+def _amount(value: object, lo: float, hi: float) -> float:
+    """A static field as a float, NaN when it is not a number in [lo, hi] (a bool, a string, an
+    integer beyond float64 — OverflowError in numpy — NaN, ±inf, or just absurd)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    try:
+        x = float(value)
+    except OverflowError:
+        return math.nan
+    return x if lo <= x <= hi else math.nan
+
+
+def _small_int(value: object, hi: int = MAX_DEVICE_INDEX) -> bool:
+    return type(value) is int and 0 <= value < hi
+
+
+def readable(chunk: Chunk, now: float = math.nan) -> Chunk | None:
+    """The chunk as analyze may read it, or None when no sample of it is left.
+
+    Dropped, each with what hangs on it: samples whose timestamp is not a sample time (not
+    finite, before MIN_TIME_S, more than MAX_FUTURE_S past a finite `now`) with every value at that
+    time; GPUs whose index is not a small integer (nothing can place them), MIG instances of a GPU
+    the chunk does not carry, processes without a finite first and last seen, events without a
+    finite time. A process's absurd `mem_used` or CPU list becomes unknown (None). Series values
+    and static fields are read in `build_window` (`_Binned.add`, `_amount`). The usual chunk comes
+    back as it is.
+    """
+    ts = chunk.timestamps
+    ok = np.isfinite(ts) & (ts >= MIN_TIME_S)
+    if not math.isnan(now):
+        ok &= ts <= now + MAX_FUTURE_S
+    if not ok.any():
+        return None
+    changes: dict[str, Any] = {}
+    if not ok.all():
+        keep = np.flatnonzero(ok)
+
+        def cut(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {name: values[keep] for name, values in metrics.items()}
+
+        changes["timestamps"] = ts[keep]
+        changes["host"] = cut(chunk.host)
+        changes["gpus"] = [replace(g, metrics=cut(g.metrics)) for g in chunk.gpus]
+        changes["mig"] = [replace(m, metrics=cut(m.metrics)) for m in chunk.mig]
+    gpus: list[GpuSeries] = changes.get("gpus", chunk.gpus)
+    if not all(_small_int(g.index) for g in gpus):
+        changes["gpus"] = gpus = [g for g in gpus if _small_int(g.index)]
+    indexes = {g.index for g in gpus}
+    mig: list[MigSeries] = changes.get("mig", chunk.mig)
+    if not all(m.gpu_index in indexes for m in mig):
+        changes["mig"] = [m for m in mig if m.gpu_index in indexes]
+    processes = [_process(p) for p in chunk.processes]
+    if any(p is not q for p, q in zip(processes, chunk.processes, strict=True)):
+        changes["processes"] = [p for p in processes if p is not None]
+    events = [
+        e for e in chunk.events if isinstance(e, dict) and not math.isnan(_amount(e.get("ts"), 0, math.inf))
+    ]
+    if len(events) != len(chunk.events):
+        changes["events"] = events
+    return replace(chunk, **changes) if changes else chunk
+
+
+def _process(p: Any) -> dict[str, Any] | None:
+    """The process as it is when every field is readable; a copy with unknown (None) `mem_used`
+    or CPU lists where they are not; None when it cannot be placed (pid, GPU, first/last seen)."""
+    if not isinstance(p, dict) or not _small_int(p.get("gpu_index")) or type(p.get("pid")) is not int:
+        return None
+    first = _amount(p.get("first_seen"), 0, math.inf)
+    last = _amount(p.get("last_seen"), 0, math.inf)
+    if math.isnan(first) or math.isnan(last):
+        return None
+    fixed: dict[str, Any] = {}
+    if type(p["first_seen"]) is not float or type(p["last_seen"]) is not float:
+        fixed.update(first_seen=first, last_seen=last)
+    mem = p.get("mem_used")
+    if mem is not None and math.isnan(_amount(mem, 0, MAX_GPU_BYTES)):
+        fixed["mem_used"] = None
+    for key in ("cpu_affinity", "cpu_numa_nodes"):
+        ids = p.get(key)
+        if ids is not None and not (isinstance(ids, list | tuple) and all(_small_int(i) for i in ids)):
+            fixed[key] = None
+    return {**p, **fixed} if fixed else p
 
 
 def window_end(last_seen: Iterable[float], step: float) -> float:
@@ -47,7 +155,7 @@ class _Binned:
         self.parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
 
     def add(self, metric: str, flat_index: np.ndarray, values: np.ndarray) -> None:
-        ok = np.isfinite(values)
+        ok = np.abs(values) <= MAX_ABS  # NaN and ±inf compare false: no sample
         self.parts[metric].append((flat_index[ok], values[ok]))
 
     def add_rows(
@@ -77,7 +185,7 @@ def _gpu_series(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {k: v for k, v in metrics.items() if k != "throttle_reasons"}
     reasons = metrics.get("throttle_reasons")
     if reasons is not None:
-        known = np.isfinite(reasons)
+        known = np.abs(reasons) <= MAX_ABS  # a mask must fit an int64
         bits = np.where(known, reasons, 0).astype(np.int64)
         thermal = ((bits & THROTTLE_THERMAL_BITS) != 0) | (
             ((bits & THROTTLE_HW_SLOWDOWN) != 0) & ((bits & THROTTLE_CAUSE_BITS) == 0)
@@ -104,10 +212,12 @@ def build_window(
     registry: list[NodeSeen] | None = None,
     now: float = float("nan"),
 ) -> Window:
-    """Bin `chunks` (any order, any overlap) into the window (end - span_s, end]."""
+    """Bin `chunks` (any order, any overlap) into the window (end - span_s, end]; what is not
+    `readable` in them is left out."""
     bins = max(round(span_s / step), 1)
     start = end - bins * step
-    chunks = sorted(chunks, key=lambda c: float(c.timestamps[0]))  # layouts and events in time order
+    chunks = [r for r in (readable(c, now) for c in chunks) if r is not None]
+    chunks = sorted(chunks, key=lambda c: float(c.timestamps.min()))  # layouts and events in time order
     nodes = sorted({c.node for c in chunks})
     node_row = {n: i for i, n in enumerate(nodes)}
     groups: dict[str, str | None] = dict.fromkeys(nodes)
@@ -135,27 +245,27 @@ def build_window(
 
     for c in chunks:
         r = node_row[c.node]
-        t_first = float(c.timestamps[0])
-        b = np.floor((c.timestamps - start) / step).astype(np.int64)
-        inside = (b >= 0) & (b < bins)
-        last_seen[r] = np.fmax(last_seen[r], c.timestamps[-1])
-        cpu_count[r] = c.host_static.cpu_count
-        host_mem_total[r] = c.host_static.mem_total
+        t_first = float(c.timestamps.min())
+        at = (c.timestamps - start) / step  # in float: a far timestamp cannot wrap an int64
+        inside = (at >= 0) & (at < bins)
+        last_seen[r] = np.fmax(last_seen[r], c.timestamps.max())
+        cpu_count[r] = _amount(c.host_static.cpu_count, 1, MAX_CPUS)
+        host_mem_total[r] = _amount(c.host_static.mem_total, 1, MAX_HOST_BYTES)
         for g in c.gpus:
             gr = gpu_row[(c.node, g.index)]
-            for key, value in (
-                ("mem_total", g.mem_total),
-                ("numa", g.numa_node),
-                ("power_limit", g.power_limit_w),
-                ("temp_slowdown", g.temp_slowdown_c),
+            for key, value, lo, hi in (
+                ("mem_total", g.mem_total, 1, MAX_GPU_BYTES),
+                ("numa", g.numa_node, 0, MAX_DEVICE_INDEX),
+                ("power_limit", g.power_limit_w, math.ulp(0), MAX_POWER_W),
+                ("temp_slowdown", g.temp_slowdown_c, math.ulp(0), MAX_TEMP_C),
             ):
                 if value is not None:
-                    gpu_static[key][gr] = value
+                    gpu_static[key][gr] = _amount(value, lo, hi)
         layout_of: dict[int, set[tuple[str, int, int]]] = defaultdict(set)
         for m in c.mig:
             gr = gpu_row[(c.node, m.gpu_index)]
             mig_info[mig_row[(c.node, m.gpu_index, m.uuid)]] = MigInstance(
-                gr, m.uuid, m.profile, m.gi_id, m.ci_id, float(m.mem_total)
+                gr, m.uuid, m.profile, m.gi_id, m.ci_id, _amount(m.mem_total, 0, MAX_GPU_BYTES)
             )
             layout_of[gr].add((m.profile or "", m.gi_id, m.ci_id))
         for g in c.gpus:  # a GPU in MIG mode with no instance has an empty layout
@@ -168,7 +278,7 @@ def build_window(
             events.append({**e, "node": c.node})
         if not inside.any():
             continue
-        bi = b[inside]
+        bi = np.floor(at[inside]).astype(np.int64)
         for name, values in c.host.items():
             host.add(name, r * bins + bi, values[inside])
         # one call per metric for all of the chunk's GPUs (and MIG instances): (rows × samples) at once

@@ -89,7 +89,7 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(
     ship(store, start, 90, faulty=False)
     ship(store, start + 90, 150, faulty=True)
 
-    assert invoke(analyze) == {"clusters": 1, "published": 2}
+    assert invoke(analyze) == {"clusters": 1, "published": 2, "failures": 0, "heartbeat": None}
     idle, imbalance = findings(queue)  # sorted by rule name
     assert (imbalance.rule, imbalance.state, imbalance.cluster) == ("imbalance", "firing", "c1")
     assert imbalance.nodes == ["node-03", "node-06"]
@@ -107,14 +107,15 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(
     )
     assert idle.since == start + 90
 
-    assert invoke(analyze) == {"clusters": 1, "published": 0}  # still firing: nothing new to say
+    # still firing: nothing new to say
+    assert invoke(analyze) == {"clusters": 1, "published": 0, "failures": 0, "heartbeat": None}
     assert findings(queue) == []
 
     ship(
         store, start + 240, 60, faulty=False
     )  # recovery (in the future of `now`: the window follows the data)
     monkeypatch.setattr(time, "time", lambda: start + 300 + 5)
-    assert invoke(analyze) == {"clusters": 1, "published": 2}
+    assert invoke(analyze) == {"clusters": 1, "published": 2, "failures": 0, "heartbeat": None}
     resolved = findings(queue)
     assert sorted((f.rule, f.state, f.fingerprint, f.since) for f in resolved) == sorted(
         [
@@ -136,7 +137,7 @@ def test_most_of_the_cluster_going_silent_is_one_alert_and_holds_the_ones_under_
     start = now - now % 30 - 240
     ship(store, start, 90, faulty=False)
     ship(store, start + 90, 150, faulty=True)
-    assert invoke(analyze) == {"clusters": 1, "published": 2}
+    assert invoke(analyze) == {"clusters": 1, "published": 2, "failures": 0, "heartbeat": None}
     idle, imbalance = findings(queue)
 
     # node-03 … node-08 stop at start + 240 (the site's uplink); node-01 and node-02 go on
@@ -145,7 +146,7 @@ def test_most_of_the_cluster_going_silent_is_one_alert_and_holds_the_ones_under_
         for node in NODES[:2]:
             store.put_batch(Batch(batch_doc(node=node, t0=t0, n=30, gpus=GPUS, util=[[90.0] * 30] * GPUS)))
     monkeypatch.setattr(analyze.analyzer, "clock", lambda: quiet_from + 300 + 5)  # silence: wall clock
-    assert invoke(analyze) == {"clusters": 1, "published": 1}
+    assert invoke(analyze) == {"clusters": 1, "published": 1, "failures": 0, "heartbeat": None}
     [silent] = findings(queue)
     assert (silent.rule, silent.state, silent.nodes) == ("silent_node", "firing", NODES[2:])
     assert silent.summary.startswith("6 of 8 nodes of c1 have sent nothing for 5m 6s or more")
@@ -166,7 +167,7 @@ def test_most_of_the_cluster_going_silent_is_one_alert_and_holds_the_ones_under_
     back = quiet_from + 300
     ship(store, back, 60, faulty=False)
     monkeypatch.setattr(analyze.analyzer, "clock", lambda: back + 60 + 5)
-    assert invoke(analyze) == {"clusters": 1, "published": 3}
+    assert invoke(analyze) == {"clusters": 1, "published": 3, "failures": 0, "heartbeat": None}
     assert sorted((f.rule, f.state, f.fingerprint) for f in findings(queue)) == [
         ("idle_held", "resolved", idle.fingerprint),
         ("imbalance", "resolved", imbalance.fingerprint),

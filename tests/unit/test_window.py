@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
+import contextlib
+import math
 
-from gpulse import codec
-from gpulse.window import build_window
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpulse import codec, window
+from gpulse.window import build_window, readable
 from tests.factories import batch_doc
 
 T0 = 1_763_800_000.0
@@ -33,3 +38,61 @@ def test_bins_widen_to_the_slowest_nodes_sample_interval() -> None:
     assert bin_step([every_second]) == 5.0
     assert bin_step([every_second, every_15s]) == 15.0
     assert bin_step([]) == 5.0
+
+
+# Static fields: a number in these bounds is read as is; anything else is "no sample" (NaN).
+STATIC_BOUNDS = {
+    ("host", "cpu_count"): ("cpu_count", 1, window.MAX_CPUS),
+    ("host", "mem_total"): ("host_mem_total", 1, window.MAX_HOST_BYTES),
+    ("gpu", "mem_total"): ("gpu_mem_total", 1, window.MAX_GPU_BYTES),
+    ("gpu", "numa_node"): ("gpu_numa", 0, window.MAX_DEVICE_INDEX),
+    ("gpu", "power_limit_w"): ("gpu_power_limit", 5e-324, window.MAX_POWER_W),
+    ("gpu", "temp_slowdown_c"): ("gpu_temp_slowdown", 5e-324, window.MAX_TEMP_C),
+}
+ANY_NUMBER = st.one_of(
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.integers(min_value=-5, max_value=1 << 62),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(STATIC_BOUNDS)), ANY_NUMBER), ANY_NUMBER)
+def test_static_fields_beyond_any_reading_are_no_sample_and_never_raise(
+    values: dict[tuple[str, str], int | float], series_value: int | float
+) -> None:
+    doc = batch_doc(n=10, gpus=1)
+    for (where, key), value in values.items():
+        (doc["host"] if where == "host" else doc["gpus"][0])[key] = value
+    with contextlib.suppress(OverflowError):  # past float64: no batch can carry it as a series value
+        doc["gpus"][0]["metrics"]["util_gpu"][3] = float(series_value)
+    w = build_window("c1", [codec.decode(codec.encode(doc))], end=T0 + 10, span_s=10, step=5)
+    for (where, key), (attr, lo, hi) in STATIC_BOUNDS.items():
+        default = doc["host"].get(key) if where == "host" else doc["gpus"][0].get(key, math.nan)
+        value = values.get((where, key), default)
+        got = float(getattr(w, attr)[0])
+        ok = isinstance(value, int | float) and -math.inf < value < math.inf and lo <= value <= hi
+        assert (got == float(value)) if ok else math.isnan(got), (attr, value, got)
+    assert np.isfinite(w.gpu["util_gpu"]).all()  # an inf or NaN sample is left out of its bin
+
+
+def test_samples_that_are_no_time_are_left_out_with_their_values_and_the_rest_is_used() -> None:
+    doc = batch_doc(n=10, gpus=1, util=[[10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]])
+    doc["timestamps"][2] = float("nan")
+    doc["timestamps"][7] = float("inf")
+    doc["processes"] = [
+        {"gpu_index": 0, "pid": 1, "first_seen": 10**400, "last_seen": T0 + 9},
+        {"gpu_index": 0, "pid": 2, "first_seen": T0, "last_seen": T0 + 4, "mem_used": 10**400},
+    ]
+    doc["events"] = [{"ts": float("nan"), "type": "xid", "gpu_index": 0, "code": 79, "message": "x"}]
+    chunk = codec.decode(codec.encode(doc))
+    w = build_window("c1", [chunk], end=T0 + 10, span_s=10, step=5)
+    np.testing.assert_allclose(w.gpu["util_gpu"], [[(10 + 20 + 40 + 50) / 4, (60 + 70 + 90 + 100) / 4]])
+    assert [(p.pid, p.mem_used) for p in w.gpu_processes[0]] == [(2, None)]
+    assert w.events == []
+    assert w.node_last_seen.tolist() == [T0 + 9]
+    assert readable(chunk) is not chunk and readable(codec.decode(codec.encode(batch_doc()))) is not None
+    future = batch_doc(n=3)
+    future["timestamps"] = [T0, T0 + 1, T0 + 10**6]
+    kept = readable(codec.decode(codec.encode(future)), now=T0 + 2)
+    assert kept is not None and kept.timestamps.tolist() == [T0, T0 + 1]

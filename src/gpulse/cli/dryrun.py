@@ -21,7 +21,7 @@ from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.routes import Route, select
 from gpulse.alerting.settle import FindingsQueue
 from gpulse.alerting.silences import Silence, silenced_by
-from gpulse.alerting.state import AlertRecord, Rule, in_the_dark, to_finding
+from gpulse.alerting.state import AlertRecord, Decision, Rule, decide, to_finding
 from gpulse.analyze import Analyzer, unseen
 from gpulse.cli import format as fmt
 from gpulse.cli import inputs
@@ -30,7 +30,7 @@ from gpulse.config.flags import DynamoDBStore
 from gpulse.config.live import LiveConfig
 from gpulse.config.store import ConfigStore
 from gpulse.detect.base import Condition
-from gpulse.finding import Finding, fingerprint, with_state
+from gpulse.finding import Finding, fingerprint
 from gpulse.store import SeriesStore
 
 DEFAULT_WINDOW = "10m"  # the template's AnalyzeWindowSeconds default
@@ -90,17 +90,30 @@ def where(f: Finding) -> str:
 
 
 def fate(cond: Condition, rule: Rule, record: AlertRecord | None, at: float) -> str:
-    """What this run would do with a condition (the state machine's rule, in words)."""
-    if cond.muted_by is not None:
+    """What this run would do with a condition, and `record` its stored alert (None: none)."""
+    fp = fingerprint(cond.rule, **cond.subject)
+    decisions = decide("", [cond], {} if record is None else {fp: record}, {rule.name: rule}, at)
+    decided = decisions[0] if cond.muted_by is None else None  # decide's first is the condition's
+    return _fate(cond, rule, record, decided, at)
+
+
+def _fate(
+    cond: Condition, rule: Rule, record: AlertRecord | None, decided: Decision | None, at: float
+) -> str:
+    """`decided` (what alerting.state.decide made of the condition; None for a muted one, which
+    it leaves as it is) in words."""
+    firing = record is not None and record.state == "firing"
+    if decided is None:
         if record is not None and record.state == "firing":
             return f"firing since {fmt.iso(record.since)}; muted by {cond.muted_by}: held, not told again"
         return f"muted by {cond.muted_by}: not announced while that alert holds"
-    if record is not None and record.state == "firing":
-        return f"firing since {fmt.iso(record.since)}"
-    held = at - cond.since  # a pending alert's start follows the current run (alerting.state.decide)
-    if held >= rule.for_s:
+    new = decided.record
+    if new.state == "firing" and firing:
+        return f"firing since {fmt.iso(new.since)}"
+    held = at - new.since
+    if new.state == "firing":
         return f"would fire at this run (held {fmt.duration(round(held))} of {fmt.duration(rule.for_s)})"
-    fires_at = fmt.iso(cond.since + rule.for_s)
+    fires_at = fmt.iso(new.since + rule.for_s)
     if record is not None and record.state == "pending":
         return f"pending: held {fmt.duration(round(held))} of {fmt.duration(rule.for_s)}, fires at {fires_at}"
     return f"new: would go pending; fires after {fmt.duration(rule.for_s)}, at {fires_at}"
@@ -116,8 +129,9 @@ def outlooks(
     config: LiveConfig,
     dark_nodes: frozenset[str] = frozenset(),
 ) -> list[Outlook]:
-    """Each condition's fate, then each firing alert the conditions no longer hold (a resolve),
-    or held when its nodes are `dark_nodes` (analyze.unseen)."""
+    """What the state machine (alerting.state.decide, at `at`) would make of each condition, then
+    of each firing alert the conditions no longer hold: a resolve, or held when its nodes are
+    `dark_nodes` (analyze.unseen). Each with the silence that holds it and its routes."""
     routes, silences = config.routes(), config.silences()
 
     def outlook(f: Finding, text: str) -> Outlook:
@@ -126,24 +140,33 @@ def outlooks(
             f, text, silenced_by(labels, silences, now), select(labels, routes, config.rule_route(f.rule))
         )
 
-    out, active = [], set()
+    decided_for = {
+        d.record.fingerprint: d for d in decide(cluster, conditions, records, rules, at, unseen=dark_nodes)
+    }
+    out, named = [], set()
     for cond in conditions:
         fp = fingerprint(cond.rule, **cond.subject)
-        active.add(fp)
-        rec = records.get(fp)
-        since = rec.since if rec is not None and rec.state == "firing" else cond.since
-        finding = to_finding(cond, rules[cond.rule], cluster, since, at)
-        out.append(outlook(finding, fate(cond, rules[cond.rule], rec, at)))
+        named.add(fp)
+        rec, rule = records.get(fp), rules[cond.rule]
+        decided = decided_for.get(fp) if cond.muted_by is None else None
+        if decided is not None:
+            finding = decided.record.finding
+        elif rec is not None and rec.state == "firing":
+            finding = rec.finding  # muted: decide holds it as announced
+        else:
+            finding = to_finding(cond, rule, cluster, cond.since, at)  # muted: decide writes nothing
+        out.append(outlook(finding, _fate(cond, rule, rec, decided, at)))
     for fp, rec in records.items():
-        one_shot = rec.rule in rules and rules[rec.rule].one_shot  # an event ends without a resolve
-        if fp in active or rec.state != "firing" or one_shot:
+        if fp in named or rec.state != "firing":
             continue
-        if in_the_dark(rec, dark_nodes):  # alerting.state.decide holds it
+        decided = decided_for.get(fp)
+        if decided is None:  # decide leaves it firing: nothing is known of its nodes
             held = f"firing since {fmt.iso(rec.since)}; held: its nodes send nothing now"
             out.append(outlook(rec.finding, held))
-        else:
-            resolved = with_state(rec.finding, "resolved", at)
-            out.append(outlook(resolved, f"would resolve (firing since {fmt.iso(rec.since)})"))
+        elif decided.record.outbox is not None and decided.record.state == "resolved":
+            resolved = f"would resolve (firing since {fmt.iso(rec.since)})"
+            out.append(outlook(decided.record.outbox, resolved))
+        # else deleted without a word: an event (one-shot) ends without a resolve
     return out
 
 

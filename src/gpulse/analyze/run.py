@@ -1,0 +1,199 @@
+"""Orchestration: one scheduled run over every cluster — read its window, run the rules, move
+alerts through their states and publish each transition to the findings queue once.
+
+Each cluster runs behind its own boundary (and each rule within it, `detection.detect_all`): an
+exception in one is logged with its traceback, counted, and becomes an `analysis_failed` alert
+for that cluster through the alert state machine; the other clusters carry on. Nothing else is
+caught: a run that cannot list its clusters or read the config fails as a whole, and its missing
+heartbeat says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpulse import codec
+from gpulse.alerting.records import AlertRecords
+from gpulse.alerting.settle import FindingsQueue, settle
+from gpulse.alerting.state import Rule
+from gpulse.analyze.admission import RuleSource, admitter
+from gpulse.analyze.detection import STEP_S, detect_all, window_for
+from gpulse.analyze.inhibit import announced
+from gpulse.analyze.own_rules import (
+    ANALYSIS_FAILED,
+    BAD_CONFIG,
+    CONFIG_CLUSTER,
+    OWN_RULES,
+    config_condition,
+    describe,
+    failure_condition,
+)
+from gpulse.analyze.staleness import unseen
+from gpulse.codec import Chunk
+from gpulse.detect.base import Condition, NodeSeen, Window
+from gpulse.detect.catalogue import CATALOGUE, state_for_s
+from gpulse.finding import Finding
+from gpulse.store import NodeInfo, SeriesStore
+from gpulse.window import STALE_S
+
+logger = logging.getLogger(__name__)
+REGISTRY_S = 7 * 86400.0  # nodes silent this long leave the registry given to detectors
+
+
+@dataclass
+class ClusterReport:
+    cluster: str
+    chunks: int = 0
+    corrupt_chunks: int = 0  # stored chunks that did not decode: skipped, the rest used
+    conditions: int = 0
+    published: list[Finding] = field(default_factory=list)
+    error: str | None = None  # why the cluster could not be analysed this run (`own_rules.describe`)
+    failed_rules: list[str] = field(default_factory=list)  # rules that raised on it this run
+    read_s: float = 0.0
+    decode_s: float = 0.0
+    detect_s: float = 0.0
+    state_s: float = 0.0
+
+    @property
+    def failures(self) -> int:
+        """What this run could not analyse here: the whole cluster, or rules one by one."""
+        return (self.error is not None) + len(self.failed_rules)
+
+
+class Analyzer:
+    def __init__(
+        self,
+        store: SeriesStore,
+        records: AlertRecords,
+        queue: FindingsQueue,
+        config: RuleSource,
+        *,
+        window_s: float = 600.0,
+        step_s: float = STEP_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.records, self.queue, self.config = store, records, queue, config
+        self.window_s, self.step_s, self.clock = window_s, step_s, clock
+
+    def run(self) -> list[ClusterReport]:
+        """One scheduled run over every cluster with a node that reported in the last week (a
+        cluster gone wholly silent is still visited: that silence is what it must report)."""
+        now = self.clock()
+        params = self.config.params()
+        reports = [self.run_cluster(c, nodes, params, now) for c, nodes in self.clusters(now).items()]
+        return [*reports, self.report_config(now)]
+
+    def report_config(self, now: float) -> ClusterReport:
+        """Alerts about rejected config items (one per item, resolved when it is fixed)."""
+        report = ClusterReport(CONFIG_CLUSTER)
+        try:
+            conditions = [config_condition(p, now) for p in self.config.problems()]
+            report.conditions = len(conditions)
+            report.published = settle(
+                self.records, self.queue, CONFIG_CLUSTER, conditions, {BAD_CONFIG.name: BAD_CONFIG}, now
+            )
+        except Exception as e:  # the boundary of the config's own alerts, as of a cluster's
+            self._failed(report, e, now)
+        return report
+
+    def run_cluster(
+        self, cluster: str, nodes: list[NodeInfo], params: dict[str, dict[str, Any]], now: float
+    ) -> ClusterReport:
+        """Analyse one cluster and settle its alerts. Never raises: what stops it is reported
+        (`ClusterReport.error`) and raised as its `analysis_failed` alert."""
+        report = ClusterReport(cluster)
+        try:
+            window, conditions = self.evaluate(cluster, nodes, params, now, report)
+            t3 = time.perf_counter()
+            report.published = settle(
+                self.records,
+                self.queue,
+                cluster,
+                conditions,
+                self.rules(params),
+                window.end,
+                unseen=unseen(conditions, window),
+            )
+            report.state_s = time.perf_counter() - t3
+        except Exception as e:  # the boundary of one cluster: the others must still be analysed
+            self._failed(report, e, now)
+        return report
+
+    def _failed(self, report: ClusterReport, error: Exception, now: float) -> None:
+        """Log `error` with its traceback and settle the cluster's `analysis_failed` alert: only
+        that alert (a failed run says nothing of the others, so none of them may resolve)."""
+        logger.exception("cluster not analyzed", extra={"cluster": report.cluster})
+        report.error = describe(error)
+        try:
+            report.published = settle(
+                self.records,
+                self.queue,
+                report.cluster,
+                [failure_condition(report.cluster, error, now)],
+                OWN_RULES,
+                now,
+                whole_cluster=False,
+            )
+        except Exception:  # the state table or the queue is what failed: the log and the metric remain
+            logger.exception("analysis failure not recorded", extra={"cluster": report.cluster})
+
+    def evaluate(
+        self,
+        cluster: str,
+        nodes: list[NodeInfo],
+        params: dict[str, dict[str, Any]],
+        now: float,
+        report: ClusterReport | None = None,
+    ) -> tuple[Window, list[Condition]]:
+        """The cluster's window at `now` and the conditions the enabled rules find in it (what
+        a run would settle; the CLI's dry run shows it without settling). A chunk that does not
+        decode is skipped (logged, counted in `report`); a rule that raises is its own
+        `analysis_failed` condition (`detect_all`)."""
+        report = report or ClusterReport(cluster)
+        t0 = time.perf_counter()
+        stored = self.store.read_chunks(cluster, now - self.window_s - STALE_S, now)
+        t1 = time.perf_counter()
+        chunks: list[Chunk] = []
+        for item in stored:
+            try:
+                chunks.append(codec.decode(item.data))
+            except codec.ChunkCorrupt as e:  # one bad item must not hide its node's other data
+                report.corrupt_chunks += 1
+                logger.warning(
+                    "chunk skipped: it does not decode",
+                    extra={"cluster": cluster, "node": item.node, "key": item.key, "reason": str(e)},
+                )
+        t2 = time.perf_counter()
+        report.chunks, report.read_s, report.decode_s = len(chunks), t1 - t0, t2 - t1
+        registry = [NodeSeen(n.node, n.node_group, n.last_seen) for n in nodes]
+        window = window_for(cluster, chunks, registry, now, window_s=self.window_s, step_s=self.step_s)
+        off = {name for name in CATALOGUE if self.config.switched_off(name)}
+        conditions = detect_all(window, params, skip=off, admit=admitter(self.config, window))
+        report.failed_rules = [
+            str(c.subject["detector"]) for c in conditions if c.rule == ANALYSIS_FAILED.name
+        ]
+        report.detect_s, report.conditions = time.perf_counter() - t2, len(announced(conditions))
+        return window, conditions
+
+    @staticmethod
+    def rules(params: dict[str, dict[str, Any]]) -> dict[str, Rule]:
+        """What the state machine needs of each rule, with the `for` durations configured now,
+        analyze's own rules included."""
+        catalogue = {
+            name: Rule(name, det.title, for_s=state_for_s(name, params[name]), one_shot=det.one_shot)
+            for name, det in CATALOGUE.items()
+        }
+        return {**catalogue, **OWN_RULES}
+
+    def clusters(self, now: float) -> dict[str, list[NodeInfo]]:
+        """Each cluster with a node that reported in the last week, and its nodes."""
+        by_cluster: dict[str, list[NodeInfo]] = defaultdict(list)
+        for info in self.store.nodes():
+            if now - info.last_seen <= REGISTRY_S:
+                by_cluster[info.cluster].append(info)
+        return dict(sorted(by_cluster.items()))

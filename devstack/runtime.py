@@ -8,7 +8,9 @@ imports the same `functions/<name>/app.py` handler that `sam build` packages:
   (payload format 2.0) events and the handler's answer back into HTTP;
 - a Schedule event: the handler fired with an EventBridge scheduled event every rate/time_scale;
 - an SQS event: an event-source-mapping poller that deletes what succeeded and leaves the
-  `batchItemFailures` to come back after the visibility timeout (scaled like the schedule).
+  `batchItemFailures` to come back after the visibility timeout (scaled like the schedule);
+- an SNS event: the topic delivers to a private queue (moto's SNS → SQS), and each notification
+  is handed to the handler as the one-record SNS event Lambda gets.
 
 One invocation at a time per process, as in one Lambda container.
 """
@@ -40,6 +42,7 @@ from devstack.template import (
     FunctionSpec,
     HttpApiEvent,
     ScheduleEvent,
+    SnsEvent,
     SqsEvent,
     deploy_local,
     function_specs,
@@ -277,6 +280,62 @@ def poll_sqs(fn: Function, ev: SqsEvent, time_scale: float, stop: threading.Even
                 sqs.delete_message(QueueUrl=ev.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
 
+def sns_record(envelope: dict[str, Any], subscription_arn: str) -> dict[str, Any]:
+    """The SNS event Lambda gets for one notification, from the envelope SNS puts in SQS."""
+    return {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "EventVersion": "1.0",
+                "EventSubscriptionArn": subscription_arn,
+                "Sns": {
+                    "Type": envelope.get("Type", "Notification"),
+                    "MessageId": envelope["MessageId"],
+                    "TopicArn": envelope["TopicArn"],
+                    "Subject": envelope.get("Subject"),
+                    "Message": envelope["Message"],
+                    "Timestamp": envelope["Timestamp"],
+                    "SignatureVersion": envelope.get("SignatureVersion", "1"),
+                    "Signature": envelope.get("Signature", ""),
+                    # Lambda spells these two with "Url"; the SQS envelope with "URL"
+                    "SigningCertUrl": envelope.get("SigningCertURL", ""),
+                    "UnsubscribeUrl": envelope.get("UnsubscribeURL", ""),
+                    "MessageAttributes": envelope.get("MessageAttributes", {}),
+                },
+            }
+        ]
+    }
+
+
+def subscribe_sns(fn: Function, ev: SnsEvent) -> tuple[str, str]:
+    """The function's private queue, subscribed to the topic: (queue URL, subscription ARN).
+    Idempotent (same queue name, same endpoint), so a restarted runtime takes up where it was."""
+    sqs, sns = boto3.client("sqs"), boto3.client("sns")
+    url = sqs.create_queue(QueueName=f"{ev.topic_arn.rsplit(':', 1)[1]}-{fn.spec.logical_id}-sns")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    subscription = sns.subscribe(TopicArn=ev.topic_arn, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
+    return url, subscription
+
+
+def run_sns(
+    fn: Function, ev: SnsEvent, stop: threading.Event, subscribed: tuple[str, str] | None = None
+) -> None:
+    """Hand each notification of the topic to the function (`subscribed`: what subscribe_sns
+    returned, when the caller subscribed before saying it is ready)."""
+    sqs = boto3.client("sqs")
+    url, subscription = subscribed or subscribe_sns(fn, ev)
+    print(f"ready sns {ev.topic_logical_id}", flush=True)
+    while not stop.is_set():
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
+            try:
+                fn.invoke(sns_record(json.loads(m["Body"]), subscription))
+            except Exception:  # Lambda would retry an asynchronous invocation twice; locally it is logged
+                logger.exception("sns invocation failed")
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m devstack.runtime", description=__doc__.splitlines()[0])
     ap.add_argument("function", help="logical id in template.yaml, e.g. IngestFunction")
@@ -304,8 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     threads = []
+    # subscribed before any thread prints "ready": what is published once the stack is up arrives
+    subscribed = {ev.name: subscribe_sns(fn, ev) for ev in spec.events if isinstance(ev, SnsEvent)}
     for ev in spec.events:
         if isinstance(ev, HttpApiEvent):
+            continue
+        if isinstance(ev, SnsEvent):
+            t = threading.Thread(target=run_sns, args=(fn, ev, stop, subscribed[ev.name]), daemon=True)
+            t.start()
+            threads.append(t)
             continue
         target: Any = run_schedule if isinstance(ev, ScheduleEvent) else poll_sqs
         t = threading.Thread(target=target, args=(fn, ev, args.time_scale, stop), daemon=True)

@@ -113,8 +113,10 @@ class LocalStack:
             "StateTableName": self.table("StateTable"),
             "ConfigTableName": self.table("ConfigTable"),
             "IdempotencyTableName": self.table("IdempotencyTable"),
+            "NodeSecretsPrefix": self.specs["IngestFunction"].environment["GPULSE_NODE_SECRETS_PREFIX"],
             "FindingsQueueUrl": self.queue_url("FindingsQueue"),
             "FindingsDlqUrl": self.queue_url("FindingsDLQ"),
+            "HealthTopicArn": self.deployment.topics["HealthTopic"],
         }
         doc = {"endpoint": self.endpoint, "region": REGION, "outputs": outputs}
         (self.run_dir / "outputs.json").write_text(json.dumps(doc, indent=2) + "\n")

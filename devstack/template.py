@@ -1,8 +1,8 @@
 """The local stack's AWS resources, built from template.yaml and never described a second time.
 
 `load_template` reads the SAM template (short tags such as ``!Ref`` become their long form),
-`deploy_local` creates its DynamoDB tables and SQS queues through the boto3 clients it is given
-(pointing at a moto server), and `function_specs` says how to run each function locally: its
+`deploy_local` creates its DynamoDB tables, SQS queues and SNS topics through the boto3 clients it
+is given (pointing at a moto server), and `function_specs` says how to run each function locally: its
 handler, limits, environment with every intrinsic resolved against the local resources, and the
 events that trigger it. Whatever the local stack cannot reproduce faithfully is refused with a
 `TemplateError` that names the resource, rather than approximated.
@@ -14,10 +14,11 @@ import graphlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
+import boto3
 import yaml
 from botocore.exceptions import ClientError
 
@@ -33,6 +34,17 @@ TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
 TABLE_TYPE = "AWS::DynamoDB::Table"
 QUEUE_TYPE = "AWS::SQS::Queue"
 FUNCTION_TYPE = "AWS::Serverless::Function"
+TOPIC_TYPE = "AWS::SNS::Topic"
+# What the local stack knowingly does not create, and why (anything else unknown is the runners'):
+SKIPPED_TYPES: dict[str, str] = {
+    # the functions run as local processes: neither Lambda's metrics nor their EMF reach moto's
+    # CloudWatch, so a local alarm could never change state; tests send the alarm's SNS message
+    "AWS::CloudWatch::Alarm": "no metric reaches CloudWatch locally",
+    # the local runtime logs to files under the run directory
+    "AWS::Logs::LogGroup": "functions log to RUN_DIR/logs locally",
+    # only the optional email subscription is declared as a resource; nothing can read mail here
+    "AWS::SNS::Subscription": "no email locally",
+}
 
 PARTITION = "aws"
 URL_SUFFIX = "amazonaws.com"
@@ -145,6 +157,7 @@ class LocalDeployment:
     region: str
     account_id: str
     prefix: str = "gpulse-local"  # also what AWS::StackName resolves to
+    topics: dict[str, str] = field(default_factory=dict)  # logical id → topic ARN
 
 
 @dataclass(frozen=True)
@@ -177,7 +190,16 @@ class SqsEvent:
     name: str
 
 
-FunctionEvent = HttpApiEvent | ScheduleEvent | SqsEvent
+@dataclass(frozen=True)
+class SnsEvent:
+    """An SNS subscription of the function to a topic of the template."""
+
+    topic_logical_id: str
+    topic_arn: str
+    name: str
+
+
+FunctionEvent = HttpApiEvent | ScheduleEvent | SqsEvent | SnsEvent
 
 
 @dataclass(frozen=True)
@@ -267,10 +289,12 @@ class _Resolver:
         region: str,
         account_id: str | None,
         stack_name: str,
+        topics: dict[str, str] | None = None,
     ) -> None:
         self.parameters = parameters
         self.tables = tables
         self.queues = queues
+        self.topics = topics if topics is not None else {}
         self.region = region
         self.account_id = account_id
         self.stack_name = stack_name
@@ -310,6 +334,8 @@ class _Resolver:
             return self.tables[target]
         if target in self.queues:
             return self.queues[target]["url"]
+        if target in self.topics:
+            return self.topics[target]
         pseudo = {
             "AWS::Region": lambda: self.region,
             "AWS::AccountId": lambda: self._account(where),
@@ -321,7 +347,7 @@ class _Resolver:
             return pseudo[target]()
         raise TemplateError(
             f"{where}: Ref {target} names nothing the local stack creates "
-            "(it resolves parameters, pseudo parameters, tables and queues)"
+            "(it resolves parameters, pseudo parameters, tables, queues and topics)"
         )
 
     def _get_att(self, arg: Any, where: str) -> str:
@@ -336,6 +362,9 @@ class _Resolver:
             by_attribute = {"Arn": queue["arn"], "QueueUrl": queue["url"], "QueueName": queue["name"]}
             if attribute in by_attribute:
                 return by_attribute[attribute]
+        if resource in self.topics and attribute in ("TopicArn", "TopicName"):
+            arn = self.topics[resource]
+            return arn if attribute == "TopicArn" else arn.rsplit(":", 1)[1]
         raise TemplateError(f"{where}: Fn::GetAtt {resource}.{attribute} is not available in the local stack")
 
     def _sub(self, arg: Any, where: str) -> str:
@@ -440,6 +469,9 @@ _QUEUE_ATTRIBUTES = {
     "VisibilityTimeout",
 }
 _QUEUE_PROPERTIES_IGNORED = {"QueueName", "Tags"}
+# A topic's display name is kept; the rest changes nothing a local test can observe.
+_TOPIC_PROPERTIES_USED = {"DisplayName"}
+_TOPIC_PROPERTIES_IGNORED = {"TopicName", "Tags"}
 _QUEUE_EXISTS_CODES = {"QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"}
 
 
@@ -551,20 +583,30 @@ def _create_queue(sqs: SQSClient, name: str, attributes: dict[str, str]) -> Queu
     return {"url": url, "arn": arn, "name": name}
 
 
+def _create_topic(sns: Any, logical_id: str, name: str, props: dict[str, Any]) -> str:
+    """Create (or reuse: CreateTopic is idempotent by name) one topic; its ARN."""
+    _check_properties(logical_id, props, _TOPIC_PROPERTIES_USED | _TOPIC_PROPERTIES_IGNORED)
+    attributes = {"DisplayName": _as_str(props["DisplayName"], logical_id)} if "DisplayName" in props else {}
+    return str(sns.create_topic(Name=name, Attributes=attributes)["TopicArn"])
+
+
 def deploy_local(
     template: Mapping[str, Any],
     *,
     dynamodb: DynamoDBClient,
     sqs: SQSClient,
+    sns: Any | None = None,
     prefix: str = "gpulse-local",
     parameters: Mapping[str, str] | None = None,
 ) -> LocalDeployment:
-    """Create every AWS::DynamoDB::Table and AWS::SQS::Queue of `template` through the given clients.
+    """Create every AWS::DynamoDB::Table, AWS::SQS::Queue and AWS::SNS::Topic of `template`
+    through the given clients (`sns` defaults to one at the dynamodb client's endpoint).
 
     Resources are named ``{prefix}-{LogicalId}`` (``.fifo`` appended for FIFO queues); queues are
     created after the queues they reference (a dead-letter queue before its source). Running it
-    again reuses what exists. Other resource types are left to the local stack's runners.
-    Raises TemplateError for a property or intrinsic the local stack cannot reproduce.
+    again reuses what exists. Functions are left to the local stack's runners; the types in
+    SKIPPED_TYPES are knowingly not created. Raises TemplateError for a property or intrinsic
+    the local stack cannot reproduce.
     """
     params = resolve_parameters(template, parameters)
     region = dynamodb.meta.region_name
@@ -606,6 +648,14 @@ def deploy_local(
         resolver.account_id = resolver.account_id or _account_from_arn(queue["arn"])
         queues[logical_id] = queue
 
+    declared_topics = _resources_of_type(template, TOPIC_TYPE)
+    if declared_topics:
+        sns = sns or boto3.client("sns", region_name=region, endpoint_url=dynamodb.meta.endpoint_url)
+    topics: dict[str, str] = {}
+    for logical_id, resource in declared_topics.items():
+        props = resolver.resolve(resource.get("Properties") or {}, f"{logical_id}.Properties")
+        topics[logical_id] = _create_topic(sns, logical_id, f"{prefix}-{logical_id}", props)
+
     if resolver.account_id is None:
         raise TemplateError("the template declares no table or queue for the local stack to create")
     return LocalDeployment(
@@ -615,6 +665,7 @@ def deploy_local(
         region=region,
         account_id=resolver.account_id,
         prefix=prefix,
+        topics=topics,
     )
 
 
@@ -680,6 +731,13 @@ def _event(
             enabled=bool(props.get("Enabled", True)),
             name=name,
         )
+    if kind == "SNS":
+        topic = props.get("Topic")
+        if not (isinstance(topic, dict) and list(topic) == ["Ref"] and topic["Ref"] in deployment.topics):
+            raise TemplateError(f"{where}: Topic must be !Ref <topic in this template>")
+        if "FilterPolicy" in props or "SqsSubscription" in props:
+            raise TemplateError(f"{where}: FilterPolicy, SqsSubscription: not served locally")
+        return SnsEvent(topic_logical_id=topic["Ref"], topic_arn=deployment.topics[topic["Ref"]], name=name)
     raise TemplateError(f"{where}: event type {kind!r} is not served by the local stack")
 
 
@@ -698,6 +756,7 @@ def function_specs(template: Mapping[str, Any], deployment: LocalDeployment) -> 
         region=deployment.region,
         account_id=deployment.account_id,
         stack_name=deployment.prefix,
+        topics=deployment.topics,
     )
     globals_: dict[str, Any] = (template.get("Globals") or {}).get("Function") or {}
     specs: dict[str, FunctionSpec] = {}

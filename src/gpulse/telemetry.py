@@ -12,6 +12,7 @@ CATALOGUE: dict[str, tuple[MetricUnit, str]] = {
     "BatchesStored": (MetricUnit.Count, "ingest: batches written (first time)"),
     "BatchesDuplicate": (MetricUnit.Count, "ingest: replays acknowledged without writing"),
     "BatchesRejected": (MetricUnit.Count, "ingest: requests answered 4xx"),
+    "BatchesUnauthorized": (MetricUnit.Count, "ingest: requests answered 401 (the IngestUnauthorized alarm)"),
     "SamplesStored": (MetricUnit.Count, "ingest: sample timestamps written"),
     "ClustersAnalyzed": (MetricUnit.Count, "analyze: clusters evaluated in a run"),
     "ChunksRead": (MetricUnit.Count, "analyze: chunks decoded in a run"),

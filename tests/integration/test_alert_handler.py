@@ -50,7 +50,7 @@ def dead_letters(url: str) -> list[dict[str, Any]]:
     got = boto3.client("sqs").receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
     )
-    return got.get("Messages", [])
+    return [dict(m) for m in got.get("Messages", [])]
 
 
 def expire_leases(module: ModuleType) -> None:

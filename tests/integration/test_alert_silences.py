@@ -62,8 +62,8 @@ def stack(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         sleeps: list[float] = []
         module.dispatcher.clock = clock  # when groups are due, whether a silence is active
         module.config.store.clock = clock  # how old the cached config is
-        module.pacer.clock = clock  # a webhook's next send slot ...
-        module.pacer.sleep = sleeps.append  # ... and no real wait for it
+        module.channels.pacer.clock = clock  # a webhook's next send slot ...
+        module.channels.pacer.sleep = sleeps.append  # ... and no real wait for it
         yield Stack(module, sink, config, clock, sleeps)
 
 

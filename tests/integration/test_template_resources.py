@@ -12,9 +12,12 @@ from mypy_boto3_dynamodb import DynamoDBClient
 from mypy_boto3_sqs import SQSClient
 
 from devstack.template import (
+    FUNCTION_TYPE,
     QUEUE_TYPE,
+    SKIPPED_TYPES,
     TABLE_TYPE,
     TEMPLATE_PATH,
+    TOPIC_TYPE,
     LocalDeployment,
     deploy_local,
     function_specs,
@@ -63,6 +66,11 @@ def test_deployment_names_every_table_and_queue(
         "AnalyzeWindowSeconds": "600",
         "ConfigCacheSeconds": "30",
         "LogLevel": "INFO",
+        "LogRetentionDays": "30",
+        "ApiThrottlingBurstLimit": "200",
+        "ApiThrottlingRateLimit": "100",
+        "HeartbeatUrl": "",
+        "AlarmEmail": "",
     }
 
 
@@ -177,6 +185,7 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
             env.ANALYZE_WINDOW_S: "600",
             env.CONFIG_CACHE_S: "30",
+            env.HEARTBEAT_URL: "",
         },
         "AlertFunction": {
             **powertools,
@@ -189,3 +198,19 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.JANDI_WEBHOOK_PARAM: "/gpulse/it/webhooks/jandi",
         },
     }
+
+
+def test_topics_are_created_and_what_moto_cannot_run_is_skipped_by_name(
+    deployed: LocalDeployment, moto_server: str
+) -> None:
+    sns = boto3.client("sns", endpoint_url=moto_server, region_name="us-east-1")
+    declared = {lid for lid, r in RESOURCES.items() if r["Type"] == TOPIC_TYPE}
+    assert deployed.topics == {
+        lid: f"arn:aws:sns:us-east-1:{deployed.account_id}:{PREFIX}-{lid}" for lid in declared
+    }
+    for lid, arn in deployed.topics.items():
+        attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
+        assert attributes["DisplayName"] == RESOURCES[lid]["Properties"]["DisplayName"]
+    # every resource type is created here, run by the local runtime, or knowingly skipped
+    handled = {TABLE_TYPE, QUEUE_TYPE, TOPIC_TYPE, FUNCTION_TYPE, "AWS::Serverless::LayerVersion"}
+    assert {r["Type"] for r in RESOURCES.values()} - handled == set(SKIPPED_TYPES)

@@ -110,6 +110,11 @@ def stub_deployment() -> LocalDeployment:
         parameters=resolve_parameters(TEMPLATE),
         region="us-east-1",
         account_id="123456789012",
+        topics={
+            lid: f"arn:aws:sns:us-east-1:123456789012:gpulse-{lid}"
+            for lid, r in resources.items()
+            if r["Type"] == "AWS::SNS::Topic"
+        },
     )
 
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 
 import pytest
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2, EventBridgeEvent, SQSEvent
+from aws_lambda_powertools.utilities.data_classes import (
+    APIGatewayProxyEventV2,
+    EventBridgeEvent,
+    SNSEvent,
+    SQSEvent,
+)
 
 from devstack.template import (
     TEMPLATE_PATH,
@@ -36,6 +42,7 @@ def http_route() -> HttpApiEvent:
         parameters=resolve_parameters(TEMPLATE),
         region="us-east-1",
         account_id="123456789012",
+        topics={lid: lid for lid, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::SNS::Topic"},
     )
     (route,) = function_specs(TEMPLATE, stub)["IngestFunction"].events
     assert isinstance(route, HttpApiEvent)
@@ -43,7 +50,7 @@ def http_route() -> HttpApiEvent:
 
 
 def test_every_function_has_its_sample() -> None:
-    assert event_names() == ["alert_sqs", "analyze_schedule", "ingest_batch"]
+    assert event_names() == ["alert_sns_alarm", "alert_sqs", "analyze_schedule", "ingest_batch"]
 
 
 def test_load_event_returns_a_fresh_copy_and_names_what_exists() -> None:
@@ -117,3 +124,21 @@ def test_alert_sqs_carries_one_valid_finding_v1() -> None:
     assert finding.evidence is not None
     assert [row.label for row in finding.evidence.rows if row.flagged] == finding.nodes == ["node-03"]
     assert finding.to_json() == record.body
+
+
+def test_alert_sns_alarm_is_a_cloudwatch_alarm_of_the_template_through_sns() -> None:
+    event = SNSEvent(load_event("alert_sns_alarm"))
+    (record,) = list(event.records)
+    assert record.event_source == "aws:sns"
+    alarm = json.loads(record.sns.message)
+    declared = TEMPLATE["Resources"]["AnalyzeErrorsAlarm"]["Properties"]
+    assert (alarm["NewStateValue"], alarm["OldStateValue"]) == ("ALARM", "OK")
+    assert alarm["AlarmDescription"] == declared["AlarmDescription"]
+    assert (alarm["Trigger"]["Namespace"], alarm["Trigger"]["MetricName"]) == (
+        declared["Namespace"],
+        declared["MetricName"],
+    )
+    assert (alarm["Trigger"]["Period"], alarm["Trigger"]["Threshold"]) == (
+        declared["Period"],
+        declared["Threshold"],
+    )

@@ -15,6 +15,7 @@ from devstack.template import (
     LocalDeployment,
     QueueRef,
     ScheduleEvent,
+    SnsEvent,
     SqsEvent,
     TemplateError,
     function_specs,
@@ -48,6 +49,11 @@ def deployment(template: dict[str, Any], **parameters: str) -> LocalDeployment:
         region=REGION,
         account_id=ACCOUNT,
         prefix="unit",
+        topics={
+            lid: f"arn:aws:sns:{REGION}:{ACCOUNT}:s-{lid}"
+            for lid, r in resources.items()
+            if r["Type"] == "AWS::SNS::Topic"
+        },
     )
 
 
@@ -96,6 +102,7 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
                 env.ANALYZE_WINDOW_S: "600",
                 env.CONFIG_CACHE_S: "30",
+                env.HEARTBEAT_URL: "",
             },
             events=(ScheduleEvent(rate_seconds=60, enabled=True, name="EveryMinute"),),
         ),
@@ -126,6 +133,11 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                     name="Findings",
                 ),
                 ScheduleEvent(rate_seconds=60, enabled=True, name="Tick"),
+                SnsEvent(
+                    topic_logical_id="HealthTopic",
+                    topic_arn=f"arn:aws:sns:{REGION}:{ACCOUNT}:s-HealthTopic",
+                    name="Health",
+                ),
             ),
         ),
     }
@@ -145,6 +157,11 @@ def test_parameter_defaults_apply_and_come_back_as_strings() -> None:
         "AnalyzeWindowSeconds": "600",
         "ConfigCacheSeconds": "30",
         "LogLevel": "INFO",
+        "LogRetentionDays": "30",
+        "ApiThrottlingBurstLimit": "200",
+        "ApiThrottlingRateLimit": "100",
+        "HeartbeatUrl": "",
+        "AlarmEmail": "",
     }
 
 
@@ -197,6 +214,7 @@ def test_sub_getatt_join_and_pseudo_parameters_resolve() -> None:
             "STACK": {"Ref": "AWS::StackName"},
             "ATTRS": {"Fn::Sub": "${FindingsQueue.Arn}|${FindingsQueue.QueueName}|${FindingsQueue.QueueUrl}"},
             "TABLE_ARN": {"Fn::GetAtt": ["SeriesTable", "Arn"]},
+            "TOPIC": {"Fn::Sub": "${HealthTopic}|${HealthTopic.TopicName}"},
             "LITERAL": {"Fn::Sub": "${!NotResolved}-${Stage}"},
             "VARS": {"Fn::Sub": ["${Name}/${Stage}", {"Name": {"Ref": "ConfigTable"}}]},
             "JOINED": {"Fn::Join": ["/", ["a", {"Ref": "Stage"}, 7]]},
@@ -213,6 +231,7 @@ def test_sub_getatt_join_and_pseudo_parameters_resolve() -> None:
         "ATTRS": f"arn:aws:sqs:{REGION}:{ACCOUNT}:q-FindingsQueue|q-FindingsQueue|"
         f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
         "TABLE_ARN": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t-SeriesTable",
+        "TOPIC": f"arn:aws:sns:{REGION}:{ACCOUNT}:s-HealthTopic|s-HealthTopic",
         "LITERAL": "${NotResolved}-prod",
         "VARS": "t-ConfigTable/prod",
         "JOINED": "a/prod/7",
@@ -304,6 +323,14 @@ def test_event_options_are_read() -> None:
         (
             {"Type": "SQS", "Properties": {"Queue": "arn:aws:sqs:us-east-1:1:elsewhere"}},
             r"Probe\.Events\.E: Queue must be !GetAtt",
+        ),
+        (
+            {"Type": "SNS", "Properties": {"Topic": "arn:aws:sns:us-east-1:1:elsewhere"}},
+            r"Probe\.Events\.E: Topic must be !Ref",
+        ),
+        (
+            {"Type": "SNS", "Properties": {"Topic": {"Ref": "HealthTopic"}, "FilterPolicy": {}}},
+            r"Probe\.Events\.E: FilterPolicy, SqsSubscription: not served locally",
         ),
     ],
 )

@@ -1,0 +1,61 @@
+"""The channel registry: which webhook class serves which kind, and how a route's channel is
+built from the SSM parameter that holds its URL (the URL is read here, never logged).
+
+The alert function builds one `ChannelRegistry`; the dispatcher calls `make_channel` for each
+route's channel, and the live config calls `fallback_channels` when the table has no default
+route (the template's Slack and Jandi webhooks that are set).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import requests
+
+from gpulse.alerting.dispatch import channel_name
+from gpulse.alerting.routes import ChannelRef, Route
+from gpulse.errors import ConfigurationError
+from gpulse.notify.base import Webhook
+from gpulse.notify.http import PacerLike
+from gpulse.notify.jandi import JandiWebhook
+from gpulse.notify.slack import SlackWebhook
+
+KINDS: dict[str, type[Webhook]] = {"slack": SlackWebhook, "jandi": JandiWebhook}
+
+
+class Parameters(Protocol):
+    """A source of secret values by name (gpulse.secrets.SsmParameters): None when unset."""
+
+    def get(self, name: str) -> str | None: ...
+
+
+class ChannelRegistry:
+    def __init__(
+        self,
+        parameters: Parameters,
+        session: requests.Session,
+        *,
+        pacer: PacerLike | None,
+        fallback: tuple[ChannelRef, ...] = (),
+    ) -> None:
+        unknown = sorted({ref.kind for ref in fallback} - set(KINDS))
+        if unknown:
+            raise ConfigurationError(f"no channel kind {unknown}; known: {sorted(KINDS)}")
+        self.parameters, self.session, self.pacer, self.fallback = parameters, session, pacer, fallback
+
+    def fallback_channels(self) -> tuple[ChannelRef, ...]:
+        """The fallback webhooks whose parameter is set (read through the cache)."""
+        return tuple(ref for ref in self.fallback if self.parameters.get(ref.secret))
+
+    def make_channel(self, route: Route, ref: ChannelRef) -> Webhook:
+        """The channel for `ref` of `route`; ConfigurationError when its kind is unknown or its
+        parameter is not set (the dispatcher retries later, the message names the parameter)."""
+        kind = KINDS.get(ref.kind)
+        if kind is None:
+            raise ConfigurationError(
+                f"route {route.name}: no channel kind {ref.kind!r}; known: {sorted(KINDS)}"
+            )
+        url = self.parameters.get(ref.secret)
+        if not url:
+            raise ConfigurationError(f"route {route.name}: webhook parameter {ref.secret} is not set in SSM")
+        return kind(channel_name(route, ref), url, self.session, pacer=self.pacer, pace_key=ref.secret)

@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV_DEMO := .venv-demo
 VENV_TEST := .venv
 
-.PHONY: demo test lint build clean bench
+.PHONY: demo test lint build clean bench fuzz drills
 
 $(VENV_DEMO)/.installed: pyproject.toml
 	rm -rf $(VENV_DEMO)
@@ -37,6 +37,15 @@ build:
 
 test: $(VENV_TEST)/.installed lint build
 	$(VENV_TEST)/bin/python -m pytest
+
+# ingest's fuzz target at length (GPULSE_FUZZ_EXAMPLES, default 3000); CI runs 150 examples
+fuzz: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python -m pytest -m fuzz tests/integration/test_ingest_fuzz.py -p no:cacheprovider
+
+# the shipper drills at length: ingest down 5 min, kill -9 x30, a full disk (about 15 min, needs root
+# for the tmpfs); short versions of each run in the default suite. Prints DRILL lines with the figures.
+drills: $(VENV_TEST)/.installed
+	GPULSE_DRILLS=1 $(VENV_TEST)/bin/python -m pytest -m drill tests/integration/test_shipper_drills.py -s -p no:cacheprovider
 
 bench: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python bench/bench_codec.py

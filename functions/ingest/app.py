@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -22,6 +23,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gpulse import env, fastpath, ingest, telemetry
@@ -30,15 +32,16 @@ from gpulse.alerting.settle import FindingsQueue
 from gpulse.config.flags import DynamoDBStore
 from gpulse.config.live import LiveConfig
 from gpulse.config.store import ConfigStore
-from gpulse.errors import InvalidInput, StoreError
+from gpulse.errors import GpulseError, InvalidInput
 from gpulse.secrets import SsmNodeSecrets
 from gpulse.store import SeriesStore
-from gpulse.wire.batch import MAX_AGE_S, Batch
+from gpulse.wire.batch import MAX_AGE_S, MAX_MESSAGE_CHARS, Batch, clip
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
+clock: Callable[[], float] = time.time  # the request's "now" (signing window, batch age, rotation)
 
 store = SeriesStore(env.require(env.SERIES_TABLE), ttl_days=env.optional_int(env.SERIES_TTL_DAYS, 14))
 alert_records = AlertRecords(env.require(env.STATE_TABLE))
@@ -49,11 +52,19 @@ rules = LiveConfig(
         ConfigStore(env.require(env.CONFIG_TABLE)), max_age=env.optional_int(env.CONFIG_CACHE_S, 30)
     )
 )
+
+
+def replayed(response: Any, idempotent_data: DataRecord) -> Any:
+    """A replay answered from the idempotency record: acknowledged, nothing written this time."""
+    return {**response, "chunks": 0, "duplicate": True}
+
+
 idempotency = IdempotencyConfig(
     event_key_jmespath="batch_id",
     payload_validation_jmespath="digest",  # same batch_id, other content: refused, not overwritten
     raise_on_no_idempotency_key=True,
     expires_after_seconds=MAX_AGE_S,  # as long as ingest accepts a batch at all
+    response_hook=replayed,  # so a replay is counted, and handled, as one: no second fast path
 )
 persistence = DynamoDBPersistenceLayer(table_name=env.require(env.IDEMPOTENCY_TABLE))
 
@@ -76,7 +87,7 @@ def post_batch() -> Response:
     raw = event.body or ""
     body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
     headers = {k.lower(): v for k, v in (event.headers or {}).items()}
-    verified = ingest.verify_request(body, headers, secrets=secrets, now=time.time())
+    verified = ingest.verify_request(body, headers, secrets=secrets, now=clock())
     batch = verified.batch
     logger.append_keys(cluster=batch.cluster, node=batch.node, batch_id=batch.batch_id)
     result = store_once(record={"batch_id": batch.batch_id, "digest": verified.digest}, batch=batch)
@@ -92,19 +103,31 @@ def announce_hardware_errors(batch: Batch) -> None:
     """The fast path; the batch is stored already, so a failure here only leaves it to analyze."""
     try:
         published = fastpath.hardware_alerts(batch.doc, alert_records, findings, rules)
-    except StoreError as e:
-        logger.warning("hardware fast path failed; analyze will catch up", error=str(e))
+    except GpulseError as e:
+        logger.warning(
+            "hardware fast path failed; analyze will catch up",
+            error_type=type(e).__name__,
+            error=clip(str(e)),
+        )
         return
     if published:
         telemetry.emit(metrics, "FindingsPublished", len(published))
         logger.info("hardware errors announced", faults=[f.summary for f in published])
 
 
-@app.exception_handler(InvalidInput)
-def invalid_input(e: InvalidInput) -> Response:
+@app.exception_handler(GpulseError)
+def refused(e: GpulseError) -> Response:
+    """`retryable` decides: 503 for what may pass later (a throttled store), else a 4xx that says
+    why. A non-retryable store error on a valid batch is 422: resending the same cannot help."""
+    if e.retryable:
+        return store_unavailable(e)
+    status = e.status if isinstance(e, InvalidInput) else 422
+    reason = clip(str(e), 2 * MAX_MESSAGE_CHARS)  # every message quotes little; this bounds the sum
     telemetry.emit(metrics, "BatchesRejected")
-    logger.warning("batch rejected", status=e.status, reason=str(e))
-    return _json(e.status, {"error": str(e)})
+    if status == 401:  # a spike is a rotated secret a node lacks, or someone guessing (an alarm)
+        telemetry.emit(metrics, "BatchesUnauthorized")
+    logger.warning("batch rejected", status=status, reason=reason, error_type=type(e).__name__)
+    return _json(status, {"error": reason})
 
 
 @app.exception_handler(IdempotencyValidationError)
@@ -120,7 +143,7 @@ def in_progress(e: IdempotencyAlreadyInProgressError) -> Response:
     return _json(429, {"error": "this batch is being stored by another request; retry"}, {"Retry-After": "2"})
 
 
-@app.exception_handler([StoreError, IdempotencyPersistenceLayerError])
+@app.exception_handler(IdempotencyPersistenceLayerError)
 def store_unavailable(e: Exception) -> Response:
     logger.warning("store unavailable", error_type=type(e).__name__)
     return _json(503, {"error": "storage is unavailable; retry later"}, {"Retry-After": "5"})

@@ -20,9 +20,17 @@ from gpulse.errors import StoreError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-# Codes a later call may get past: throttling, capacity, AWS's own faults, a concurrent transaction.
+# Codes a later call may get past: throttling, capacity, AWS's own faults, a concurrent transaction;
+# and the deployment's own faults (a table missing, a role without the grant, expired credentials):
+# the request is fine, so what it carries must wait for the fix (ingest: 503, the node spools) and
+# never be refused as if the data were wrong. Only a refusal of the request itself (a
+# ValidationException: an item too large, a malformed expression) is not retryable.
 RETRYABLE_CODES = frozenset(
     {
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "ExpiredTokenException",
         "ProvisionedThroughputExceededException",
         "ThrottlingException",
         "Throttling",

@@ -19,6 +19,7 @@ from gpulse.analyze import RuleSource, admitter
 from gpulse.detect.catalogue import params_for
 from gpulse.detect.hardware import APPLICATION_XIDS, COUNTERS, HardwareErrorsDetector
 from gpulse.finding import Finding
+from gpulse.store import encode_parts
 from gpulse.window import build_window
 
 STEP_S = 5.0  # analyze's bin width: the same bins give the same `since`, so one alert, not two
@@ -46,11 +47,13 @@ def hardware_alerts(
     this cluster stays off here too)."""
     if not worth_checking(doc) or (config is not None and config.switched_off(DETECTOR.name)):
         return []
-    chunk = codec.decode(codec.encode(doc))
-    first, last = float(chunk.timestamps[0]), float(chunk.timestamps[-1])
+    # The chunks the store wrote (a large batch is several): analyze sees these very values.
+    chunks = [codec.decode(data) for _, data in encode_parts(doc)]
+    first, last = float(chunks[0].timestamps[0]), float(chunks[-1].timestamps[-1])
     end = math.floor(last / STEP_S) * STEP_S + STEP_S
     start = math.floor(first / STEP_S) * STEP_S
-    window = build_window(chunk.cluster, [chunk], end=end, span_s=end - start, step=STEP_S)
+    cluster = chunks[0].cluster
+    window = build_window(cluster, chunks, end=end, span_s=end - start, step=STEP_S)
     p = config.params()[DETECTOR.name] if config is not None else params_for(DETECTOR.name)
     conditions = DETECTOR.detect(window, p)
     if config is not None:
@@ -59,4 +62,4 @@ def hardware_alerts(
     if not conditions:
         return []
     rule = Rule(DETECTOR.name, DETECTOR.title, float(p["for_s"]), one_shot=True)
-    return settle(records, queue, chunk.cluster, conditions, {rule.name: rule}, end, whole_cluster=False)
+    return settle(records, queue, cluster, conditions, {rule.name: rule}, end, whole_cluster=False)

@@ -6,21 +6,23 @@ query on two or three partitions per cluster, never one per node. A retried batc
 keys, so the conditional write stores it once even after the idempotency record has expired.
 
 The table also holds a node registry (`pk = "registry"`, `sk = "{cluster}#{node}"`): the list of
-clusters and nodes analyze visits, with each node's group and last report.
+clusters and nodes analyze visits, with each node's group, last report and (`spool`) the state of
+its shipper's disk spool as of that report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import ClientError
 
 from gpulse import codec
-from gpulse.errors import DuplicateBatch, InvalidInput, StoreError
+from gpulse.aws import ConditionFailed, query_all, translated
+from gpulse.errors import DuplicateBatch, InvalidInput
 from gpulse.wire.batch import Batch
 
 if TYPE_CHECKING:
@@ -29,15 +31,16 @@ if TYPE_CHECKING:
 BUCKET_S = 600
 REGISTRY_PK = "registry"
 MAX_CHUNK_BYTES = 350_000  # DynamoDB's item limit is 400 KB; keys and attributes take the rest
-MAX_PARTS = 25  # one TransactWriteItems call (100 items, 4 MB) is the atomic unit; 25 × 350 KB fits
-_RETRYABLE = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-}
+# A batch of several chunks is written in one TransactWriteItems call, all or nothing. DynamoDB
+# takes at most 100 items and 4 MB (summed item sizes) per call: so at most MAX_PARTS chunks
+# (splitting halves the span, 1, 2, 4, … 32) whose items sum to at most MAX_TRANSACTION_BYTES
+# (4 MB read as decimal, and each item counted generously). A batch past that is refused (413),
+# never written in pieces. A 1 MiB gzip body encodes to far less (docs/batch-v1.md, "Sizes").
+MAX_PARTS = 32
+MAX_TRANSACTION_BYTES = 4_000_000
+# What a chunk item holds besides its data, counted generously: keys (pk ≤ 140, sk ≤ 230 bytes),
+# the other attributes and their names.
+ITEM_OVERHEAD_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,12 @@ def _slice_doc(doc: dict[str, Any], a: int, b: int) -> dict[str, Any]:
     return part
 
 
-def encode_parts(doc: dict[str, Any], max_bytes: int = MAX_CHUNK_BYTES) -> list[tuple[dict[str, Any], bytes]]:
-    """Encode a batch as one chunk, or split it by time into as few chunks as fit under max_bytes."""
+def encode_parts(
+    doc: dict[str, Any], max_bytes: int = MAX_CHUNK_BYTES, max_total: int = MAX_TRANSACTION_BYTES
+) -> list[tuple[dict[str, Any], bytes]]:
+    """Encode a batch as one chunk, or split it by time into as few chunks as fit under max_bytes
+    each; InvalidInput(413) if that takes more than MAX_PARTS chunks or max_total bytes in all
+    (one atomic write could not hold them)."""
     n = len(doc["timestamps"])
     parts = 1
     while True:
@@ -89,7 +96,7 @@ def encode_parts(doc: dict[str, Any], max_bytes: int = MAX_CHUNK_BYTES) -> list[
             for a in range(0, n, size):
                 piece = doc if parts == 1 else _slice_doc(doc, a, min(a + size, n))
                 out.append((piece, codec.encode(piece, max_bytes=max_bytes)))
-            return out
+            break
         except codec.ChunkTooLarge:
             if size == 1 or parts >= MAX_PARTS:
                 raise InvalidInput(
@@ -97,6 +104,13 @@ def encode_parts(doc: dict[str, Any], max_bytes: int = MAX_CHUNK_BYTES) -> list[
                     status=413,
                 ) from None
             parts *= 2
+    total = sum(len(data) + ITEM_OVERHEAD_BYTES for _, data in out)
+    if total > max_total:
+        raise InvalidInput(
+            f"batch encodes to {total} bytes; one atomic write holds {max_total}: send smaller batches",
+            status=413,
+        )
+    return out
 
 
 class SeriesStore:
@@ -127,31 +141,34 @@ class SeriesStore:
         expires = int(self.clock()) + self.ttl_s
         items = [self._chunk_item(batch, piece, data, i, expires) for i, (piece, data) in enumerate(parts)]
         try:
-            if len(items) == 1:
-                self.client.put_item(
-                    TableName=self.table, Item=items[0], ConditionExpression="attribute_not_exists(pk)"
-                )
-            else:
-                self.client.transact_write_items(
-                    TransactItems=[
-                        {
-                            "Put": {
-                                "TableName": self.table,
-                                "Item": it,
-                                "ConditionExpression": "attribute_not_exists(pk)",
-                            }
-                        }
-                        for it in items
-                    ]
-                )
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            reasons = [r.get("Code") for r in e.response.get("CancellationReasons", [])]
-            if code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in reasons:
-                raise DuplicateBatch(batch.batch_id) from None
-            raise self._store_error(e) from e
+            with translated():
+                self._write_all(items)
+        except ConditionFailed:
+            raise DuplicateBatch(batch.batch_id) from None
+        # After the chunks, not with them: the registry is an index, and a retry of this batch
+        # (DuplicateBatch) no longer needs it.
         self._touch_registry(batch, expires)
         return len(items)
+
+    def _write_all(self, items: list[dict[str, Any]]) -> None:
+        """One item alone, or all of them in one transaction; each only where none is yet."""
+        if len(items) == 1:
+            self.client.put_item(
+                TableName=self.table, Item=items[0], ConditionExpression="attribute_not_exists(pk)"
+            )
+        else:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": it,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    }
+                    for it in items
+                ]
+            )
 
     def _chunk_item(
         self, batch: Batch, piece: dict[str, Any], data: bytes, part: int, expires: int
@@ -172,6 +189,8 @@ class SeriesStore:
         }
         if batch.node_group:
             item["node_group"] = {"S": batch.node_group}
+        if batch.spool:
+            item["spool"] = {"S": batch.spool}  # the shipper's spool as of this batch (Batch v1 `agent`)
         return item
 
     def _touch_registry(self, batch: Batch, expires: int) -> None:
@@ -186,16 +205,15 @@ class SeriesStore:
         }
         if batch.node_group:
             item["node_group"] = {"S": batch.node_group}
-        try:
+        if batch.spool:
+            item["spool"] = {"S": batch.spool}  # the node's spool now: the latest batch says
+        with contextlib.suppress(ConditionFailed), translated():  # failed: a later batch is there already
             self.client.put_item(
                 TableName=self.table,
                 Item=item,
                 ConditionExpression="attribute_not_exists(last_seen) OR last_seen < :t",
                 ExpressionAttributeValues={":t": item["last_seen"]},
             )
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise self._store_error(e) from e
 
     # -- read --------------------------------------------------------------------------------------
 
@@ -237,24 +255,9 @@ class SeriesStore:
         if sk_from is not None:
             condition += " AND sk >= :lo"
             values[":lo"] = {"S": sk_from}
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-        }
-        try:
-            while True:
-                page = self.client.query(**kwargs)
-                yield from page.get("Items", [])
-                if "LastEvaluatedKey" not in page:
-                    return
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except ClientError as e:
-            raise self._store_error(e) from e
-
-    @staticmethod
-    def _store_error(e: ClientError) -> StoreError:
-        code = e.response.get("Error", {}).get("Code", "Unknown")
-        err = StoreError(f"DynamoDB {code}")
-        err.retryable = code in _RETRYABLE
-        return err
+        return query_all(
+            self.client,
+            TableName=self.table,
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+        )

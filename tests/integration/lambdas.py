@@ -31,8 +31,9 @@ class FakeContext:
         return 30_000
 
 
-def deploy(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> LocalDeployment:
-    """Tables and queues from the template, under a prefix of their own."""
+def deploy(endpoint: str, monkeypatch: pytest.MonkeyPatch, *, stage: str = "test") -> LocalDeployment:
+    """Tables and queues from the template, under a prefix of their own. SSM names are the
+    stage's (`/gpulse/{stage}/...`): a test that lists them gives itself a stage of its own."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     return deploy_local(
@@ -40,7 +41,7 @@ def deploy(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> LocalDeployment:
         dynamodb=boto3.client("dynamodb"),
         sqs=boto3.client("sqs"),
         prefix=f"t{uuid.uuid4().hex[:8]}",
-        parameters={"Stage": "test"},
+        parameters={"Stage": stage},
     )
 
 

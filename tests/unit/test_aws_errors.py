@@ -26,9 +26,10 @@ def client_error(code: str, reasons: list[str] | None = None) -> ClientError:
         ("InternalServerError", None, True),
         ("TransactionCanceledException", ["None", "TransactionConflict"], True),
         ("TransactionCanceledException", ["ThrottlingError"], True),
+        ("ResourceNotFoundException", None, True),
+        ("AccessDeniedException", None, True),
         ("ValidationException", None, False),
-        ("ResourceNotFoundException", None, False),
-        ("AccessDeniedException", None, False),
+        ("ItemCollectionSizeLimitExceededException", None, False),
         ("TransactionCanceledException", ["ValidationError"], False),
     ],
 )

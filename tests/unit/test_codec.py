@@ -128,7 +128,10 @@ def make_doc(n: int = 5, gpus: int = 1, start: float = NOW - 600, **extra: Any) 
                 "power_limit_w": 400.0,
                 "temp_slowdown_c": 87.0,
                 "mig_mode": False,
-                "metrics": {name: ((k * (g + 3)) % 101).tolist() for name in GPU_NAMES},
+                "metrics": {
+                    name: np.minimum((k * (g + 3)) % 101, bounds("gpu", name)[1]).tolist()
+                    for name in GPU_NAMES
+                },
             }
             for g in range(gpus)
         ],
@@ -141,28 +144,43 @@ def make_doc(n: int = 5, gpus: int = 1, start: float = NOW - 600, **extra: Any) 
 
 NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,11}", fullmatch=True)
 TEXT = st.text(max_size=12)
-# Values a shipper sends (small and large counts, fractions) and what a valid JSON body may hold.
-VALUE = st.one_of(
-    st.none(),
-    st.integers(min_value=0, max_value=100),
-    st.integers(min_value=-(10**15), max_value=10**15),
-    st.floats(min_value=-1e12, max_value=1e12, allow_nan=False),
-    st.floats(allow_nan=False, allow_infinity=False),
-)
 
 
-def series(n: int) -> st.SearchStrategy[list[Any]]:
-    varied = st.lists(VALUE, min_size=n, max_size=n)
-    steady = st.tuples(VALUE, st.sampled_from([0, 1, -1, 0.5, 1024, 1 << 20])).map(
-        lambda p: [None if p[0] is None else p[0] + i * p[1] for i in range(n)]
+def bounds(kind: str, name: str) -> tuple[float, float]:
+    """The values Batch v1 admits in a `kind` metric's series (its schema definition's items)."""
+    props = batch.SCHEMA["properties"]
+    node = {"host": props["host"], "gpu": props["gpus"]["items"], "mig": props["mig"]["items"]}[kind]
+    ref = node["properties"]["metrics"]["properties"][name]["$ref"].rsplit("/", 1)[-1]
+    items = batch.SCHEMA["definitions"][ref]["items"]
+    return float(items["minimum"]), float(items["maximum"])
+
+
+def value(lo: float, hi: float) -> st.SearchStrategy[Any]:
+    """Values a shipper sends within the metric's bounds: small and large counts, fractions, edges."""
+    return st.one_of(
+        st.none(),
+        st.integers(min_value=int(lo), max_value=int(min(hi, lo + 100))),
+        st.integers(min_value=int(lo), max_value=int(hi)),
+        st.floats(min_value=lo, max_value=hi, allow_nan=False),
+        st.sampled_from([lo, hi]),
+    )
+
+
+def series(n: int, kind: str, name: str) -> st.SearchStrategy[list[Any]]:
+    lo, hi = bounds(kind, name)
+    varied = st.lists(value(lo, hi), min_size=n, max_size=n)
+    steady = st.tuples(value(lo, hi), st.sampled_from([0, 1, -1, 0.5, 1024, 1 << 20])).map(
+        lambda p: [None if p[0] is None else min(max(p[0] + i * p[1], lo), hi) for i in range(n)]
     )
     return st.one_of(varied, steady)
 
 
-def metric_set(names: list[str], required: tuple[str, ...], n: int) -> st.SearchStrategy[dict[str, Any]]:
+def metric_set(
+    kind: str, names: list[str], required: tuple[str, ...], n: int
+) -> st.SearchStrategy[dict[str, Any]]:
     optional = [name for name in names if name not in required]
     return st.lists(st.sampled_from(optional), unique=True, max_size=len(optional)).flatmap(
-        lambda chosen: st.fixed_dictionaries({name: series(n) for name in (*required, *chosen)})
+        lambda chosen: st.fixed_dictionaries({name: series(n, kind, name) for name in (*required, *chosen)})
     )
 
 
@@ -175,7 +193,7 @@ def batch_docs(draw: st.DrawFn) -> dict[str, Any]:
     host: dict[str, Any] = {
         "cpu_count": draw(st.integers(1, 512)),
         "mem_total": draw(st.integers(0, 1 << 44)),
-        "metrics": draw(metric_set(HOST_NAMES, ("cpu_util", "mem_used"), n)),
+        "metrics": draw(metric_set("host", HOST_NAMES, ("cpu_util", "mem_used"), n)),
     }
     if draw(st.booleans()):
         host["numa_nodes"] = draw(st.integers(1, 8))
@@ -186,7 +204,7 @@ def batch_docs(draw: st.DrawFn) -> dict[str, Any]:
             "index": index,
             "uuid": f"GPU-{draw(st.uuids())}",
             "mem_total": draw(st.integers(0, 1 << 37)),
-            "metrics": draw(metric_set(GPU_NAMES, ("util_gpu", "mem_used"), n)),
+            "metrics": draw(metric_set("gpu", GPU_NAMES, ("util_gpu", "mem_used"), n)),
         }
         optional = {
             "name": TEXT,
@@ -223,7 +241,7 @@ def batch_docs(draw: st.DrawFn) -> dict[str, Any]:
                 "ci_id": 0,
                 "profile": "1g.10gb",
                 "mem_total": 10 << 30,
-                "metrics": {"mem_used": draw(series(n))},
+                "metrics": {"mem_used": draw(series(n, "mig", "mem_used"))},
             }
             for i in range(draw(st.integers(1, 3)))
         ]
@@ -598,7 +616,8 @@ def test_a_body_that_inflates_past_the_bound_is_chunk_corrupt() -> None:
 def test_limits_match_batch_v1() -> None:
     schema = batch.SCHEMA
     assert schema["properties"]["timestamps"]["maxItems"] == codec.MAX_SAMPLES
-    assert schema["definitions"]["series"]["maxItems"] == codec.MAX_SAMPLES
+    series_defs = [d for name, d in schema["definitions"].items() if name.endswith("_series")]
+    assert series_defs and all(d["maxItems"] == codec.MAX_SAMPLES for d in series_defs)
     assert schema["properties"]["processes"]["items"]["properties"]["cpu_affinity"]["maxItems"] == 4096
     most = (
         1

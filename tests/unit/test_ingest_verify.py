@@ -10,6 +10,7 @@ import pytest
 
 from gpulse import ingest
 from gpulse.errors import DuplicateBatch, InvalidInput
+from gpulse.secrets import NodeKeys
 from gpulse.wire import batch as wire
 from gpulse.wire.batch import Batch
 from gpulse.wire.signing import signature
@@ -23,8 +24,9 @@ class Secrets:
     def __init__(self, known: dict[tuple[str, str], bytes]) -> None:
         self.known = known
 
-    def node_secret(self, cluster: str, node: str) -> bytes | None:
-        return self.known.get((cluster, node))
+    def node_keys(self, cluster: str, node: str, *, refresh: bool = False) -> NodeKeys | None:
+        secret = self.known.get((cluster, node))
+        return NodeKeys(secret) if secret is not None else None
 
 
 SECRETS = Secrets({("c1", "node-01"): SECRET})
@@ -71,13 +73,27 @@ def test_unknown_node_is_401() -> None:
     assert (e.status, str(e)) == (401, "no secret is registered for node c1/node-99")
 
 
+NODE_HEADER = (
+    "x-gpulse-node header must be '<cluster>/<node>', each 1-128 of [A-Za-z0-9._-] "
+    "starting with a letter or digit"
+)
+SIGNATURE_FORM = "x-gpulse-signature must be 'v1=' and 64 lowercase hex digits"
+
+
 @pytest.mark.parametrize(
     ("header", "value", "message"),
     [
-        ("x-gpulse-node", "c1", "x-gpulse-node header must be '<cluster>/<node>'"),
-        ("x-gpulse-node", "c1/a/b", "x-gpulse-node header must be '<cluster>/<node>'"),
+        ("x-gpulse-node", "c1", NODE_HEADER),
+        ("x-gpulse-node", "c1/a/b", NODE_HEADER),
+        ("x-gpulse-node", "c1/" + "n" * 129, NODE_HEADER),
+        ("x-gpulse-node", "c1/-n", NODE_HEADER),
+        ("x-gpulse-node", "../etc/passwd", NODE_HEADER),
+        ("x-gpulse-node", "c1/node-01.previous", "node names ending in '.previous' are reserved"),
         ("x-gpulse-timestamp", "soon", "x-gpulse-timestamp must be integer unix seconds"),
+        ("x-gpulse-timestamp", "9" * 5000, "x-gpulse-timestamp must be integer unix seconds"),
         ("x-gpulse-signature", "", "missing x-gpulse-signature header"),
+        ("x-gpulse-signature", "v1=" + "A" * 64, SIGNATURE_FORM),
+        ("x-gpulse-signature", "v1=" + "a" * 6000, SIGNATURE_FORM),
     ],
 )
 def test_malformed_auth_headers_are_401(header: str, value: str, message: str) -> None:

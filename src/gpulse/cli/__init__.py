@@ -18,7 +18,7 @@ from typing import TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gpulse.cli import config, dryrun, routes, rules, silences, teams
+from gpulse.cli import config, dlq, dryrun, nodes, routes, rules, silences, teams
 from gpulse.cli.connect import LOCAL_DIR, STACK_ENV, Connection, resolve
 from gpulse.cli.context import Context, Resolver
 from gpulse.config.store import ConfigConflict
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="gpulse", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (rules, routes, silences, teams, config, dryrun):
+    for module in (rules, routes, silences, teams, config, dryrun, dlq, nodes):
         module.register(sub, [common], [write])
     return parser
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from collections.abc import Iterable
 
 from gpulse.errors import InvalidInput
 
@@ -17,6 +19,7 @@ MAX_SKEW_S = 300  # a request signed more than 5 minutes away from the receiver'
 HEADER_NODE = "x-gpulse-node"  # "{cluster}/{node}": whose secret signed the request
 HEADER_TIMESTAMP = "x-gpulse-timestamp"  # integer unix seconds
 HEADER_SIGNATURE = "x-gpulse-signature"  # "v1=" + lowercase hex digest
+_FORM = re.compile(r"v1=[0-9a-f]{64}")
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -53,10 +56,27 @@ def parse_timestamp(raw: str | None, now: float) -> int:
     return ts
 
 
-def verify(secret: bytes, timestamp: int, body: bytes, presented: str | None) -> None:
-    """Raise InvalidInput(401) unless `presented` signs `body`; compared in constant time."""
-    if not presented:
+def presented(raw: str | None) -> str:
+    """The signature header's value, refused (401) unless it has the form of one; checked before
+    any secret is looked up, so a malformed header costs no SSM read."""
+    if not raw:
         raise InvalidInput(f"missing {HEADER_SIGNATURE} header", status=401)
-    expected = signature(secret, timestamp, body)
-    if not hmac.compare_digest(expected.encode(), presented.strip().encode()):
+    value = raw.strip()
+    if not _FORM.fullmatch(value):
+        raise InvalidInput(f"{HEADER_SIGNATURE} must be 'v1=' and 64 lowercase hex digits", status=401)
+    return value
+
+
+def signed_by_any(secrets: Iterable[bytes], timestamp: int, body: bytes, value: str) -> bool:
+    """True if one of `secrets` signs `body` at `timestamp` as `value` says. Every secret is
+    compared, each in constant time, so the answer's timing does not say which one matched."""
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(signature(secret, timestamp, body).encode(), value.encode())
+    return matched
+
+
+def verify(secret: bytes, timestamp: int, body: bytes, value: str | None) -> None:
+    """Raise InvalidInput(401) unless `value` signs `body`; compared in constant time."""
+    if not signed_by_any([secret], timestamp, body, presented(value)):
         raise InvalidInput("signature does not match the body for this node's secret", status=401)

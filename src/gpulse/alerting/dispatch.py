@@ -48,8 +48,6 @@ RETRY_MIN_S = 5.0  # a failed delivery is tried again after at least this long
 RETRY_MAX_S = 60.0  # and at most this long (a longer Retry-After is capped: the tick covers it)
 
 
-
-
 class DispatchConfig(Protocol):
     """What the dispatcher reads of the live config (gpulse.config.live.LiveConfig)."""
 

@@ -208,8 +208,9 @@ class Dispatcher:
 
     def accept(self, finding: Finding) -> list[Flushed]:
         """Put `finding` in its groups; flush those that are due now, wake the others later.
-        A resolve also goes to every other route whose group still holds the alert live: the
-        routing may have changed since it fired, and the channels told it fired must hear it ended."""
+        A transition older than one any route's group holds for the alert is ignored. A resolve
+        also goes to every other route whose group still holds the alert live: the routing may
+        have changed since it fired, and the channels told it fired must hear it ended."""
         labels: LabelMap = of_finding(finding)
         all_routes = self.config.routes()
         routes = select(labels, all_routes, self.config.rule_route(finding.rule))
@@ -219,10 +220,17 @@ class Dispatcher:
                 f"no route takes this {finding.rule} alert and there is no default route "
                 "(no `default` route in the config table, and no webhook set in SSM)"
             )
+        held = {r.name: m for r in all_routes if (m := self._member(r, labels, finding.fingerprint))}
+        newest = max((g.order(m.finding) for m in held.values()), default=None)
+        if newest is not None and newest > g.order(finding):
+            # an old transition come again (an SQS redelivery) after a newer one, maybe under other
+            # routing: the newer one stands, wherever it went
+            logger.info("transition older than one received already: ignored", extra={"at": finding.at})
+            return [Flushed(finding.fingerprint, skipped="stale: a newer transition was received")]
         if finding.state == "resolved":
             chosen = {r.name for r in routes}
             routes = routes + [
-                r for r in all_routes if r.name not in chosen and self._holds(r, labels, finding.fingerprint)
+                r for r in all_routes if r.name not in chosen and r.name in held and not held[r.name].done
             ]
         out = []
         for route in routes:
@@ -232,11 +240,10 @@ class Dispatcher:
             out.append(self._flush_or_wake(group, route))
         return out
 
-    def _holds(self, route: Route, labels: LabelMap, fp: str) -> bool:
-        """The route's group for these labels has the alert `fp` with something left to say."""
+    def _member(self, route: Route, labels: LabelMap, fp: str) -> g.Member | None:
+        """The alert `fp` in the route's group for these labels (live or a tombstone), if there."""
         group = self.groups.load(g.group_key(route.name, route.group_key(labels)))
-        member = group.members.get(fp) if group is not None else None
-        return member is not None and not member.done
+        return group.members.get(fp) if group is not None else None
 
     def flush(self, key: str) -> Flushed:
         group = self.groups.load(key)

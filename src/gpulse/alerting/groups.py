@@ -80,6 +80,13 @@ class Group:
     lease_until: float = 0.0  # who claimed the outbox owns it until then
 
 
+def order(f: Finding) -> tuple[float, float, bool]:
+    """Where a transition stands in its alert's life: by when it was decided, then by the firing
+    it belongs to (a re-fire starts later), then a resolve after its own firing — so two decided
+    at the same instant still have an order."""
+    return (f.at, f.since, f.state == "resolved")
+
+
 def group_key(route: str, labels: dict[str, str]) -> str:
     digest = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
     return f"{route}#{digest}"
@@ -90,7 +97,7 @@ def add(group: Group | None, finding: Finding, route: Route, labels: dict[str, s
     g = group or Group(group_key(route.name, labels), route.name, labels, now, epoch=secrets.token_hex(6))
     old = g.members.get(finding.fingerprint)
     if old is not None and (
-        old.finding.transition_id == finding.transition_id or old.finding.at > finding.at
+        old.finding.transition_id == finding.transition_id or order(old.finding) > order(finding)
     ):
         return g
     member = Member(finding, old.announced if old else None)

@@ -440,8 +440,11 @@ def batch_doc(
             "mem_used": [int(v) for v in g.mem[idx]],
             "power_w": _nullable(70 + 6.2 * u, 2),
             "temp_c": _nullable(g.temp[idx]),
+            # an idle GPU that throttles is at its floor, not below zero (Batch v1 refuses that)
             "sm_clock_mhz": _nullable(
-                np.where(u > 0, 1980.0, 345.0) - np.where((g.throttle[idx] & 0xE8) > 0, 540.0, 0.0)
+                np.maximum(
+                    np.where(u > 0, 1980.0, 345.0) - np.where((g.throttle[idx] & 0xE8) > 0, 540.0, 0.0), 0.0
+                )
             ),
             "throttle_reasons": [int(v) for v in g.throttle[idx]],
             "ecc_sbe_volatile": _nullable(g.sbe[idx]),

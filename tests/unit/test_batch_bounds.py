@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gpulse.errors import InvalidInput
 from gpulse.wire import batch as wire
+from gpulse.wire.metrics import BY_KIND
 from tests.factories import batch_doc
 
 NOW = 1_763_800_100.0
@@ -248,3 +249,12 @@ def test_the_depth_scan_agrees_with_the_parsed_depth(value: Any, ascii_only: boo
 @given(st.one_of(st.text(max_size=300), st.integers(), st.floats(), st.lists(st.integers()), st.none()))
 def test_quote_is_always_short(value: Any) -> None:
     assert len(wire.quote(value)) <= 10 * wire.QUOTE_CHARS + 30  # repr escapes at most 10 chars each
+
+
+def test_the_metric_catalogue_gives_each_series_the_schemas_bounds() -> None:
+    props = wire.SCHEMA["properties"]
+    devices = {"host": props["host"], "gpu": props["gpus"]["items"], "mig": props["mig"]["items"]}
+    for kind, device in devices.items():
+        for name, ref in device["properties"]["metrics"]["properties"].items():
+            items = wire.SCHEMA["definitions"][ref["$ref"].rsplit("/", 1)[-1]]["items"]
+            assert BY_KIND[kind][name].bounds == (items["minimum"], items["maximum"]), (kind, name)

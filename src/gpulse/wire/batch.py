@@ -21,12 +21,8 @@ import fastjsonschema  # Powertools' validation engine; compiled once here, not 
 import numpy as np
 
 from gpulse.errors import InvalidInput
+from gpulse.wire.limits import MAX_AGE_S, MAX_BODY_BYTES, MAX_FUTURE_S, MAX_INFLATED_BYTES, VERSION
 
-VERSION = 1
-MAX_BODY_BYTES = 1 << 20  # as sent (gzip): far under Lambda's 6 MB once API Gateway base64-encodes it
-MAX_INFLATED_BYTES = 16 << 20  # a gzip bomb stops here, before json.loads sees it
-MAX_AGE_S = 6 * 3600  # spooled batches older than this are refused (the analysis window is minutes)
-MAX_FUTURE_S = 300
 # A valid batch nests 5 deep (document > gpus > gpu > metrics > series). Deeper input is refused
 # before json.loads, whose C scanner recurses once per level (RecursionError past ~1000).
 MAX_DEPTH = 8

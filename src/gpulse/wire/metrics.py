@@ -2,12 +2,28 @@
 
 The chunk codec stores each value as an integer count of `resolution` (the sensor's own
 precision or finer), so a decoded series equals the shipped one to within half a resolution
-step. A test checks that this catalogue and batch-v1.schema.json name the same metrics.
+step. Each unit has the range Batch v1 admits (`bounds`): a shipper sends a reading outside it as
+null, so one glitched sensor costs one sample, not the batch. A test checks that this catalogue
+and batch-v1.schema.json name the same metrics with the same bounds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The values a unit admits in Batch v1 (docs/batch-v1.md, "Bounds", says why each).
+RANGE_BY_UNIT: dict[str, tuple[float, float]] = {
+    "%": (0.0, 100.0),
+    "bytes": (0.0, float(1 << 50)),
+    "bytes/s": (0.0, float(1 << 50)),
+    "count": (0.0, float((1 << 53) - 1)),
+    "bitmask": (0.0, float((1 << 53) - 1)),
+    "cores": (0.0, 65536.0),
+    "W": (0.0, 100_000.0),
+    "°C": (-100.0, 300.0),
+    "MHz": (0.0, 100_000.0),
+    "0/1": (0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -16,6 +32,11 @@ class Metric:
     unit: str
     resolution: float
     description: str
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The lowest and highest value Batch v1 admits for it."""
+        return RANGE_BY_UNIT[self.unit]
 
 
 GPU_METRICS: tuple[Metric, ...] = (

@@ -6,10 +6,13 @@ or the machine are not fit to run (no GPU/NVML without --simulate), 1 on a runti
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, ModuleType
 
@@ -46,11 +49,17 @@ def _pipeline(
     node: str,
     source: Source,
     secret: bytes,
+    secret_loader: Callable[[], bytes],
     spool_dir: Path,
     session: requests.Session,
     shipper: dict[str, object],
 ) -> NodePipeline:
-    spool = Spool(spool_dir, max_bytes=config.spool_max_bytes, label=node)
+    # An unusable spool directory does not stop the node: the spool says so and ships without it.
+    spool = None if config.no_spool else Spool(spool_dir, max_bytes=config.spool_max_bytes, label=node)
+    if spool is None:
+        with contextlib.suppress(OSError):  # next_seq still lives there; SeqStore says if it cannot
+            spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    floor = (spool.max_seq + 1) if spool is not None and spool.max_seq is not None else 0
     return NodePipeline(
         name=node,
         source=source,
@@ -58,14 +67,20 @@ def _pipeline(
             cluster=config.cluster, node=node, node_group=config.node_group, shipper=shipper
         ),
         # Spooled batches carry seqs too: never hand out one below them, even if the seq file was lost.
-        seq=SeqStore(spool_dir, floor=(spool.max_seq + 1) if spool.max_seq is not None else 0),
+        seq=SeqStore(spool_dir, floor=floor),
         outbox=Outbox(
             node=node,
             spool=spool,
             sender=Sender(
-                session=session, endpoint=config.endpoint, cluster=config.cluster, node=node, secret=secret
+                session=session,
+                endpoint=config.endpoint,
+                cluster=config.cluster,
+                node=node,
+                secret=secret,
+                secret_loader=secret_loader,
             ),
             backoff=Backoff(),
+            auth_hold_s=config.auth_hold_s,
         ),
     )
 
@@ -87,21 +102,22 @@ def _simulated(config: Config, session: requests.Session) -> list[NodePipeline]:
         raise ConfigError(
             "--simulate needs --secrets-dir DIR (one secret file per node, named node-01…) or --secret-file"
         )
-    shared = read_secret(config.secret_file) if config.secret_file is not None else None
     start = time.time()
     pipelines = []
     for index, node in enumerate(scenario.node_names()):
-        if shared is not None:
-            secret = shared
+        if config.secret_file is not None:
+            path, strict = config.secret_file, True
         else:
             assert config.secrets_dir is not None
-            secret = read_secret(config.secrets_dir / node, strict_mode=False)
+            path, strict = config.secrets_dir / node, False
+        secret = read_secret(path, strict_mode=strict)
         pipelines.append(
             _pipeline(
                 config,
                 node=node,
                 source=SimulatedNode(scenario, index, start),
                 secret=secret,
+                secret_loader=functools.partial(read_secret, path, strict_mode=strict),
                 spool_dir=config.spool_dir / node,
                 session=session,
                 shipper=shipper_info(config.interval_s),
@@ -141,6 +157,7 @@ def _real(config: Config, session: requests.Session, nvml: ModuleType | None) ->
             node=config.node,
             source=RealSource(collector, HostCollector()),
             secret=secret,
+            secret_loader=functools.partial(read_secret, config.secret_file),
             spool_dir=config.spool_dir,
             session=session,
             shipper={"version": __version__, "simulated": False, "sample_interval_s": config.interval_s},

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gpulse.wire.batch import MAX_BODY_BYTES
+from gpulse.wire.limits import MAX_BODY_BYTES
 from node_shipper.batch import BatchBuilder, encode
 from node_shipper.model import Source
 from node_shipper.outbox import Outbox
@@ -108,7 +108,13 @@ class Shipper:
         if first_ts is None:
             return
         seq = p.seq.take()
-        doc = p.builder.build(inventory=p.source.inventory(), seq=seq, batch_id=self._new_batch_id())
+        doc = p.builder.build(
+            inventory=p.source.inventory(),
+            seq=seq,
+            batch_id=self._new_batch_id(),
+            # read across threads: one enum attribute, the state as the batch leaves the sampler
+            agent={"spool": p.outbox.spool_state.value},
+        )
         body = encode(doc)
         p.batches += 1
         if len(body) > MAX_BODY_BYTES:
@@ -209,10 +215,12 @@ class Shipper:
                         "batches": p.batches,
                         "sent": p.outbox.stats.sent,
                         "spooled": p.outbox.stats.spooled,
+                        "held": p.outbox.stats.held,
                         "dropped": p.outbox.stats.dropped,
                         "pending": p.outbox.pending,
+                        "spool": p.outbox.spool_state.value,
                     },
                 )
                 if not sender.is_alive():
-                    p.outbox.spool.close()
+                    p.outbox.close()
         return 1 if self._sender_failed else 0

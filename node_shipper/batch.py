@@ -39,11 +39,23 @@ def _clip(text: str | None, limit: int) -> str | None:
     return None if text is None else text[:limit]
 
 
+# A metric name means one unit in every device kind (mem_used is bytes for GPU, host and MIG).
+_BOUNDS = {m.name: m.bounds for m in (*GPU_METRICS, *HOST_METRICS, *MIG_METRICS)}
+_WARNED: set[str] = set()  # metrics already said to read out of range (once per process each)
+
+
 def _num(name: str, value: Value) -> Value:
     if value is None:
         return None
     number = float(value)
     if not math.isfinite(number):  # NaN and infinity are not JSON: a reading we cannot trust is null
+        return None
+    lo, hi = _BOUNDS.get(name, (-math.inf, math.inf))
+    if not lo <= number <= hi:
+        # a glitched sensor: the contract refuses the whole batch for one such value, so send null
+        if name not in _WARNED:
+            _WARNED.add(name)
+            log.warning("reading out of range sent as null", extra={"metric": name, "value": number})
         return None
     digits = _DIGITS.get(name)
     if digits is not None:
@@ -138,8 +150,13 @@ class BatchBuilder:
         self._events.extend(sample.events)
         return True
 
-    def build(self, *, inventory: Inventory, seq: int, batch_id: str) -> dict[str, Any]:
-        """The Batch v1 document of the samples added since the last build; then starts afresh."""
+    def build(
+        self, *, inventory: Inventory, seq: int, batch_id: str, agent: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The Batch v1 document of the samples added since the last build; then starts afresh.
+
+        `agent` is the shipper's own health as the batch leaves (`{"spool": "ok"}`…), so that
+        analyze can see a node that ships without a spool."""
         if not self._ts:
             raise ValueError("no samples to build a batch from")
         n = len(self._ts)
@@ -154,6 +171,8 @@ class BatchBuilder:
         doc["seq"] = seq
         if self.shipper:
             doc["shipper"] = dict(self.shipper)
+        if agent:
+            doc["agent"] = dict(agent)
         doc["timestamps"] = list(self._ts)
         host: dict[str, Any] = {"cpu_count": inventory.host.cpu_count, "mem_total": inventory.host.mem_total}
         if inventory.host.numa_nodes:

@@ -20,6 +20,7 @@ from node_shipper.simulate import SCENARIOS
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # Batch v1's `name`
 DEFAULT_SPOOL_DIR = Path("/var/lib/gpulse-shipper")
 MIN_BATCH_S, MAX_BATCH_S, MIN_REAL_BATCH_S = 1.0, 60.0, 10.0
+MAX_AUTH_HOLD_S = 3600.0  # longer than any rotation needs; held batches cost memory or spool
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Config:
     batch_s: float
     spool_dir: Path
     spool_max_bytes: int
+    no_spool: bool
+    auth_hold_s: float
     drain_s: float
     slow_every: int
     duration_s: float | None
@@ -65,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spool-dir", type=Path, help=f"where failed batches wait (default {DEFAULT_SPOOL_DIR})")
     p.add_argument(
         "--spool-max-mb", type=float, default=64.0, help="spool bound in MiB, oldest dropped (default 64)"
+    )
+    p.add_argument(
+        "--no-spool",
+        action="store_true",
+        help="never write batches to disk: failed posts wait in memory only (lost on restart)",
+    )
+    p.add_argument(
+        "--auth-hold-seconds",
+        type=float,
+        default=1800.0,
+        help="keep batches refused with 401/403 (a secret being rotated) this long, 0..3600 (default 1800)",
     )
     p.add_argument(
         "--drain-seconds", type=float, default=5.0, help="on SIGTERM, time to empty the spool (default 5)"
@@ -117,6 +131,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         raise ConfigError(f"--interval must be > 0 and at most --batch-seconds, got {a.interval:g}")
     if a.spool_max_mb <= 0:
         raise ConfigError("--spool-max-mb must be positive")
+    if not 0 <= a.auth_hold_seconds <= MAX_AUTH_HOLD_S:
+        raise ConfigError(f"--auth-hold-seconds must be 0..{MAX_AUTH_HOLD_S:g}, got {a.auth_hold_seconds:g}")
     if a.drain_seconds < 0:
         raise ConfigError("--drain-seconds must be 0 or more")
     if a.slow_every < 1:
@@ -145,6 +161,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         batch_s=a.batch_seconds,
         spool_dir=spool_dir,
         spool_max_bytes=int(a.spool_max_mb * (1 << 20)),
+        no_spool=a.no_spool,
+        auth_hold_s=a.auth_hold_seconds,
         drain_s=a.drain_seconds,
         slow_every=a.slow_every,
         duration_s=a.duration,

@@ -18,4 +18,22 @@ class NoGpuError(ShipperError):
 
 
 class SpoolError(ShipperError):
-    """The spool directory cannot be written: batches that fail to post would be lost."""
+    """Root of the spool's errors."""
+
+
+class SpoolBusy(SpoolError):
+    """Another shipper holds the spool directory's lock: two shippers must not share one."""
+
+
+class SpoolUnavailable(SpoolError):
+    """The spool cannot take a batch now (disk full or unwritable); the caller keeps it elsewhere.
+
+    `state` is the spool's state as Batch v1's `agent.spool` names it ("full", "unwritable"):
+    data rather than a message to match.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message)
+        self.state = state

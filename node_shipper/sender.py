@@ -1,8 +1,10 @@
 """POST one gzip batch to `{endpoint}/v1/batches`, signed at send time, and classify the answer.
 
 The failure class is data (`Verdict`), not a string match: 2xx SENT; 429, 5xx, redirects,
-timeouts and connection errors RETRY (with the server's `Retry-After`, if any); any other
-4xx DROP, since the same bytes will be refused again. The server's message is logged.
+timeouts and connection errors RETRY (with the server's `Retry-After`, if any); 401 and 403
+AUTH (the signature was refused: the node's secret may be being rotated, so the batch is worth
+keeping for a while and the secret file worth reading again); any other 4xx DROP, since the
+same bytes will be refused again. The server's message is kept, bounded, for the log.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import requests
 
 from gpulse.wire.signing import sign_headers
 from node_shipper import __version__
+from node_shipper.errors import ConfigError
 from node_shipper.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,13 @@ log = logging.getLogger(__name__)
 PATH = "/v1/batches"
 CONNECT_TIMEOUT_S = 3.05
 READ_TIMEOUT_S = 10.0
-MAX_LOGGED_BODY = 500
+MAX_LOGGED_BODY = 300  # a server's message is quoted, never echoed whole
 
 
 class Verdict(enum.Enum):
     SENT = "sent"
     RETRY = "retry"  # worth trying the same bytes again later
+    AUTH = "auth"  # 401/403: refused with this secret; a rotated secret may pass later
     DROP = "drop"  # refused for good: retrying cannot help
 
 
@@ -52,6 +56,7 @@ class Sender:
         cluster: str,
         node: str,
         secret: bytes,
+        secret_loader: Callable[[], bytes] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._session = session
@@ -59,7 +64,23 @@ class Sender:
         self._cluster = cluster
         self._node = node
         self._secret = secret
+        self._load_secret = secret_loader
         self._clock = clock
+
+    def reload_secret(self) -> bool:
+        """Read the secret again (after a 401: rotation writes a new one); True if it changed."""
+        if self._load_secret is None:
+            return False
+        try:
+            secret = self._load_secret()
+        except ConfigError as e:  # keep signing with the one we have; say why (never the secret)
+            log.warning("secret not re-read", extra={"node": self._node, "error": str(e)})
+            return False
+        if secret == self._secret:
+            return False
+        self._secret = secret
+        log.warning("secret file changed: signing with the new secret", extra={"node": self._node})
+        return True
 
     def send(self, body: bytes, *, timeout_s: float | None = None) -> SendResult:
         """Sign `body` now and POST it; never raises for network or HTTP failures."""
@@ -80,6 +101,8 @@ class Sender:
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
         if status == 429 or status >= 500:
             return SendResult(Verdict.RETRY, status, retry_after, text)
+        if status in (401, 403):
+            return SendResult(Verdict.AUTH, status, None, text)
         if 400 <= status < 500:
             return SendResult(Verdict.DROP, status, None, text)
         # 1xx/3xx: a proxy or a wrong --endpoint; keep the batch until someone fixes it.

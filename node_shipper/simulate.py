@@ -587,7 +587,11 @@ class SimulatedNode:
         busy = 1.5 + sum(r.busy_cores for r in readings) * (1 + self._noise(0.1))
         train = [r.train_util for r in readings if r.train_util is not None]
         # Gradient all-reduce between nodes: traffic follows the work of the training ranks.
-        net = sum(r.net for r in readings) + (2.0e9 * (sum(train) / 100) / s.gpus_per_node if train else 0.0)
+        # a rank's utilisation may dip below 0 before it is clipped for NVML; host rates never do
+        net = max(
+            0.0,
+            sum(r.net for r in readings) + (2.0e9 * (sum(train) / 100) / s.gpus_per_node if train else 0.0),
+        )
         net_rx = net * (1 + self._noise(0.1)) + self._rng.uniform(30e3, 80e3)
         net_tx = net * (1 + self._noise(0.1)) + self._rng.uniform(20e3, 60e3)
         host_gib = 24.0 + sum(r.host_mem_gib for r in readings)
@@ -597,7 +601,9 @@ class SimulatedNode:
             "cpu_util": round(100 * min(busy, s.cpu_count) / s.cpu_count, 1),
             "cpu_busy_cores": round(min(busy, s.cpu_count), 2),
             "mem_used": float(int(host_gib * 1024 + self._rng.randint(0, 64)) * MIB),
-            "disk_read_bps": float(round(sum(r.disk_read for r in readings) * (1 + self._noise(0.2)) + 5e4)),
+            "disk_read_bps": float(
+                round(max(0.0, sum(r.disk_read for r in readings)) * (1 + self._noise(0.2)) + 5e4)
+            ),
             "disk_write_bps": float(round(disk_write + 2e5 * self._rng.random())),
             "net_rx_bps": float(round(net_rx)),
             "net_tx_bps": float(round(net_tx)),

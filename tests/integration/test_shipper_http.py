@@ -49,6 +49,8 @@ class Ingest:
     requests: list[Request] = field(default_factory=list)
     stored: list[Request] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    refused: int = 0  # signatures refused while `rotating` (expected then, not a problem)
+    rotating: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, headers: Any, body: bytes) -> Answer:
@@ -58,7 +60,10 @@ class Ingest:
             signing.verify(self.secrets[node], ts, body, headers.get(signing.HEADER_SIGNATURE))
             doc = batch.parse(batch.inflate(body, headers.get("Content-Encoding")), now=time.time()).doc
         except (InvalidInput, KeyError) as e:
-            self.problems.append(f"{node}: {e}")
+            if self.rotating:
+                self.refused += 1
+            else:
+                self.problems.append(f"{node}: {e}")
             return 401, {}, b'{"message":"refused by the test server"}'
         with self.lock:
             request = Request(time.monotonic(), node, doc["batch_id"], doc["seq"], doc)
@@ -149,6 +154,11 @@ def _stopped(stderr: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def _consecutive(seqs: list[int], count: int) -> bool:
+    """`count` seqs one after another: a new spool starts seq from the clock (ms), then +1 a batch."""
+    return seqs == list(range(seqs[0], seqs[0] + count)) if seqs else count == 0
+
+
 def _spooled(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "spool").glob("*/*.batch.gz"))
 
@@ -165,9 +175,10 @@ def test_posts_signed_gzip_batches(ingest: tuple[Ingest, str], tmp_path: Path) -
     by_node = state.stored_by_node()
     assert sorted(by_node) == ["node-01", "node-02"]
     for node, stored in by_node.items():
-        assert [r.seq for r in stored] == list(range(stopped[node]["batches"]))
+        assert _consecutive([r.seq for r in stored], stopped[node]["batches"])
         assert sum(len(r.doc["timestamps"]) for r in stored) == stopped[node]["samples"]
         assert all(r.doc["shipper"]["simulated"] is True for r in stored)
+        assert all(r.doc["agent"] == {"spool": "ok"} for r in stored)
         assert all(r.doc["cluster"] == "demo" and len(r.doc["gpus"]) == 2 for r in stored)
     assert len({r.batch_id for r in state.stored}) == len(state.stored)
     assert _spooled(tmp_path) == []
@@ -182,7 +193,7 @@ def test_503_then_200_stores_each_batch_once(ingest: tuple[Ingest, str], tmp_pat
     done = _run([*cmd, "--duration", "2.5"])
     assert done.returncode == 0, done.stderr
     batches = _stopped(done.stderr)["node-01"]["batches"]
-    assert sorted(r.seq for r in state.stored) == list(range(batches))
+    assert _consecutive(sorted(r.seq for r in state.stored), batches)
     assert len(state.requests) == batches + 1  # the one 503, retried once
     assert state.requests[0].batch_id == state.requests[1].batch_id
     assert _spooled(tmp_path) == []
@@ -214,8 +225,11 @@ def test_400_is_dropped_not_retried(ingest: tuple[Ingest, str], tmp_path: Path) 
     refused = state.requests[0].batch_id
     assert [r.batch_id for r in state.requests].count(refused) == 1
     assert refused not in {r.batch_id for r in state.stored}
-    assert sorted(r.seq for r in state.stored) == list(range(1, _stopped(done.stderr)["node-01"]["batches"]))
-    assert 'msg="batch refused, dropped"' in done.stderr and "schema: nope" in done.stderr
+    seqs = sorted(r.seq for r in state.stored)
+    assert seqs[0] == state.requests[0].seq + 1
+    assert _consecutive(seqs, _stopped(done.stderr)["node-01"]["batches"] - 1)
+    assert 'msg="batch dropped"' in done.stderr and "reason=refused" in done.stderr
+    assert "schema: nope" in done.stderr
     assert _spooled(tmp_path) == []
 
 
@@ -250,11 +264,64 @@ def test_sigterm_flushes_the_partial_batch_and_exits_0(ingest: tuple[Ingest, str
     assert "reason=SIGTERM" in err
     stopped = _stopped(err)
     for node, stored in state.stored_by_node().items():
-        assert [r.seq for r in stored] == list(range(stopped[node]["batches"]))
+        assert _consecutive([r.seq for r in stored], stopped[node]["batches"])
         # every sample taken reached the server: the partial batch was flushed, not lost
         assert sum(len(r.doc["timestamps"]) for r in stored) == stopped[node]["samples"]
         assert stopped[node]["pending"] == 0
     assert _spooled(tmp_path) == []
+
+
+def test_an_unusable_spool_directory_does_not_stop_shipping(
+    ingest: tuple[Ingest, str], tmp_path: Path
+) -> None:
+    state, endpoint = ingest
+    (tmp_path / "spool").write_text("a file where the spool directory should be")
+    cmd = _command(
+        endpoint, tmp_path, state, "--simulate", "healthy", "--sim-nodes", "1", "--batch-seconds", "1"
+    )
+    done = _run([*cmd, "--duration", "2.5"])
+    assert done.returncode == 0, done.stderr  # it used to exit 1 and restart-loop, shipping nothing
+    stopped = _stopped(done.stderr)["node-01"]
+    stored = state.stored
+    assert _consecutive([r.seq for r in stored], stopped["batches"]) and stopped["batches"] >= 2
+    assert sum(len(r.doc["timestamps"]) for r in stored) == stopped["samples"]
+    assert all(r.doc["agent"] == {"spool": "unwritable"} for r in stored)
+    said = [line for line in done.stderr.splitlines() if "spool cannot take batches" in line]
+    assert len(said) == 1 and "state=unwritable" in said[0]  # once, not once per batch
+
+
+def test_a_rotated_secret_loses_nothing(ingest: tuple[Ingest, str], tmp_path: Path) -> None:
+    """Ingest already knows the node's new secret; the node's file still holds the old one until the
+    operator writes the new one. The 401s hold the batches; the secret file is read again."""
+    state, endpoint = ingest
+    new = state.secrets["node-01"]
+    cmd = _command(
+        endpoint, tmp_path, state, "--simulate", "healthy", "--sim-nodes", "1", "--batch-seconds", "1"
+    )
+    secret_file = tmp_path / "secrets" / "node-01"
+    secret_file.write_bytes(b"the-old-secret\n")
+    state.rotating = True
+    proc = subprocess.Popen(
+        [*cmd, "--duration", "3"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while state.refused < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        secret_file.write_bytes(new + b"\n")  # the operator's step on the node
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert state.refused >= 2
+    stopped = _stopped(err)["node-01"]
+    assert _consecutive(sorted(r.seq for r in state.stored), stopped["batches"])
+    assert len({r.batch_id for r in state.stored}) == len(state.stored)  # each once
+    assert sum(len(r.doc["timestamps"]) for r in state.stored) == stopped["samples"]
+    assert err.count("ingest refused our signature") == 1
+    assert "secret file changed: signing with the new secret" in err
+    assert "the-old-secret" not in err and new.decode() not in err
 
 
 def _nvml_present() -> bool:

@@ -62,7 +62,9 @@ def test_runs_for_duration_and_flushes_the_partial_batch(tmp_path: Path) -> None
     assert shipper.run() == 0
     for p, sender in zip(pipelines, senders, strict=True):
         docs = _docs(sender)
-        assert [d["seq"] for d in docs] == list(range(p.batches))
+        first = docs[0]["seq"]
+        assert [d["seq"] for d in docs] == list(range(first, first + p.batches))
+        assert all(d["agent"] == {"spool": "ok"} for d in docs)
         assert [len(d["timestamps"]) for d in docs[:-1]] == [4] * (len(docs) - 1)  # closed on count
         assert 1 <= len(docs[-1]["timestamps"]) <= 4  # the flushed rest
         assert sum(len(d["timestamps"]) for d in docs) == p.samples  # nothing lost
@@ -89,7 +91,8 @@ def test_failed_posts_are_drained_after_stop(tmp_path: Path) -> None:
     for p, sender in zip(pipelines, senders, strict=True):
         docs = _docs(sender)
         delivered = [d["seq"] for d in docs[3:]]
-        assert delivered == list(range(p.batches))  # each batch delivered once, in order
+        first = delivered[0]
+        assert delivered == list(range(first, first + p.batches))  # each batch delivered once, in order
         assert p.outbox.pending == 0 and p.outbox.stats.sent == p.batches
         assert not list((tmp_path / p.name).glob("*.batch.gz"))
 
@@ -97,7 +100,7 @@ def test_failed_posts_are_drained_after_stop(tmp_path: Path) -> None:
 def test_seq_continues_after_a_restart(tmp_path: Path) -> None:
     pipelines, senders = _pipelines(tmp_path)
     Shipper(pipelines, interval_s=INTERVAL, batch_s=2 * INTERVAL, drain_s=1.0, duration_s=0.05).run()
-    first = pipelines[0].batches
+    last = _docs(senders[0])[-1]["seq"]
     again, senders = _pipelines(tmp_path)
     Shipper(again, interval_s=INTERVAL, batch_s=2 * INTERVAL, drain_s=1.0, duration_s=0.05).run()
-    assert _docs(senders[0])[0]["seq"] == first
+    assert _docs(senders[0])[0]["seq"] == last + 1  # persisted: continues, no jump

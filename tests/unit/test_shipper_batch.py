@@ -214,3 +214,15 @@ def test_nan_and_infinity_become_null() -> None:
     doc = b.build(inventory=INVENTORY, seq=0, batch_id="j" * 32)
     assert (doc["host"]["metrics"]["cpu_util"], doc["host"]["metrics"]["mem_used"]) == ([None], [None])
     parse(inflate(encode(doc), "gzip"), now=T0)
+
+
+def test_a_reading_out_of_the_contracts_range_is_sent_as_null_not_the_batch_refused() -> None:
+    b = _builder()
+    b.add(Sample(ts=T0, host={"cpu_util": 100.0}, gpus={0: {"util_gpu": 100.0, "temp_c": 512.0}}))
+    b.add(Sample(ts=T0 + 1, host={"cpu_util": 101.5}, gpus={0: {"util_gpu": -3.0, "temp_c": 300.0}}))
+    b.add(Sample(ts=T0 + 2, host={"cpu_util": 5.0}, gpus={0: {"util_gpu": 7.0, "temp_c": 1e9}}))
+    doc = b.build(inventory=INVENTORY, seq=0, batch_id="r" * 32)
+    parse(json.dumps(doc).encode(), now=T0 + 3)
+    assert doc["host"]["metrics"]["cpu_util"] == [100.0, None, 5.0]
+    assert doc["gpus"][0]["metrics"]["util_gpu"] == [100, None, 7]
+    assert doc["gpus"][0]["metrics"]["temp_c"] == [None, 300, None]

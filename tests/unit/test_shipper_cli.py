@@ -36,6 +36,9 @@ def test_defaults() -> None:
     assert (c.spool_dir, c.spool_max_bytes) == (DEFAULT_SPOOL_DIR, 64 << 20)
     assert (c.simulate, c.sim_nodes, c.sim_gpus) == (None, 8, 8)
     assert c.slow_every == 10
+    assert (c.no_spool, c.auth_hold_s) == (False, 1800.0)
+    c = parse_config([*BASE, "--node", "n", "--no-spool", "--auth-hold-seconds", "0"])
+    assert (c.no_spool, c.auth_hold_s) == (True, 0.0)
     assert parse_config([*BASE, "--node", "n", "--slow-every", "3"]).slow_every == 3
 
 
@@ -56,6 +59,8 @@ def test_node_defaults_to_the_short_hostname(monkeypatch: pytest.MonkeyPatch) ->
         (["--node-group", "_x"], "--node-group '_x' must match"),
         (["--spool-max-mb", "0"], "--spool-max-mb must be positive"),
         (["--slow-every", "0"], "--slow-every must be 1 or more"),
+        (["--auth-hold-seconds", "3601"], "--auth-hold-seconds must be 0..3600, got 3601"),
+        (["--auth-hold-seconds", "-1"], "--auth-hold-seconds must be 0..3600, got -1"),
         (["--sim-gpus", "65", "--simulate", "demo"], "--sim-gpus must be 1..64"),
     ],
 )

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from gpulse.wire import signing
+from node_shipper.errors import ConfigError
 from node_shipper.outbox import Outbox
 from node_shipper.retry import Backoff, parse_retry_after
 from node_shipper.sender import Sender, SendResult, Verdict
@@ -143,7 +144,9 @@ def test_post_is_signed_at_send_time() -> None:
             _response(400, '{"message":"timestamps must be strictly increasing"}'),
             SendResult(Verdict.DROP, 400, None, '{"message":"timestamps must be strictly increasing"}'),
         ),
-        (_response(401, "bad signature"), SendResult(Verdict.DROP, 401, None, "bad signature")),
+        (_response(401, "bad signature"), SendResult(Verdict.AUTH, 401, None, "bad signature")),
+        (_response(403, "Forbidden"), SendResult(Verdict.AUTH, 403, None, "Forbidden")),
+        (_response(404, "x" * 1000), SendResult(Verdict.DROP, 404, None, "x" * 300)),  # quoted, bounded
         (_response(413, "too big"), SendResult(Verdict.DROP, 413, None, "too big")),
         (_response(301), SendResult(Verdict.RETRY, 301, None, "unexpected HTTP 301; check --endpoint")),
     ],
@@ -175,6 +178,7 @@ def _outbox(tmp_path: Path, answers: list[SendResult]) -> tuple[Outbox, mock.Mag
     clock = Clock()
     sender = mock.create_autospec(Sender, instance=True)
     sender.send.side_effect = answers
+    sender.reload_secret.return_value = False
     spool = Spool(tmp_path, max_bytes=1 << 20, clock=lambda: T0)
     backoff = Backoff(clock=clock, jitter=lambda: 1.0)
     return Outbox(node="n1", spool=spool, sender=sender, backoff=backoff, monotonic=clock), sender, clock
@@ -233,13 +237,15 @@ def test_4xx_is_dropped_with_the_server_message(tmp_path: Path, caplog: pytest.L
     clock.now += 3600
     outbox.pump()
     assert _sent(sender) == [b"bad", b"good"]  # exactly one try for the refused batch
-    assert outbox.pending == 0 and outbox.stats.dropped == 1
+    assert outbox.pending == 0 and outbox.stats.dropped == 1 and outbox.stats.by_reason == {"refused": 1}
     (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert (record.getMessage(), record.__dict__["status"], record.__dict__["response"]) == (
-        "batch refused, dropped",
+    assert [record.__dict__[k] for k in ("msg", "seq", "reason", "status", "response")] == [
+        "batch dropped",
+        0,
+        "refused",
         400,
         "schema: data.seq must be integer",
-    )
+    ]
 
 
 def test_a_refused_spooled_batch_is_removed_and_the_next_goes(tmp_path: Path) -> None:
@@ -247,7 +253,7 @@ def test_a_refused_spooled_batch_is_removed_and_the_next_goes(tmp_path: Path) ->
         tmp_path,
         [
             SendResult(Verdict.RETRY, None),
-            SendResult(Verdict.DROP, 401, None, "bad signature"),
+            SendResult(Verdict.DROP, 413, None, "too large"),
             SendResult(Verdict.SENT, 200),
         ],
     )
@@ -264,3 +270,45 @@ def test_pump_stops_at_the_deadline(tmp_path: Path) -> None:
     clock.now += 5
     outbox.pump(deadline=clock.now)
     assert _sent(sender) == [b"a"] and outbox.pending == 1
+
+
+def test_the_secret_is_read_again_on_demand() -> None:
+    secrets = [b"new", b"new"]
+    session = mock.create_autospec(requests.Session, instance=True)
+    session.post.return_value = _response(200)
+    sender = Sender(
+        session=session,
+        endpoint="https://api.example",
+        cluster="c1",
+        node="n1",
+        secret=b"old",
+        secret_loader=lambda: secrets.pop(0),
+        clock=lambda: T0,
+    )
+    assert sender.reload_secret() is True
+    assert sender.reload_secret() is False  # the same again: no change
+    sender.send(b"x")
+    signing.verify(b"new", int(T0), b"x", session.post.call_args.kwargs["headers"]["X-Gpulse-Signature"])
+
+
+def test_an_unreadable_secret_file_keeps_the_old_secret(caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> bytes:
+        raise ConfigError("cannot read secret file /etc/gpulse/secret: Permission denied")
+
+    session = mock.create_autospec(requests.Session, instance=True)
+    session.post.return_value = _response(200)
+    sender = Sender(
+        session=session,
+        endpoint="https://api.example",
+        cluster="c1",
+        node="n1",
+        secret=b"old",
+        secret_loader=broken,
+        clock=lambda: T0,
+    )
+    with caplog.at_level(logging.WARNING):
+        assert sender.reload_secret() is False
+    sender.send(b"x")
+    signing.verify(b"old", int(T0), b"x", session.post.call_args.kwargs["headers"]["X-Gpulse-Signature"])
+    assert [r.getMessage() for r in caplog.records] == ["secret not re-read"]
+    assert "old" not in caplog.text

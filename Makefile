@@ -42,10 +42,12 @@ test: $(VENV_TEST)/.installed lint build
 fuzz: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python -m pytest -m fuzz tests/integration/test_ingest_fuzz.py -p no:cacheprovider
 
-# the shipper drills at length: ingest down 5 min, kill -9 x30, a full disk (about 15 min, needs root
-# for the tmpfs); short versions of each run in the default suite. Prints DRILL lines with the figures.
+# the drills at length: the shipper with ingest down 5 min, kill -9 x30, a full disk (about 15 min,
+# needs root for the tmpfs; prints DRILL lines with the figures), and the alert path's model test at
+# 500 examples; short versions of each run in the default suite.
 drills: $(VENV_TEST)/.installed
 	GPULSE_DRILLS=1 $(VENV_TEST)/bin/python -m pytest -m drill tests/integration/test_shipper_drills.py -s -p no:cacheprovider
+	GPULSE_MODEL_EXAMPLES=500 $(VENV_TEST)/bin/python -m pytest tests/integration/test_alert_model.py -p no:cacheprovider --timeout 3600
 
 bench: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python bench/bench_codec.py

@@ -275,7 +275,7 @@ def _ingest_down(drill: Drill, down_s: float) -> None:
 
 
 def test_ingest_down_short(drill: Drill) -> None:
-    _ingest_down(drill, 20.0)
+    _ingest_down(drill, 10.0)
 
 
 @pytest.mark.drill
@@ -333,7 +333,7 @@ def _kills(drill: Drill, kills: int, seed: int) -> None:
 
 
 def test_kill_9_short(drill: Drill) -> None:
-    _kills(drill, 5, seed=1)
+    _kills(drill, 4, seed=1)
 
 
 @pytest.mark.drill

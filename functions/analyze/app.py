@@ -73,6 +73,7 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
             conditions=r.conditions,
             error=r.error,
             failed_rules=r.failed_rules,
+            nodes_without_spool=r.no_spool,
             published=[f"{f.rule}:{f.state}" for f in r.published],
             read_s=round(r.read_s, 4),
             decode_s=round(r.decode_s, 4),

@@ -49,6 +49,7 @@ class NodeInfo:
     node: str
     node_group: str | None
     last_seen: float
+    spool: str | None = None  # the shipper's disk spool as of its latest batch (Batch v1 agent.spool)
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ class SeriesStore:
                     node=item["node"]["S"],
                     node_group=item["node_group"]["S"] if "node_group" in item else None,
                     last_seen=float(item["last_seen"]["N"]),
+                    spool=item["spool"]["S"] if "spool" in item else None,
                 )
             )
         return out

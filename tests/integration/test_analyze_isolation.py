@@ -163,3 +163,22 @@ def test_without_a_heartbeat_url_nothing_is_pinged(moto_server: str, monkeypatch
     _, _, _, analyze = stack(moto_server, monkeypatch, None)
     assert analyze.heartbeat is None
     assert invoke(analyze) == {"clusters": 0, "published": 0, "failures": 0, "heartbeat": None}
+
+
+def test_analyze_sees_which_nodes_ship_without_a_disk_spool(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _, _, analyze = stack(moto_server, monkeypatch, None)
+    t0 = int(time.time()) - 120
+    for node, spool in (("node-01", "full"), ("node-02", "ok"), ("node-03", None)):
+        doc = batch_doc(cluster="spools", node=node, t0=t0, n=30)
+        if spool is not None:
+            doc["agent"] = {"spool": spool}
+        store.put_batch(Batch(doc))
+    assert {n.node: n.spool for n in store.nodes() if n.cluster == "spools"} == {
+        "node-01": "full",
+        "node-02": "ok",
+        "node-03": None,
+    }
+    [report] = [r for r in analyze.analyzer.run() if r.cluster == "spools"]
+    assert report.no_spool == ["node-01"]

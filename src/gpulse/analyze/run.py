@@ -54,6 +54,9 @@ class ClusterReport:
     published: list[Finding] = field(default_factory=list)
     error: str | None = None  # why the cluster could not be analysed this run (`own_rules.describe`)
     failed_rules: list[str] = field(default_factory=list)  # rules that raised on it this run
+    # nodes whose shipper said in its latest batch that it has no working disk spool (full,
+    # unwritable, disabled): they ship live, but an ingest outage would cost them data
+    no_spool: list[str] = field(default_factory=list)
     read_s: float = 0.0
     decode_s: float = 0.0
     detect_s: float = 0.0
@@ -106,7 +109,7 @@ class Analyzer:
     ) -> ClusterReport:
         """Analyse one cluster and settle its alerts. Never raises: what stops it is reported
         (`ClusterReport.error`) and raised as its `analysis_failed` alert."""
-        report = ClusterReport(cluster)
+        report = ClusterReport(cluster, no_spool=sorted(n.node for n in nodes if n.spool not in (None, "ok")))
         try:
             window, conditions = self.evaluate(cluster, nodes, params, now, report)
             t3 = time.perf_counter()

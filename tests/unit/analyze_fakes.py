@@ -7,12 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from gpulse import codec
-from gpulse.alerting.labels import LabelMap
 from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.settle import FindingsQueue
 from gpulse.alerting.state import AlertRecord, Decision
-from gpulse.config.flags import Problem
-from gpulse.detect.catalogue import CATALOGUE, params_for
 from gpulse.errors import StoreError
 from gpulse.finding import Finding
 from gpulse.store import NodeInfo, SeriesStore, StoredChunk
@@ -81,26 +78,3 @@ class MemQueue(FindingsQueue):
     def take(self) -> list[Finding]:
         out, self.sent = self.sent, []
         return out
-
-
-class AllOn:
-    """The live config with nothing in the table: every rule on, its defaults (`overrides` laid
-    over them), no team, no problem."""
-
-    def __init__(self, overrides: dict[str, dict[str, Any]] | None = None) -> None:
-        self.overrides = overrides or {}
-
-    def params(self) -> dict[str, dict[str, Any]]:
-        return {name: params_for(name, self.overrides.get(name)) for name in CATALOGUE}
-
-    def switched_off(self, rule: str) -> bool:
-        return False
-
-    def enabled(self, rule: str, labels: LabelMap) -> bool:
-        return True
-
-    def teams(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-        return {}
-
-    def problems(self) -> tuple[Problem, ...]:
-        return ()

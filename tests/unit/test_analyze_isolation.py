@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 
 from gpulse import codec
 from gpulse.analyze import CONFIG_CLUSTER, Analyzer, detect_all, detection, run, window_for
+from gpulse.config.live import StaticRules
 from gpulse.detect.base import Condition, NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE, params_for
 from gpulse.finding import Finding
 from gpulse.notify import jandi, slack
 from tests.factories import GIB, batch_doc
-from tests.unit.analyze_fakes import AllOn, MemQueue, MemRecords, MemSeries
+from tests.unit.analyze_fakes import MemQueue, MemRecords, MemSeries
 
 NOW = 1_763_800_600.0
 BIG = 10**400  # an integer JSON can carry and float64 cannot
@@ -56,7 +57,7 @@ def two_clusters() -> MemSeries:
 def analyzer(store: MemSeries, clock: list[float] | None = None) -> tuple[Analyzer, MemRecords, MemQueue]:
     """An Analyzer over `store` at NOW, or at `clock[0]` (set it to move time)."""
     records, queue, at = MemRecords(), MemQueue(), clock or [NOW]
-    return Analyzer(store, records, queue, AllOn(), clock=lambda: at[0]), records, queue
+    return Analyzer(store, records, queue, StaticRules(), clock=lambda: at[0]), records, queue
 
 
 def brief(findings: list[Finding]) -> list[tuple[str, str, str, list[str]]]:
@@ -99,7 +100,9 @@ def test_extreme_values_and_a_corrupt_chunk_stop_nothing(caplog: pytest.LogCaptu
     assert skipped.reason == "chunk checksum mismatch: the bytes were truncated or damaged"  # type: ignore[attr-defined]
 
     # the rest of n1's data is used; only what could not be a reading is "no sample"
-    window, _ = a.evaluate("bad", [n for n in store.nodes() if n.cluster == "bad"], AllOn().params(), NOW)
+    window, _ = a.evaluate(
+        "bad", [n for n in store.nodes() if n.cluster == "bad"], StaticRules().params(), NOW
+    )
     assert window.nodes == ["n1", "n2"]
     assert window.host_mem_total.tolist()[1] == 512 * GIB
     assert window.cpu_count.tolist()[1] == 64

@@ -52,6 +52,7 @@ drills: $(VENV_TEST)/.installed
 bench: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python bench/bench_codec.py
 	$(VENV_TEST)/bin/python bench/bench_analyze.py
+	$(VENV_TEST)/bin/python bench/bench_cold_start.py --baseline HEAD
 
 clean:
 	rm -rf $(VENV_DEMO) $(VENV_TEST) .venv-sam .aws-sam .gpulse-local

@@ -9,9 +9,9 @@ An exception is reported to chat (gpulse.health.crash) and re-raised.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -20,62 +20,99 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gpulse import env, telemetry
-from gpulse.alerting.deliver import DeadLetters, SentLog
-from gpulse.alerting.dispatch import Dispatcher, GroupStore, WakeQueue
-from gpulse.alerting.inbox import Inbox, Kind, Received, kind_of
-from gpulse.alerting.pace import TablePacer
-from gpulse.alerting.routes import ChannelRef
-from gpulse.alerting.settle import FindingsQueue
-from gpulse.config.flags import DynamoDBStore
-from gpulse.config.live import LiveConfig
-from gpulse.config.store import ConfigStore
-from gpulse.errors import ConfigurationError
-from gpulse.health.crash import CrashReporter
-from gpulse.notify.errors import RetryableDeliveryError
-from gpulse.notify.http import make_session
-from gpulse.notify.registry import ChannelRegistry
-from gpulse.secrets import SsmParameters
+from gpulse.alerting.inbox import Kind, kind_of
+from gpulse.lazy import Lazy, attributes, deferred
+
+if TYPE_CHECKING:
+    from gpulse.alerting.dispatch import Dispatcher
+    from gpulse.alerting.inbox import Inbox, Received
+    from gpulse.config.live import LiveConfig
+    from gpulse.health.crash import CrashReporter
+    from gpulse.notify.registry import ChannelRegistry
 
 logger = Logger()
-tracer = Tracer()
+tracer = telemetry.tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 
+# Read at import, so that a missing setting fails the cold start with its name.
 STATE_TABLE = env.require(env.STATE_TABLE)
 QUEUE_URL = env.require(env.FINDINGS_QUEUE_URL)
-channels = ChannelRegistry(
-    SsmParameters(),
-    make_session(total_retries=3, max_retry_after_s=10),  # worst case stays inside the 60 s timeout
-    pacer=TablePacer(STATE_TABLE),
-    fallback=(
-        ChannelRef("slack", env.require(env.SLACK_WEBHOOK_PARAM)),
-        ChannelRef("jandi", env.require(env.JANDI_WEBHOOK_PARAM)),
-    ),
-)
-config = LiveConfig(
-    DynamoDBStore(
-        ConfigStore(env.require(env.CONFIG_TABLE)), max_age=env.optional_int(env.CONFIG_CACHE_S, 30)
-    ),
-    fallback_channels=channels.fallback_channels,
-)
-dispatcher = Dispatcher(
-    config,
-    GroupStore(STATE_TABLE),
-    SentLog(STATE_TABLE),
-    DeadLetters(env.require(env.FINDINGS_DLQ_URL)),
-    channels.make_channel,
-    wake=WakeQueue(QUEUE_URL),
-)
-inbox = Inbox(dispatcher)
-crash = CrashReporter(
-    "alert",
-    STATE_TABLE,
-    FindingsQueue(QUEUE_URL),
-    code={Path(__file__).parent: "functions/alert"},
-    # a whole failed batch was reported record by record; no route and a webhook still failing
-    # are expected failures that SQS retries and then parks in the DLQ, not crashes
-    ignore=(BatchProcessingError, ConfigurationError, RetryableDeliveryError),
-)
+DLQ_URL = env.require(env.FINDINGS_DLQ_URL)
+SLACK_WEBHOOK_PARAM = env.require(env.SLACK_WEBHOOK_PARAM)
+JANDI_WEBHOOK_PARAM = env.require(env.JANDI_WEBHOOK_PARAM)
+CONFIG_TABLE = env.require(env.CONFIG_TABLE)
+CONFIG_CACHE_S = env.optional_int(env.CONFIG_CACHE_S, 30)
+
+
+class Wiring(NamedTuple):
+    """What requests use: built by the first invocation, not by the cold start (boto3 clients,
+    the HTTP session, the core), then kept for the container's life."""
+
+    channels: ChannelRegistry
+    config: LiveConfig
+    dispatcher: Dispatcher
+    inbox: Inbox
+    crash: CrashReporter
+
+
+def _wire() -> Wiring:
+    import boto3
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    from gpulse.alerting.deliver import DeadLetters, SentLog
+    from gpulse.alerting.dispatch import Dispatcher, GroupStore, WakeQueue
+    from gpulse.alerting.inbox import Inbox
+    from gpulse.alerting.pace import TablePacer
+    from gpulse.alerting.routes import ChannelRef
+    from gpulse.alerting.settle import FindingsQueue
+    from gpulse.config.flags import DynamoDBStore
+    from gpulse.config.live import LiveConfig
+    from gpulse.config.store import ConfigStore
+    from gpulse.errors import ConfigurationError
+    from gpulse.health.crash import CrashReporter
+    from gpulse.notify.errors import RetryableDeliveryError
+    from gpulse.notify.http import make_session
+    from gpulse.notify.registry import ChannelRegistry
+    from gpulse.secrets import SsmParameters
+
+    dynamodb, sqs, ssm = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("ssm")  # one each
+    channels = ChannelRegistry(
+        SsmParameters(provider=SSMProvider(boto3_client=ssm)),
+        make_session(total_retries=3, max_retry_after_s=10),  # worst case stays inside the 60 s timeout
+        pacer=TablePacer(STATE_TABLE, client=dynamodb),
+        fallback=(ChannelRef("slack", SLACK_WEBHOOK_PARAM), ChannelRef("jandi", JANDI_WEBHOOK_PARAM)),
+    )
+    config = LiveConfig(
+        DynamoDBStore(ConfigStore(CONFIG_TABLE, client=dynamodb), max_age=CONFIG_CACHE_S),
+        fallback_channels=channels.fallback_channels,
+    )
+    dispatcher = Dispatcher(
+        config,
+        GroupStore(STATE_TABLE, client=dynamodb),
+        SentLog(STATE_TABLE, client=dynamodb),
+        DeadLetters(DLQ_URL, client=sqs),
+        channels.make_channel,
+        wake=WakeQueue(QUEUE_URL, client=sqs),
+    )
+    crash = CrashReporter(
+        "alert",
+        STATE_TABLE,
+        FindingsQueue(QUEUE_URL, client=sqs),
+        code={Path(__file__).parent: "functions/alert"},
+        # a whole failed batch was reported record by record; no route and a webhook still failing
+        # are expected failures that SQS retries and then parks in the DLQ, not crashes
+        ignore=(BatchProcessingError, ConfigurationError, RetryableDeliveryError),
+        client=dynamodb,
+    )
+    return Wiring(
+        channels=channels, config=config, dispatcher=dispatcher, inbox=Inbox(dispatcher), crash=crash
+    )
+
+
+wired = Lazy(_wire)
+# its parts as module attributes (`app.dispatcher`), built on first use
+__getattr__ = attributes(wired, Wiring._fields, __name__)
 
 
 def _report(received: Received) -> dict[str, Any]:
@@ -99,20 +136,21 @@ def _report(received: Received) -> dict[str, Any]:
     return {"groups": len(received.flushed), "sent": sum(1 for r in received.flushed if r.notification)}
 
 
-@crash
+@deferred(lambda: wired().crash)
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
     # [] not .get(): Powertools wraps the attribute on __getitem__ only (None when absent)
     channel = record.message_attributes["channel"]
-    _report(inbox.record(record.body, record.message_id, channel.string_value if channel else None))
+    _report(wired().inbox.record(record.body, record.message_id, channel.string_value if channel else None))
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@crash
+@deferred(lambda: wired().crash)
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse | dict[str, Any]:
     kind = kind_of(event)
+    inbox = wired().inbox
     if kind is Kind.TICK:
         return _report(inbox.tick())
     if kind is Kind.SNS:

@@ -8,54 +8,97 @@ has completed, and reports.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gpulse import env, telemetry
-from gpulse.alerting.records import AlertRecords
-from gpulse.alerting.settle import FindingsQueue
-from gpulse.analyze import CONFIG_CLUSTER, Analyzer
-from gpulse.analyze.heartbeat import Heartbeat
-from gpulse.config.flags import DynamoDBStore
-from gpulse.config.live import LiveConfig
-from gpulse.config.store import ConfigStore
-from gpulse.health.crash import CrashReporter
-from gpulse.store import SeriesStore
+from gpulse.lazy import Lazy, attributes, deferred
+
+if TYPE_CHECKING:
+    from gpulse.alerting.settle import FindingsQueue
+    from gpulse.analyze import Analyzer
+    from gpulse.analyze.heartbeat import Heartbeat
+    from gpulse.health.crash import CrashReporter
 
 logger = Logger()
-tracer = Tracer()
+tracer = telemetry.tracer()
 metrics = Metrics()
 
-findings = FindingsQueue(env.require(env.FINDINGS_QUEUE_URL))
-analyzer = Analyzer(
-    SeriesStore(env.require(env.SERIES_TABLE)),
-    AlertRecords(env.require(env.STATE_TABLE)),
-    findings,
-    LiveConfig(
-        DynamoDBStore(
-            ConfigStore(env.require(env.CONFIG_TABLE)), max_age=env.optional_int(env.CONFIG_CACHE_S, 30)
-        )
-    ),
-    window_s=env.optional_int(env.ANALYZE_WINDOW_S, 600),
-)
-heartbeat_url = env.optional(env.HEARTBEAT_URL)
-heartbeat = Heartbeat(heartbeat_url) if heartbeat_url else None
-crash = CrashReporter(
-    "analyze", env.require(env.STATE_TABLE), findings, code={Path(__file__).parent: "functions/analyze"}
-)
+# Read at import, so that a missing setting fails the cold start with its name.
+FINDINGS_QUEUE_URL = env.require(env.FINDINGS_QUEUE_URL)
+SERIES_TABLE = env.require(env.SERIES_TABLE)
+STATE_TABLE = env.require(env.STATE_TABLE)
+CONFIG_TABLE = env.require(env.CONFIG_TABLE)
+CONFIG_CACHE_S = env.optional_int(env.CONFIG_CACHE_S, 30)
+WINDOW_S = env.optional_int(env.ANALYZE_WINDOW_S, 600)
+HEARTBEAT_URL = env.optional(env.HEARTBEAT_URL)
+
+
+class Wiring(NamedTuple):
+    """What a run uses: built by the first invocation, not by the cold start (boto3 clients,
+    the detectors and numpy), then kept for the container's life."""
+
+    findings: FindingsQueue
+    analyzer: Analyzer
+    heartbeat: Heartbeat | None
+    crash: CrashReporter
+
+
+def _wire() -> Wiring:
+    import boto3
+
+    from gpulse.alerting.records import AlertRecords
+    from gpulse.alerting.settle import FindingsQueue
+    from gpulse.analyze import Analyzer
+    from gpulse.analyze.heartbeat import Heartbeat
+    from gpulse.config.flags import DynamoDBStore
+    from gpulse.config.live import LiveConfig
+    from gpulse.config.store import ConfigStore
+    from gpulse.health.crash import CrashReporter
+    from gpulse.store import SeriesStore
+
+    dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")  # one each, shared
+    findings = FindingsQueue(FINDINGS_QUEUE_URL, client=sqs)
+    analyzer = Analyzer(
+        SeriesStore(SERIES_TABLE, client=dynamodb),
+        AlertRecords(STATE_TABLE, client=dynamodb),
+        findings,
+        LiveConfig(DynamoDBStore(ConfigStore(CONFIG_TABLE, client=dynamodb), max_age=CONFIG_CACHE_S)),
+        window_s=WINDOW_S,
+    )
+    return Wiring(
+        findings=findings,
+        analyzer=analyzer,
+        heartbeat=Heartbeat(HEARTBEAT_URL) if HEARTBEAT_URL else None,
+        crash=CrashReporter(
+            "analyze",
+            STATE_TABLE,
+            findings,
+            code={Path(__file__).parent: "functions/analyze"},
+            client=dynamodb,
+        ),
+    )
+
+
+wired = Lazy(_wire)
+# its parts as module attributes (`app.dispatcher`), built on first use
+__getattr__ = attributes(wired, Wiring._fields, __name__)
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@crash
+@deferred(lambda: wired().crash)
 @event_source(data_class=EventBridgeEvent)
 def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
-    reports = analyzer.run()
-    beat = heartbeat.ping() if heartbeat is not None else None
+    from gpulse.analyze import CONFIG_CLUSTER  # loaded by wired() already; not by the cold start
+
+    w = wired()
+    reports = w.analyzer.run()
+    beat = w.heartbeat.ping() if w.heartbeat is not None else None
     clusters = [r for r in reports if r.cluster != CONFIG_CLUSTER]
     telemetry.emit(metrics, "ClustersAnalyzed", len(clusters))
     telemetry.emit(metrics, "ChunksRead", sum(r.chunks for r in reports))

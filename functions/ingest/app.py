@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -26,32 +26,33 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gpulse import env, fastpath, ingest, telemetry
-from gpulse.alerting.records import AlertRecords
-from gpulse.alerting.settle import FindingsQueue
-from gpulse.config.flags import DynamoDBStore
-from gpulse.config.live import LiveConfig
-from gpulse.config.store import ConfigStore
+from gpulse import env, ingest, telemetry
 from gpulse.errors import GpulseError, InvalidInput
-from gpulse.secrets import SsmNodeSecrets
-from gpulse.store import SeriesStore
+from gpulse.lazy import Lazy, attributes
 from gpulse.wire.batch import MAX_AGE_S, MAX_MESSAGE_CHARS, Batch, clip
 
+if TYPE_CHECKING:
+    from gpulse.alerting.records import AlertRecords
+    from gpulse.alerting.settle import FindingsQueue
+    from gpulse.config.live import LiveConfig
+    from gpulse.secrets import SsmNodeSecrets
+    from gpulse.store import SeriesStore
+
 logger = Logger()
-tracer = Tracer()
+tracer = telemetry.tracer()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 clock: Callable[[], float] = time.time  # the request's "now" (signing window, batch age, rotation)
 
-store = SeriesStore(env.require(env.SERIES_TABLE), ttl_days=env.optional_int(env.SERIES_TTL_DAYS, 14))
-alert_records = AlertRecords(env.require(env.STATE_TABLE))
-findings = FindingsQueue(env.require(env.FINDINGS_QUEUE_URL))
-secrets = SsmNodeSecrets(env.require(env.NODE_SECRETS_PREFIX))
-rules = LiveConfig(
-    DynamoDBStore(
-        ConfigStore(env.require(env.CONFIG_TABLE)), max_age=env.optional_int(env.CONFIG_CACHE_S, 30)
-    )
-)
+# Read at import, so that a missing setting fails the cold start with its name.
+SERIES_TABLE = env.require(env.SERIES_TABLE)
+SERIES_TTL_DAYS = env.optional_int(env.SERIES_TTL_DAYS, 14)
+STATE_TABLE = env.require(env.STATE_TABLE)
+FINDINGS_QUEUE_URL = env.require(env.FINDINGS_QUEUE_URL)
+NODE_SECRETS_PREFIX = env.require(env.NODE_SECRETS_PREFIX)
+CONFIG_TABLE = env.require(env.CONFIG_TABLE)
+CONFIG_CACHE_S = env.optional_int(env.CONFIG_CACHE_S, 30)
+IDEMPOTENCY_TABLE = env.require(env.IDEMPOTENCY_TABLE)
 
 
 def replayed(response: Any, idempotent_data: DataRecord) -> Any:
@@ -66,12 +67,55 @@ idempotency = IdempotencyConfig(
     expires_after_seconds=MAX_AGE_S,  # as long as ingest accepts a batch at all
     response_hook=replayed,  # so a replay is counted, and handled, as one: no second fast path
 )
-persistence = DynamoDBPersistenceLayer(table_name=env.require(env.IDEMPOTENCY_TABLE))
 
 
-@idempotent_function(data_keyword_argument="record", config=idempotency, persistence_store=persistence)
-def store_once(record: dict[str, str], batch: Batch) -> dict[str, object]:
-    return ingest.store(batch, store).body()
+def store_batch(record: dict[str, str], batch: Batch) -> dict[str, object]:
+    """Write the batch; `Wiring.store_once` is this, made idempotent by batch_id."""
+    return ingest.store(batch, wired().store).body()
+
+
+class Wiring(NamedTuple):
+    """What requests use: built by the first request, not by the cold start (boto3 clients, the
+    core's stores and numpy cost ~0.5 s of CPU there), then kept for the container's life."""
+
+    store: SeriesStore
+    alert_records: AlertRecords
+    findings: FindingsQueue
+    secrets: SsmNodeSecrets
+    rules: LiveConfig
+    persistence: DynamoDBPersistenceLayer
+    store_once: Callable[..., dict[str, object]]
+
+
+def _wire() -> Wiring:
+    import boto3
+
+    from gpulse.alerting.records import AlertRecords
+    from gpulse.alerting.settle import FindingsQueue
+    from gpulse.config.flags import DynamoDBStore
+    from gpulse.config.live import LiveConfig
+    from gpulse.config.store import ConfigStore
+    from gpulse.secrets import SsmNodeSecrets
+    from gpulse.store import SeriesStore
+
+    dynamodb, sqs, ssm = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("ssm")  # one each
+    persistence = DynamoDBPersistenceLayer(table_name=IDEMPOTENCY_TABLE, boto3_client=dynamodb)
+    return Wiring(
+        store=SeriesStore(SERIES_TABLE, ttl_days=SERIES_TTL_DAYS, client=dynamodb),
+        alert_records=AlertRecords(STATE_TABLE, client=dynamodb),
+        findings=FindingsQueue(FINDINGS_QUEUE_URL, client=sqs),
+        secrets=SsmNodeSecrets(NODE_SECRETS_PREFIX, client=ssm),
+        rules=LiveConfig(DynamoDBStore(ConfigStore(CONFIG_TABLE, client=dynamodb), max_age=CONFIG_CACHE_S)),
+        persistence=persistence,
+        store_once=idempotent_function(
+            data_keyword_argument="record", config=idempotency, persistence_store=persistence
+        )(store_batch),
+    )
+
+
+wired = Lazy(_wire)
+# its parts as module attributes (`app.dispatcher`), built on first use
+__getattr__ = attributes(wired, Wiring._fields, __name__)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -87,10 +131,11 @@ def post_batch() -> Response:
     raw = event.body or ""
     body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
     headers = {k.lower(): v for k, v in (event.headers or {}).items()}
-    verified = ingest.verify_request(body, headers, secrets=secrets, now=clock())
+    w = wired()
+    verified = ingest.verify_request(body, headers, secrets=w.secrets, now=clock())
     batch = verified.batch
     logger.append_keys(cluster=batch.cluster, node=batch.node, batch_id=batch.batch_id)
-    result = store_once(record={"batch_id": batch.batch_id, "digest": verified.digest}, batch=batch)
+    result = w.store_once(record={"batch_id": batch.batch_id, "digest": verified.digest}, batch=batch)
     telemetry.emit(metrics, "BatchesDuplicate" if result["duplicate"] else "BatchesStored")
     if not result["duplicate"]:
         telemetry.emit(metrics, "SamplesStored", batch.samples)
@@ -101,8 +146,11 @@ def post_batch() -> Response:
 
 def announce_hardware_errors(batch: Batch) -> None:
     """The fast path; the batch is stored already, so a failure here only leaves it to analyze."""
+    from gpulse import fastpath  # the detectors: loaded by the first request, not the cold start
+
+    w = wired()
     try:
-        published = fastpath.hardware_alerts(batch.doc, alert_records, findings, rules)
+        published = fastpath.hardware_alerts(batch.doc, w.alert_records, w.findings, w.rules)
     except GpulseError as e:
         logger.warning(
             "hardware fast path failed; analyze will catch up",

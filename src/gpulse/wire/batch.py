@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NoReturn
 
-import fastjsonschema  # Powertools' validation engine; compiled once here, not per request
-import numpy as np
+import fastjsonschema  # Powertools' validation engine; compiled once per process, not per request
 
 from gpulse.errors import InvalidInput
+from gpulse.lazy import Lazy
 from gpulse.wire.limits import MAX_AGE_S, MAX_BODY_BYTES, MAX_FUTURE_S, MAX_INFLATED_BYTES, VERSION
 
 # A valid batch nests 5 deep (document > gpus > gpu > metrics > series). Deeper input is refused
@@ -36,7 +36,9 @@ _SCAN_BYTES = 1 << 20  # the depth scan's working set: int32 per byte of one sli
 SCHEMA: dict[str, Any] = json.loads(
     resources.files("gpulse.wire").joinpath("batch-v1.schema.json").read_text(encoding="utf-8")
 )
-_validate = fastjsonschema.compile(SCHEMA)
+# Compiled on the first parse, not at import: compiling costs ~0.1-0.2 s of a cold start, and
+# a function that imports this module for its constants never parses.
+_validator = Lazy(lambda: fastjsonschema.compile(SCHEMA))
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ def nesting_depth(raw: bytes) -> int:
     """How deep arrays and objects nest in a JSON text, strings skipped. Linear and flat (no
     recursion), a slice at a time; exact for valid JSON, and an upper bound of what json.loads
     would descend into before it finds an error in invalid JSON."""
+    import numpy as np  # here, not at import: ingest's cold start need not load numpy (~0.1 s)
+
     text = np.frombuffer(_STRING.sub(b'""', raw), dtype=np.uint8)
     deepest = depth = 0
     for at in range(0, len(text), _SCAN_BYTES):
@@ -179,7 +183,7 @@ def parse(raw_json: bytes, *, now: float) -> Batch:
             f"unsupported batch version {quote(doc.get('version'))}; this endpoint takes {VERSION}"
         )
     try:
-        _validate(doc)
+        _validator()(doc)
     except fastjsonschema.JsonSchemaValueException as e:
         raise InvalidInput(f"schema: {_schema_message(e)}") from None
     _check_semantics(doc, now)

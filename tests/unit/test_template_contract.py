@@ -95,7 +95,7 @@ def test_each_ssm_name_a_function_is_told_is_one_it_may_read() -> None:
     }
     # routes in the config table name webhooks under the path the template's two live in
     webhooks = "/gpulse/${Stage}/webhooks/"
-    assert ssm_grants("AlertFunction") == {webhooks + "*"}
+    assert ssm_grants("AlertFunction") == {webhooks + "*", "/gpulse/${Stage}/alertmanager/*"}
     for name in (env.SLACK_WEBHOOK_PARAM, env.JANDI_WEBHOOK_PARAM):
         assert variables["AlertFunction"][name]["Fn::Sub"].startswith(webhooks)
     assert ssm_grants("AnalyzeFunction") == set()

@@ -25,7 +25,7 @@ _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 # `label=value` without quotes, as amtool accepts it: we add the quotes the matcher syntax wants
 _BARE_MATCHER = re.compile(r"^\s*([a-z_]+)\s*(=~|!~|!=|=)(?![~=])\s*([^\"\s].*?)\s*$")
-CHANNEL_KINDS = ("slack", "jandi")
+CHANNEL_KINDS = ("slack", "jandi", "alertmanager")
 _DAY_NAMES = TimeValues.days()  # MONDAY … SUNDAY, as Powertools spells them
 
 
@@ -95,11 +95,13 @@ def looks_like_url(text: str) -> bool:
 
 def refuse_url(kind: str) -> InvalidInput:
     """The refusal for a webhook URL given where a secret reference belongs (without the URL)."""
+    # an Alertmanager's URL (maybe with basic-auth credentials) is kept under a path of its own
+    where = "alertmanager" if kind == "alertmanager" else "webhooks"
     return InvalidInput(
         "a channel is the name of an SSM parameter that holds the webhook, never the URL itself "
         "(the config table is readable by more people than the webhook should be). Store it with\n"
-        "  aws ssm put-parameter --type SecureString --name /gpulse/<stage>/webhooks/<name> --value '<url>'\n"
-        f"and pass --channel {kind}:/gpulse/<stage>/webhooks/<name>"
+        f"  aws ssm put-parameter --type SecureString --name /gpulse/<stage>/{where}/<name> --value '<url>'\n"
+        f"and pass --channel {kind}:/gpulse/<stage>/{where}/<name>"
     )
 
 

@@ -203,7 +203,8 @@ def register(sub: Any, common: list[argparse.ArgumentParser], write: list[argpar
         "--channel",
         action="append",
         metavar="KIND:PARAM",
-        help="slack:/gpulse/<stage>/webhooks/<name> (never a URL)",
+        help="slack:/gpulse/<stage>/webhooks/<name>, jandi:…, "
+        "or alertmanager:/gpulse/<stage>/alertmanager/<name> (never a URL)",
     )
     p.add_argument("--group-by", metavar="LABELS", help="e.g. cluster,rule")
     p.add_argument("--group-wait", metavar="DURATION", help="e.g. 30s")

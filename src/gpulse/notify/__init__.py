@@ -1,5 +1,5 @@
 """Notifiers: a notification (one flush of one alert group) rendered for Slack or Jandi and
-delivered to a webhook.
+delivered to a webhook, or posted as alerts to an Alertmanager (`alertmanager`).
 
 `slack.render` / `jandi.render` build the payloads (a group of one as that finding alone, a
 larger group as one listing message; both share `evidence` for the picture and the wording);
@@ -7,6 +7,7 @@ larger group as one listing message; both share `evidence` for the picture and t
 pace key, and raise `RetryableDeliveryError` or `PermanentDeliveryError` when they cannot.
 """
 
+from gpulse.notify.alertmanager import AlertmanagerWebhook
 from gpulse.notify.base import Channel, Webhook
 from gpulse.notify.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from gpulse.notify.http import Pacer, PacerLike, make_session
@@ -14,6 +15,7 @@ from gpulse.notify.jandi import JandiWebhook
 from gpulse.notify.slack import SlackWebhook
 
 __all__ = [
+    "AlertmanagerWebhook",
     "Channel",
     "DeliveryError",
     "JandiWebhook",

@@ -55,8 +55,9 @@ class Webhook(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
     @abstractmethod
-    def render(self, notification: Notification) -> dict[str, Any]:
-        """The JSON payload this service should receive for `notification`."""
+    def render(self, notification: Notification) -> dict[str, Any] | list[dict[str, Any]]:
+        """The JSON payload this service should receive for `notification` (an object for chat
+        webhooks, an array for Alertmanager)."""
 
     def send(self, notification: Notification) -> None:
         """Render and POST `notification`; raise DeliveryError if it was not accepted."""

@@ -131,7 +131,7 @@ def _retry_after(response: requests.Response) -> float | None:
 def post_json(
     session: requests.Session,
     url: str,
-    payload: dict[str, Any],
+    payload: dict[str, Any] | list[dict[str, Any]],
     *,
     kind: str,
     channel: str,

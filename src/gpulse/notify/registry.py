@@ -1,5 +1,7 @@
 """The channel registry: which webhook class serves which kind, and how a route's channel is
 built from the SSM parameter that holds its URL (the URL is read here, never logged).
+An Alertmanager channel also gets its route's repeat_interval (how soon its firing alerts are
+posted again) and the clock.
 
 The alert function builds one `ChannelRegistry`; the dispatcher calls `make_channel` for each
 route's channel, and the live config calls `fallback_channels` when the table has no default
@@ -8,6 +10,8 @@ route (the template's Slack and Jandi webhooks that are set).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import requests
@@ -15,12 +19,17 @@ import requests
 from gpulse.alerting.dispatch import channel_name
 from gpulse.alerting.routes import ChannelRef, Route
 from gpulse.errors import ConfigurationError
+from gpulse.notify.alertmanager import AlertmanagerWebhook
 from gpulse.notify.base import Webhook
 from gpulse.notify.http import PacerLike
 from gpulse.notify.jandi import JandiWebhook
 from gpulse.notify.slack import SlackWebhook
 
-KINDS: dict[str, type[Webhook]] = {"slack": SlackWebhook, "jandi": JandiWebhook}
+KINDS: dict[str, type[Webhook]] = {
+    "slack": SlackWebhook,
+    "jandi": JandiWebhook,
+    "alertmanager": AlertmanagerWebhook,
+}
 
 
 class Parameters(Protocol):
@@ -37,11 +46,13 @@ class ChannelRegistry:
         *,
         pacer: PacerLike | None,
         fallback: tuple[ChannelRef, ...] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         unknown = sorted({ref.kind for ref in fallback} - set(KINDS))
         if unknown:
             raise ConfigurationError(f"no channel kind {unknown}; known: {sorted(KINDS)}")
         self.parameters, self.session, self.pacer, self.fallback = parameters, session, pacer, fallback
+        self.clock = clock
 
     def fallback_channels(self) -> tuple[ChannelRef, ...]:
         """The fallback webhooks whose parameter is set (read through the cache)."""
@@ -58,4 +69,14 @@ class ChannelRegistry:
         url = self.parameters.get(ref.secret)
         if not url:
             raise ConfigurationError(f"route {route.name}: webhook parameter {ref.secret} is not set in SSM")
-        return kind(channel_name(route, ref), url, self.session, pacer=self.pacer, pace_key=ref.secret)
+        name = channel_name(route, ref)
+        if kind is AlertmanagerWebhook:
+            return AlertmanagerWebhook(
+                name,
+                url,
+                self.session,
+                pace_key=ref.secret,
+                resend_s=route.repeat_interval_s,
+                clock=self.clock,
+            )
+        return kind(name, url, self.session, pacer=self.pacer, pace_key=ref.secret)

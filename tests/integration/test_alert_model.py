@@ -353,11 +353,14 @@ class AlertPath(RuleBasedStateMachine):
             assert seen[key] <= limit, f"{t.channel} got notification {t.id} {seen[key]} times"
             if seen[key] > 1:
                 continue  # the repeat after a crash: its content was checked the first time
+            # A firing told as new is told so once, until its resolve is told: a condition that
+            # comes back with the same start (a detector's run reaching back) fires again, rightly.
             for tid in t.new:
                 assert (t.channel, tid) not in new, f"{t.channel}: {tid} told as new twice"
                 new.add((t.channel, tid))
                 fp, _, since = tid.split(":")
                 fired.add((t.channel, f"{fp}:{since}"))
+                resolved.discard((t.channel, f"{fp}:resolved:{since}"))
             for tid in t.resolved:
                 assert (t.channel, tid) not in resolved, f"{t.channel}: {tid} told resolved twice"
                 resolved.add((t.channel, tid))
@@ -365,6 +368,7 @@ class AlertPath(RuleBasedStateMachine):
                 assert (t.channel, f"{fp}:{since}") in fired, (
                     f"{t.channel}: resolve of {tid} never told firing"
                 )
+                new.discard((t.channel, f"{fp}:firing:{since}"))
 
     def teardown(self) -> None:
         if not hasattr(self, "chat"):

@@ -84,7 +84,9 @@ def test_resolved_is_told_once_then_kept_as_a_tombstone_until_it_expires() -> No
     assert n is not None
     assert [f.fingerprint for f in n.resolved] == ["fp01"] and [f.fingerprint for f in n.firing] == ["fp02"]
     assert [fp for fp, m in group.members.items() if not m.done] == ["fp02"]
-    assert group.members["fp01"].done and group.members["fp01"].finding.state == "resolved"
+    tomb = group.members["fp01"]
+    assert tomb.done and (tomb.finding.state, tomb.finding.since) == ("resolved", T0 - 600)
+    assert (tomb.finding.summary, tomb.finding.users, tomb.finding.evidence) == ("", [], None)  # kept small
     assert g.prune(group, ROUTE, T0 + 100 + g.TOMBSTONE_S) is group
     assert list(g.prune(group, ROUTE, T0 + 101 + g.TOMBSTONE_S).members) == ["fp02"]
 
@@ -156,3 +158,15 @@ def test_an_older_transition_arriving_late_does_not_undo_a_newer_one() -> None:
     resolved = with_state(idle(1), "resolved", T0 + 100)
     group = fill(resolved)
     assert g.add(group, idle(1, at=T0), ROUTE, LABELS, T0 + 101) is group
+
+
+def test_a_resolve_that_arrives_while_the_firing_is_being_retried_is_told_after_it() -> None:
+    group = fill(idle(1))
+    n = g.plan(group, ROUTE, NOT_SILENCED, T0 + 30, [])
+    assert n is not None
+    claimed = g.claim(group, n, T0 + 30, 90)  # a channel failed: the outbox waits for its retry
+    claimed = g.add(claimed, with_state(idle(1), "resolved", T0 + 40), ROUTE, LABELS, T0 + 40)
+    group = g.complete(claimed, n, ROUTE, T0 + 45)  # the retry delivered the firing
+    assert group.members["fp01"].told_firing and not group.members["fp01"].done
+    group, resolved = flush(group, T0 + 45 + 300)  # group_interval after that flush
+    assert resolved is not None and [f.state for f in resolved.resolved] == ["resolved"]

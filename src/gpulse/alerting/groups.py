@@ -161,14 +161,12 @@ def claim(g: Group, n: Notification, now: float, lease_s: float) -> Group:
 
 
 def complete(g: Group, n: Notification, route: Route, now: float) -> Group:
-    """The group after `n` was delivered: what it told is marked told; members with nothing more
-    to say become tombstones, and expired tombstones leave. (Members that changed since `n`
-    keep their news.)"""
+    """The group after `n` was delivered: each alert it listed is marked as announced in the
+    state `n` told, even when the alert moved on since `n` was claimed (a resolve that arrived
+    while a delivery was being retried: the channels now know of the firing, so the resolve is
+    news for them); members with nothing more to say become tombstones, and expired ones leave."""
     told = {f.fingerprint: f.transition_id for f in n.findings}
-    members = {
-        fp: replace(m, announced=m.finding.transition_id) if told.get(fp) == m.finding.transition_id else m
-        for fp, m in g.members.items()
-    }
+    members = {fp: replace(m, announced=told[fp]) if fp in told else m for fp, m in g.members.items()}
     return replace(_expire(g, members, route, now), outbox=None, lease_until=0.0, last_flush_at=now)
 
 
@@ -188,7 +186,21 @@ def _expire(g: Group, members: dict[str, Member], route: Route, now: float) -> G
 
 
 def _slim(m: Member) -> Member:
-    """A tombstone keeps what it is compared by, not the picture (the group item must stay small)."""
-    if m.done and m.finding.evidence is not None:
-        return replace(m, finding=replace(m.finding, evidence=None))
-    return m
+    """A tombstone keeps what it is compared by (fingerprint, state, since, at: `order` and the
+    transition id), not what a message shows: the group item must stay small (DynamoDB: 400 KB)."""
+    if not m.done or m.finding.summary == "":
+        return m
+    bare = replace(
+        m.finding,
+        title="",
+        summary="",
+        action="",
+        nodes=[],
+        gpus=[],
+        users=[],
+        containers=[],
+        teams=[],
+        values={},
+        evidence=None,
+    )
+    return replace(m, finding=bare)

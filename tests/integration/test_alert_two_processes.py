@@ -65,7 +65,7 @@ def test_fire_resolve_refire_in_two_processes_at_once_is_told_once_each(
         fired = replace(Finding.from_json(load_event("alert_sqs")["Records"][0]["body"]), since=now, at=now)
         resolved = with_state(fired, "resolved", now + 1)
         refired = replace(fired, since=now + 2, at=now + 2)
-        start = time.time() + 8  # both processes imported and waiting by then
+        start = time.time() + 5  # both processes imported and waiting by then (an import is ~1 s)
         steps = [[start + 2.0 * i, sqs_event(f)] for i, f in enumerate((fired, resolved, refired))]
         env = {
             **env_of("AlertFunction", deployment),

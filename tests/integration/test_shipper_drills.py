@@ -275,7 +275,7 @@ def _ingest_down(drill: Drill, down_s: float) -> None:
 
 
 def test_ingest_down_short(drill: Drill) -> None:
-    _ingest_down(drill, 10.0)
+    _ingest_down(drill, 6.0)
 
 
 @pytest.mark.drill
@@ -410,7 +410,7 @@ def _full_disk(drill: Drill, mount: Path, down_s: float, up_s: float) -> None:
 
 
 def test_full_disk_short(drill: Drill, full_disk: Path) -> None:
-    _full_disk(drill, full_disk, down_s=8.0, up_s=8.0)
+    _full_disk(drill, full_disk, down_s=5.0, up_s=5.0)
 
 
 @pytest.mark.drill

@@ -23,7 +23,7 @@ REPEAT_INTERVAL_S = 4 * 3600.0
 
 @dataclass(frozen=True)
 class ChannelRef:
-    kind: str  # "slack" / "jandi"
+    kind: str  # "slack" / "jandi" / "alertmanager"
     secret: str  # the SSM parameter that holds the webhook URL (never the URL)
 
 

@@ -19,7 +19,7 @@ class Channel(Protocol):
     """Where a notification is delivered. `send` returns on success and raises DeliveryError
     (RetryableDeliveryError or PermanentDeliveryError) otherwise."""
 
-    kind: str  # "slack" / "jandi"
+    kind: str  # "slack" / "jandi" / "alertmanager"
     name: str  # the route's channel name: safe to log, unlike the URL
 
     def send(self, notification: Notification) -> None: ...

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
-from botocore.exceptions import ClientError
 
 import gpulse
+from gpulse.aws import ConditionFailed, translated
 from gpulse.finding import Finding, fingerprint
 from gpulse.health import CLUSTER
 
@@ -154,20 +154,19 @@ class CrashReporter:
         """Take the (function, place) slot until now + window, if it is free."""
         until = now + self.window_s
         try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": CRASH_PK},
-                    "sk": {"S": f"{self.function}#{place}"},
-                    "until": {"N": repr(until)},
-                    "expires_at": {"N": str(int(until) + 86400)},  # TTL only cleans up, lazily
-                },
-                ConditionExpression="attribute_not_exists(pk) OR #until <= :now",
-                ExpressionAttributeNames={"#until": "until"},
-                ExpressionAttributeValues={":now": {"N": repr(now)}},
-            )
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
+            with translated():
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={
+                        "pk": {"S": CRASH_PK},
+                        "sk": {"S": f"{self.function}#{place}"},
+                        "until": {"N": repr(until)},
+                        "expires_at": {"N": str(int(until) + 86400)},  # TTL only cleans up, lazily
+                    },
+                    ConditionExpression="attribute_not_exists(pk) OR #until <= :now",
+                    ExpressionAttributeNames={"#until": "until"},
+                    ExpressionAttributeValues={":now": {"N": repr(now)}},
+                )
+        except ConditionFailed:
+            return False
         return True

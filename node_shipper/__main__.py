@@ -22,7 +22,8 @@ from node_shipper import __version__
 from node_shipper.agent import NodePipeline, Shipper
 from node_shipper.batch import BatchBuilder
 from node_shipper.config import Config, parse_config, read_secret
-from node_shipper.errors import ConfigError, NoGpuError, ShipperError
+from node_shipper.driver import open_when_loaded
+from node_shipper.errors import ConfigError, DriverWaitStopped, NoGpuError, ShipperError
 from node_shipper.host import HostCollector
 from node_shipper.logfmt import setup_logging
 from node_shipper.model import Source
@@ -138,13 +139,47 @@ def _simulated(config: Config, session: requests.Session) -> list[NodePipeline]:
     return pipelines
 
 
+def _from_dcgm(config: Config, session: requests.Session) -> list[NodePipeline]:
+    """--source dcgm-exporter=URL: this node's GPUs read from its dcgm-exporter, host from psutil."""
+    assert config.dcgm_url is not None
+    try:  # prometheus-client is in the shipper's dcgm extra only
+        from node_shipper.dcgm_exporter import DcgmExporterSource
+    except ImportError as e:
+        raise ConfigError(f"--source dcgm-exporter needs prometheus-client ({e.name} is missing)") from None
+    if config.secret_file is None:
+        raise ConfigError("--secret-file is required (a file holding this node's secret, mode 600)")
+    secret = read_secret(config.secret_file)
+    source = DcgmExporterSource(config.dcgm_url, HostCollector(), session=session)
+    page = source.open()  # NoGpuError / ScrapeError (a ShipperError) end the start with their message
+    names = ", ".join(sorted({row.model or "unknown GPU" for row in page.gpus.values()}))
+    print(
+        f"REAL: node {config.node}, {len(page.gpus)} GPUs ({names}) through dcgm-exporter {config.dcgm_url}",
+        flush=True,
+    )
+    return [
+        _pipeline(
+            config,
+            node=config.node,
+            source=source,
+            secret=secret,
+            secret_loader=functools.partial(read_secret, config.secret_file),
+            spool_dir=config.spool_dir,
+            session=session,
+            shipper={"version": __version__, "simulated": False, "sample_interval_s": config.interval_s},
+        )
+    ]
+
+
 def _real(config: Config, session: requests.Session, nvml: ModuleType | None) -> list[NodePipeline]:
+    if config.dcgm_url is not None:
+        return _from_dcgm(config, session)
     collector = (
         NvmlCollector(nvml, slow_every=config.slow_every)
         if nvml is not None
         else NvmlCollector(slow_every=config.slow_every)
     )
-    gpus = collector.open()  # NoGpuError: the caller explains --simulate
+    # NoGpuError: the caller explains --simulate; a driver not loaded yet is waited for (driver.py)
+    gpus = open_when_loaded(collector.open, wait_s=config.wait_for_driver_s)
     try:
         if config.secret_file is None:
             raise ConfigError("--secret-file is required (a file holding this node's secret, mode 600)")
@@ -179,6 +214,8 @@ def main(argv: list[str] | None = None, *, nvml: ModuleType | None = None) -> in
     session = requests.Session()
     try:
         pipelines = _simulated(config, session) if config.simulate else _real(config, session, nvml)
+    except DriverWaitStopped:
+        return 0
     except NoGpuError as e:
         print(f"gpulse-shipper: {e}: {NO_GPU_HINT}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gpulse.wire.limits import MAX_BODY_BYTES
+from gpulse_wire.limits import MAX_BODY_BYTES
 from node_shipper.batch import BatchBuilder, encode
 from node_shipper.model import Source
 from node_shipper.outbox import Outbox

@@ -1,10 +1,11 @@
-"""Turn a run of samples into one Batch v1 document (src/gpulse/wire/batch-v1.schema.json).
+"""Turn a run of samples into one Batch v1 document (src/gpulse_wire/batch-v1.schema.json).
 
 Columnar: one series per catalogue metric per device, one value per timestamp, None where the
 device could not report it. Every catalogue metric is present for every GPU and for the host,
-so the emitted set is exactly the catalogue (`gpulse.wire.metrics`). A MIG instance always has
-`mem_used`; its other series (`util_sm`) only when some sample of the batch reported them, since
-most MIG-capable GPUs (Ampere) cannot.
+so the emitted set is exactly the catalogue (`gpulse_wire.metrics`), except that an optional
+metric (InfiniBand, CPU quota, memory temperature) is sent only when some sample reported it.
+A MIG instance always has `mem_used`; its other series (`util_sm`) only when some sample of the
+batch reported them, since most MIG-capable GPUs (Ampere) cannot.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from gpulse.wire.metrics import GPU_METRICS, HOST_METRICS, MIG_METRICS
+from gpulse_wire.metrics import GPU_METRICS, HOST_METRICS, MIG_METRICS
 from node_shipper.model import Event, Inventory, MigInfo, ProcessInfo, Sample, Value
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,19 @@ def _clip(text: str | None, limit: int) -> str | None:
 
 # A metric name means one unit in every device kind (mem_used is bytes for GPU, host and MIG).
 _BOUNDS = {m.name: m.bounds for m in (*GPU_METRICS, *HOST_METRICS, *MIG_METRICS)}
+_OPTIONAL = frozenset(m.name for m in (*GPU_METRICS, *HOST_METRICS) if m.optional)
+
+
+def _reported(series: dict[str, list[Value]]) -> dict[str, list[Value]]:
+    """Every series, but an optional one (InfiniBand, a CPU quota, memory temperature) only when
+    some sample of the batch has a value: a node without the hardware sends no column of nulls."""
+    return {
+        name: values
+        for name, values in series.items()
+        if name not in _OPTIONAL or any(v is not None for v in values)
+    }
+
+
 _WARNED: set[str] = set()  # metrics already said to read out of range (once per process each)
 
 
@@ -177,7 +191,7 @@ class BatchBuilder:
         host: dict[str, Any] = {"cpu_count": inventory.host.cpu_count, "mem_total": inventory.host.mem_total}
         if inventory.host.numa_nodes:
             host["numa_nodes"] = inventory.host.numa_nodes
-        host["metrics"] = {name: values for name, values in self._host.items()}
+        host["metrics"] = _reported(self._host)
         doc["host"] = host
         gpu_indexes = set()
         gpus = []
@@ -192,7 +206,7 @@ class BatchBuilder:
             gpu["power_limit_w"] = _num("power_w", info.power_limit_w)
             gpu["temp_slowdown_c"] = info.temp_slowdown_c
             gpu["mig_mode"] = info.mig_mode
-            gpu["metrics"] = series
+            gpu["metrics"] = _reported(series)
             gpus.append(gpu)
         doc["gpus"] = gpus
         mig = [
@@ -256,6 +270,8 @@ class BatchBuilder:
             out["cpu_affinity"] = list(info.cpu_affinity[:4096])
         if info.cpu_numa_nodes is not None:
             out["cpu_numa_nodes"] = list(info.cpu_numa_nodes[:MAX_NUMA_NODES])
+        if info.job is not None:  # optional: only where a scheduler names the job
+            out["job"] = _clip(info.job, 128)
         out["first_seen"] = round(p.first_seen, 3)
         out["last_seen"] = round(p.last_seen, 3)
         return out

@@ -46,6 +46,8 @@ class Config:
     secrets_dir: Path | None
     fault_start_s: float | None
     fault_end_s: float | None
+    dcgm_url: str | None = None  # --source dcgm-exporter=URL: read GPUs from it instead of NVML
+    wait_for_driver_s: float = 0.0  # --wait-for-driver: retry nvmlInit this long (inf: for ever)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="read slow-changing or slow-to-read metrics (PCIe, retired/remapped memory) every N samples "
         "(default 10: PCIe throughput blocks ~20 ms a call)",
     )
+    p.add_argument(
+        "--source",
+        default="nvml",
+        metavar="nvml|dcgm-exporter=URL",
+        help="where GPU readings come from: NVML (default), or this node's dcgm-exporter page, "
+        "e.g. dcgm-exporter=http://127.0.0.1:9400/metrics (host metrics always come from psutil)",
+    )
     p.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    p.add_argument(
+        "--wait-for-driver",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when the NVIDIA driver is not loaded yet (boot), try again for this long, 'inf' for ever "
+        "(default 0: exit 2 at once); the systemd unit and the DaemonSet wait for ever",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sim = p.add_argument_group("simulation (no GPUs needed; every batch is marked simulated)")
     sim.add_argument(
@@ -137,12 +154,19 @@ def parse_config(argv: list[str] | None = None) -> Config:
         raise ConfigError("--drain-seconds must be 0 or more")
     if a.slow_every < 1:
         raise ConfigError("--slow-every must be 1 or more")
+    if not a.wait_for_driver >= 0:  # also refuses nan
+        raise ConfigError(f"--wait-for-driver must be 0 or more seconds (or inf), got {a.wait_for_driver:g}")
     if a.duration is not None and a.duration <= 0:
         raise ConfigError("--duration must be positive")
     if not 1 <= a.sim_nodes <= 999:
         raise ConfigError("--sim-nodes must be 1..999")
     if not 1 <= a.sim_gpus <= 64:
         raise ConfigError("--sim-gpus must be 1..64 (Batch v1 carries at most 64 GPUs)")
+    kind, _, dcgm_url = a.source.partition("=")
+    if a.source != "nvml" and (kind != "dcgm-exporter" or not dcgm_url.startswith(("http://", "https://"))):
+        raise ConfigError(
+            f"--source must be nvml or dcgm-exporter=URL (the http(s) URL of its /metrics), got {a.source!r}"
+        )
     node = a.node or socket.gethostname().split(".")[0]
     if a.spool_dir is not None:
         spool_dir = a.spool_dir
@@ -173,6 +197,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         secrets_dir=a.secrets_dir,
         fault_start_s=a.fault_start,
         fault_end_s=a.fault_end,
+        dcgm_url=dcgm_url or None,
+        wait_for_driver_s=a.wait_for_driver,
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from gpulse.errors import GpulseError
 
+class ShipperError(Exception):
+    """Root of every error the shipper raises on purpose. Its own root, not gpulse.errors': a node
+    installs the shipper without the core (distribution `gpulse-shipper`)."""
 
-class ShipperError(GpulseError):
-    """Root of every error the shipper raises on purpose."""
+    retryable: bool = False
 
 
 class ConfigError(ShipperError):
@@ -15,6 +16,14 @@ class ConfigError(ShipperError):
 
 class NoGpuError(ShipperError):
     """NVML is absent, the driver is not loaded, or it sees no device (exit code 2 without --simulate)."""
+
+
+class DriverNotLoaded(NoGpuError):
+    """nvmlInit found no driver or no library yet: at boot it may still come (--wait-for-driver)."""
+
+
+class DriverWaitStopped(ShipperError):
+    """SIGTERM or SIGINT came while waiting for the driver: a clean stop (exit code 0)."""
 
 
 class SpoolError(ShipperError):

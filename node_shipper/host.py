@@ -1,4 +1,5 @@
-"""Host metrics through psutil: CPU, memory, disk and network (loopback excluded).
+"""Host metrics through psutil: CPU, memory, disk and network (loopback excluded); InfiniBand/RoCE
+port counters from sysfs (infiniband.py) and the GPU processes' cgroup CPU quota (cgroup.py).
 
 Rates (bytes/s) come from the difference of psutil's cumulative counters between two samples,
 so the first sample after start has None for them; a counter that went backwards (device
@@ -15,7 +16,11 @@ from typing import Any
 
 import psutil as _psutil
 
+from node_shipper.cgroup import CGROUPFS, PROC, cpu_quota_cores
+from node_shipper.infiniband import SYSFS_INFINIBAND, ib_bytes
 from node_shipper.model import HostInfo, Value
+
+RATES = ("disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "ib_rx_bps", "ib_tx_bps")
 
 
 def _node_dirs(sysfs: Path) -> list[Path]:
@@ -85,9 +90,15 @@ class HostCollector:
         *,
         sysfs: Path = Path("/sys"),
         monotonic: Callable[[], float] = time.monotonic,
+        infiniband: Path = SYSFS_INFINIBAND,
+        proc: Path = PROC,
+        cgroupfs: Path = CGROUPFS,
     ) -> None:
         self._ps = psutil
         self._monotonic = monotonic
+        self._infiniband = infiniband
+        self._proc = proc
+        self._cgroupfs = cgroupfs
         self._info = HostInfo(
             cpu_count=int(psutil.cpu_count(logical=True) or 1),
             mem_total=int(psutil.virtual_memory().total),
@@ -120,21 +131,26 @@ class HostCollector:
         real = [c for name, c in nics.items() if not self._is_loopback(name)]
         out["net_rx_bps"] = float(sum(c.bytes_recv for c in real))
         out["net_tx_bps"] = float(sum(c.bytes_sent for c in real))
+        ib = ib_bytes(self._infiniband)
+        if ib is not None:
+            out["ib_rx_bps"], out["ib_tx_bps"] = float(ib[0]), float(ib[1])
         return out
 
-    def sample(self) -> dict[str, Value]:
-        """One reading of every host metric in the catalogue."""
+    def sample(self, gpu_pids: Iterable[int] = ()) -> dict[str, Value]:
+        """One reading of every host metric in the catalogue; `gpu_pids` (the GPU compute
+        processes of this sample) give `cpu_quota_cores`. Optional metrics the node lacks are None."""
         per_core = list(self._ps.cpu_percent(percpu=True))
         mem = self._ps.virtual_memory()
         values: dict[str, Value] = {
             "cpu_util": sum(per_core) / len(per_core) if per_core else None,
             "cpu_busy_cores": sum(per_core) / 100.0 if per_core else None,
             "mem_used": float(mem.total - mem.available),
+            "cpu_quota_cores": cpu_quota_cores(gpu_pids, proc=self._proc, cgroupfs=self._cgroupfs),
         }
         now = self._monotonic()
         counters = self._counters()
         dt = now - self._prev_t if self._prev_t is not None else 0.0
-        for name in ("disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps"):
+        for name in RATES:
             current, before = counters.get(name), self._prev.get(name)
             if current is None or before is None or dt <= 0 or current < before:
                 values[name] = None

@@ -2,7 +2,7 @@
 
 A `Source` answers `inventory()` (the static facts: host, GPUs) and `sample(ts)` (one reading of
 every metric at time `ts`). `BatchBuilder` turns a run of samples into a Batch v1 document.
-Metric names are those of `gpulse.wire.metrics`; a value a device cannot report is None.
+Metric names are those of `gpulse_wire.metrics`; a value a device cannot report is None.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class ProcessInfo:
     cpu_affinity: tuple[int, ...] | None = None
     mig_uuid: str | None = None
     cpu_numa_nodes: tuple[int, ...] | None = None  # the NUMA nodes cpu_affinity spans, ascending
+    job: str | None = None  # the scheduler's identity of its job: "slurm:<id>", "pod:<uid>"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pynvml as _pynvml
 
-from node_shipper.errors import NoGpuError, ShipperError
+from node_shipper.errors import DriverNotLoaded, NoGpuError, ShipperError
 from node_shipper.model import Event, GpuInfo, MigInfo, MigReading, ProcessInfo, Value
 from node_shipper.procfs import ProcReader
 
@@ -36,7 +36,10 @@ MAX_EVENTS_PER_SAMPLE = 64  # an XID storm must not stall sampling
 _MIG_PROFILE = re.compile(r"\bMIG\s+(\S+)")
 _NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId of a process on a GPU without MIG
 DEFAULT_SLOW_EVERY = 10
-SLOW_METRICS = ("pcie_tx_bps", "pcie_rx_bps", "retired_pages", "remapped_rows_unc", "remap_failure")
+SLOW_METRICS = (
+    *("pcie_tx_bps", "pcie_rx_bps", "retired_pages", "remapped_rows_unc", "remap_failure"),
+    "mem_temp_c",  # HBM warms over minutes: every slow read (10 s) is plenty
+)
 
 
 def mig_profile(device_name: str) -> str | None:
@@ -67,6 +70,10 @@ class _GpmPair:
     buffers: tuple[Any, Any]
     uuids: frozenset[str]
     previous: int | None = None  # which buffer holds the last reading; None: no baseline yet
+
+
+# nvmlFieldValue_t.value is a union: valueType says which member holds it (NVML_VALUE_TYPE_*)
+_FIELD_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 
 class _Unsupported(Exception):
@@ -100,6 +107,7 @@ class NvmlCollector:
         self._event_set: Any = None
         self._mig_layout: dict[int, tuple[tuple[str, str | None], ...]] = {}
         self._open = False
+        self._procs_v2 = False  # the driver has no nvmlDeviceGetComputeRunningProcesses_v3
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -109,7 +117,7 @@ class NvmlCollector:
         try:
             nv.nvmlInit()
         except (nv.NVMLError_LibraryNotFound, nv.NVMLError_DriverNotLoaded) as e:
-            raise NoGpuError(f"no GPU/NVML found: {e}") from None
+            raise DriverNotLoaded(f"no GPU/NVML found: {e}") from None  # may still come: driver.py
         except nv.NVMLError as e:
             raise ShipperError(f"NVML failed to initialise: {e}") from None
         self._open = True
@@ -301,7 +309,24 @@ class NvmlCollector:
             "retired_pages": float(retired) if retired is not None else None,
             "remapped_rows_unc": float(rows[1]) if rows is not None else None,
             "remap_failure": (1.0 if rows[3] else 0.0) if rows is not None else None,
+            "mem_temp_c": self._mem_temp(index, handle),
         }
+
+    def _mem_temp(self, index: int, handle: Any) -> Value:
+        """HBM/memory temperature (°C) where the GPU has the sensor: NVML's field MEMORY_TEMP (the
+        temperature call knows only the GPU core's). A field answered NotSupported is remembered."""
+        nv = self._nvml
+        wanted = [nv.NVML_FI_DEV_MEMORY_TEMP]
+        fields = self._get(index, "mem_temp", nv.nvmlDeviceGetFieldValues, handle, wanted)
+        if not fields:
+            return None
+        field = fields[0]
+        if field.nvmlReturn != nv.NVML_SUCCESS:
+            if field.nvmlReturn == nv.NVML_ERROR_NOT_SUPPORTED:
+                self._unsupported.add((index, "mem_temp"))
+            return None
+        member = _FIELD_MEMBERS.get(int(field.valueType))
+        return float(getattr(field.value, member)) if member is not None else None
 
     def _mig_instances(self, index: int, handle: Any) -> list[MigReading]:
         nv = self._nvml
@@ -432,10 +457,22 @@ class NvmlCollector:
             return readings
         return [replace(r, metrics={**r.metrics, "util_sm": util[r.info.gi_id]}) for r in readings]
 
+    def _running_processes(self, handle: Any) -> Any:
+        """The compute processes: pynvml's unversioned call (the _v3 function), or _v2 on drivers
+        before R510, which have no _v3. pynvml reports a missing _v3 as NVMLLibraryMismatchError,
+        which is no NVMLError: uncaught, it failed every sample there (seen only through real ctypes)."""
+        nv = self._nvml
+        if not self._procs_v2:
+            try:
+                return nv.nvmlDeviceGetComputeRunningProcesses(handle)
+            except _pynvml.NVMLLibraryMismatchError:
+                self._procs_v2 = True
+        return nv.nvmlDeviceGetComputeRunningProcesses_v2(handle)  # FunctionNotFound: _get says unsupported
+
     def _processes(
         self, index: int, handle: Any, by_instance: dict[tuple[int, int], str]
     ) -> list[ProcessInfo]:
-        running = self._get(index, "processes", self._nvml.nvmlDeviceGetComputeRunningProcesses, handle)
+        running = self._get(index, "processes", self._running_processes, handle)
         out = []
         for p in running or ():
             pid = int(p.pid)
@@ -454,6 +491,7 @@ class NvmlCollector:
                     cpu_affinity=facts.cpu_affinity,
                     mig_uuid=by_instance.get((gi, ci)),
                     cpu_numa_nodes=facts.cpu_numa_nodes,
+                    job=facts.job,
                 )
             )
         return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node_shipper.host import numa_cpus, numa_nodes_of
+from node_shipper.jobid import job_identity
 
 # A container id is 64 lowercase hex digits in a cgroup path: docker ("docker-<id>.scope",
 # ".../docker/<id>"), containerd ("cri-containerd-<id>.scope", ".../kubepods/.../<id>"),
@@ -52,6 +53,7 @@ class ProcFacts:
     name: str | None
     cpu_affinity: tuple[int, ...] | None
     cpu_numa_nodes: tuple[int, ...] | None = None
+    job: str | None = None  # the scheduler's identity of its job (node_shipper.jobid)
 
 
 def _user_name(uid: int, getpwuid: Callable[[int], pwd.struct_passwd]) -> str:
@@ -107,6 +109,7 @@ class ProcReader:
             name=(comm.strip() or None) if comm is not None else None,
             cpu_affinity=affinity,
             cpu_numa_nodes=numa_nodes_of(affinity, self._numa) if affinity is not None else None,
+            job=job_identity(self._read(pid, "environ"), cgroup),
         )
         if status is not None:  # only a process we could see is worth remembering
             self._cache[pid] = facts

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import requests
 
-from gpulse.wire.signing import sign_headers
+from gpulse_wire.signing import sign_headers
 from node_shipper import __version__
 from node_shipper.errors import ConfigError
 from node_shipper.retry import parse_retry_after

@@ -19,7 +19,8 @@ class RealSource:
 
     def sample(self, ts: float) -> Sample:
         gpus, mig, processes, events = self._gpus.sample(ts)
-        return Sample(ts=ts, host=self._host.sample(), gpus=gpus, mig=mig, processes=processes, events=events)
+        host = self._host.sample(gpu_pids={p.pid for p in processes})  # their cgroups' CPU quota
+        return Sample(ts=ts, host=host, gpus=gpus, mig=mig, processes=processes, events=events)
 
     def close(self) -> None:
         self._gpus.close()

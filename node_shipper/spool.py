@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from gpulse.wire.limits import MAX_AGE_S
+from gpulse_wire.limits import MAX_AGE_S
 from node_shipper.errors import SpoolBusy, SpoolUnavailable
 from node_shipper.retry import Backoff
 

@@ -111,9 +111,30 @@ def test_every_catalogue_metric_is_emitted_and_nothing_else() -> None:
     b = _builder()
     b.add(_sample(0))
     doc = b.build(inventory=INVENTORY, seq=0, batch_id="c" * 32)
-    assert set(doc["host"]["metrics"]) == {m.name for m in HOST_METRICS}
+    # an optional metric no sample reported is not sent: a node without InfiniBand sends no nulls
+    assert set(doc["host"]["metrics"]) == {m.name for m in HOST_METRICS if not m.optional}
     for gpu in doc["gpus"]:
-        assert set(gpu["metrics"]) == {m.name for m in GPU_METRICS}
+        assert set(gpu["metrics"]) == {m.name for m in GPU_METRICS if not m.optional}
+
+
+def test_an_optional_metric_is_sent_when_one_sample_has_it() -> None:
+    b = _builder()
+    b.add(_sample(0))
+    plain = _sample(1)
+    host = {**plain.host, "ib_rx_bps": 4096.0, "ib_tx_bps": 0.0, "cpu_quota_cores": 4.0}
+    gpus = {**plain.gpus, 0: {**plain.gpus[0], "mem_temp_c": 71.0}}
+    b.add(Sample(ts=plain.ts, host=host, gpus=gpus))
+    doc = b.build(inventory=INVENTORY, seq=0, batch_id="c" * 32)
+    parse(json.dumps(doc).encode(), now=T0 + 2)  # ingest's schema takes them
+    assert set(doc["host"]["metrics"]) == {m.name for m in HOST_METRICS}
+    host = doc["host"]["metrics"]
+    assert (host["ib_rx_bps"], host["ib_tx_bps"], host["cpu_quota_cores"]) == (
+        [None, 4096],
+        [None, 0],
+        [None, 4.0],
+    )
+    assert doc["gpus"][0]["metrics"]["mem_temp_c"] == [None, 71]
+    assert "mem_temp_c" not in doc["gpus"][1]["metrics"]  # GPU 1 has no memory sensor
 
 
 def test_unknown_metric_is_refused() -> None:

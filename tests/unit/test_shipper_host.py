@@ -54,15 +54,19 @@ def test_static_facts(fake_psutil: Any, tmp_path: Path) -> None:
 
 def test_first_sample_has_no_rates_then_rates_per_second(fake_psutil: Any, tmp_path: Path) -> None:
     clock = Clock()
-    host = HostCollector(fake_psutil, sysfs=tmp_path, monotonic=clock)
+    # a node without InfiniBand and without GPU processes: those optional metrics are None
+    host = HostCollector(fake_psutil, sysfs=tmp_path, monotonic=clock, infiniband=tmp_path / "no-ib")
     assert host.sample() == {
         "cpu_util": 50.0,
         "cpu_busy_cores": 2.0,
         "mem_used": 24.0 * GIB,
+        "cpu_quota_cores": None,
         "disk_read_bps": None,
         "disk_write_bps": None,
         "net_rx_bps": None,
         "net_tx_bps": None,
+        "ib_rx_bps": None,
+        "ib_tx_bps": None,
     }
     clock.now += 2.0
     fake_psutil.disk_io_counters.return_value = SimpleNamespace(read_bytes=3000, write_bytes=5000)
@@ -163,5 +167,8 @@ def test_real_psutil_answers_every_metric() -> None:
         "disk_write_bps",
         "net_rx_bps",
         "net_tx_bps",
+        "ib_rx_bps",
+        "ib_tx_bps",
+        "cpu_quota_cores",
     }
     assert values["mem_used"] is not None and 0 < values["mem_used"] <= host.info().mem_total

@@ -65,6 +65,7 @@ def h100(**overrides: Any) -> dict[str, Any]:
             pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR: NOT_SUPPORTED,
         },
         "remapped": (0, 0, 0, 0),  # corrRows, uncRows, isPending, failureOccurred
+        "mem_temp": 52,  # HBM3's sensor (field NVML_FI_DEV_MEMORY_TEMP), °C
         "gpm": True,  # nvmlGpmQueryDeviceSupport's isSupportedDevice (Hopper and later)
         "processes": [],
         "mig": [],
@@ -126,6 +127,7 @@ class FakeNvml:
         nv.nvmlDeviceGetComputeInstanceId.side_effect = lambda m: self.mig_handles[m]["ci"]
         nv.nvmlDeviceGetRetiredPages.side_effect = lambda h, cause: self._get(h, "retired", cause)
         nv.nvmlDeviceGetRemappedRows.side_effect = self._answer("remapped")
+        nv.nvmlDeviceGetFieldValues.side_effect = self._field_values
         nv.nvmlGpmQueryDeviceSupport.side_effect = self._gpm_support
         nv.nvmlGpmSampleAlloc.side_effect = self._gpm_alloc
         nv.nvmlGpmSampleFree.side_effect = self._gpm_free
@@ -137,6 +139,19 @@ class FakeNvml:
 
     def calls(self, name: str) -> int:
         return int(getattr(self.nv, name).call_count)
+
+    def _field_values(self, handle: str, field_ids: list[int]) -> Any:
+        """pynvml's own c_nvmlFieldValue_t array; a field the GPU lacks answers NOT_SUPPORTED in it."""
+        assert field_ids == [pynvml.NVML_FI_DEV_MEMORY_TEMP]
+        values = (pynvml.c_nvmlFieldValue_t * 1)()
+        values[0].fieldId = field_ids[0]
+        temp = self._get(handle, "mem_temp")
+        if temp is None:
+            values[0].nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+        else:
+            values[0].valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+            values[0].value.uiVal = temp
+        return values
 
     def _gpm_support(self, handle: str) -> Any:
         support = pynvml.c_nvmlGpmSupport_t()
@@ -279,6 +294,7 @@ def test_sample_converts_units(sysfs: Path) -> None:
             "retired_pages": None,  # Hopper: NotSupported
             "remapped_rows_unc": 0.0,
             "remap_failure": 0.0,
+            "mem_temp_c": 52.0,
         }
     }
     assert (mig, procs, events) == ([], [], [])
@@ -521,9 +537,10 @@ def _device_calls(fake: FakeNvml) -> int:
     ("slow_every", "calls", "pcie_calls"),
     [
         # Every sample: MIG mode, utilisation, memory, power, temperature, SM clock, 2 × ECC,
-        # clocks-event reasons, processes (10); then 2 × PCIe and remapped rows (3) per slow read.
-        (1, 100 * 13, 200),
-        (10, 100 * 10 + 10 * 3, 20),
+        # clocks-event reasons, processes (10); then 2 × PCIe, remapped rows and the memory
+        # temperature field (4) per slow read.
+        (1, 100 * 14, 200),
+        (10, 100 * 10 + 10 * 4, 20),
     ],
 )
 def test_nvml_calls_per_gpu_per_sample(sysfs: Path, slow_every: int, calls: int, pcie_calls: int) -> None:
@@ -710,3 +727,15 @@ def test_mig_batch_carries_util_sm_and_passes_the_contract(sysfs: Path) -> None:
     assert mig["metrics"] == {"mem_used": [2 * GIB] * 3, "util_sm": [None, 42.0, 42.0]}
     assert doc["gpus"][0]["metrics"]["remapped_rows_unc"] == [0, 0, 0]
     assert doc["gpus"][0]["metrics"]["retired_pages"] == [None, None, None]
+
+
+def test_memory_temperature_where_the_gpu_has_the_sensor(sysfs: Path) -> None:
+    """HBM temperature is a field value; a GPU without the sensor answers NOT_SUPPORTED inside the
+    array (not as an exception): None, and the field is not asked for again."""
+    fake = FakeNvml([h100(), h100(uuid="GPU-2", mem_temp=None)])
+    collector = NvmlCollector(fake.nv, sysfs=sysfs, slow_every=1)
+    collector.open()
+    for ts in (1_770_000_000.0, 1_770_000_001.0):
+        gpus, *_ = collector.sample(ts)
+        assert (gpus[0]["mem_temp_c"], gpus[1]["mem_temp_c"]) == (52.0, None)
+    assert fake.calls("nvmlDeviceGetFieldValues") == 3  # GPU 0 twice, GPU 1 once

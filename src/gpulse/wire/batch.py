@@ -34,7 +34,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _SCAN_BYTES = 1 << 20  # the depth scan's working set: int32 per byte of one slice at a time
 
 SCHEMA: dict[str, Any] = json.loads(
-    resources.files("gpulse.wire").joinpath("batch-v1.schema.json").read_text(encoding="utf-8")
+    resources.files("gpulse_wire").joinpath("batch-v1.schema.json").read_text(encoding="utf-8")
 )
 # Compiled on the first parse, not at import: compiling costs ~0.1-0.2 s of a cold start, and
 # a function that imports this module for its constants never parses.

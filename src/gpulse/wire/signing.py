@@ -1,42 +1,40 @@
-"""Batch v1 request signing: HMAC-SHA256 over `v1:{timestamp}:{body}`.
-
-The body is the exact bytes sent (gzip-compressed), so a receiver checks the signature before
-it spends anything on decompressing or parsing.
+"""Batch v1 request signing, the receiver's half: the clock window, the header's form, and a
+constant-time compare. The signature itself and the header names are defined once in
+`gpulse_wire.signing` (what a shipper needs) and re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Iterable
 
 from gpulse.errors import InvalidInput
+from gpulse_wire.signing import (
+    HEADER_NODE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    MAX_SKEW_S,
+    SIGNATURE_VERSION,
+    sign_headers,
+    signature,
+)
 
-SIGNATURE_VERSION = "v1"
-MAX_SKEW_S = 300  # a request signed more than 5 minutes away from the receiver's clock is refused
+__all__ = [
+    "HEADER_NODE",
+    "HEADER_SIGNATURE",
+    "HEADER_TIMESTAMP",
+    "MAX_SKEW_S",
+    "SIGNATURE_VERSION",
+    "parse_timestamp",
+    "presented",
+    "sign_headers",
+    "signature",
+    "signed_by_any",
+    "verify",
+]
 
-HEADER_NODE = "x-gpulse-node"  # "{cluster}/{node}": whose secret signed the request
-HEADER_TIMESTAMP = "x-gpulse-timestamp"  # integer unix seconds
-HEADER_SIGNATURE = "x-gpulse-signature"  # "v1=" + lowercase hex digest
 _FORM = re.compile(r"v1=[0-9a-f]{64}")
-
-
-def signature(secret: bytes, timestamp: int, body: bytes) -> str:
-    """The header value that signs `body` at `timestamp` with `secret`."""
-    message = f"{SIGNATURE_VERSION}:{timestamp}:".encode() + body
-    return f"{SIGNATURE_VERSION}=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
-
-
-def sign_headers(secret: bytes, cluster: str, node: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """Every header a shipper sends with a signed, gzip-encoded batch."""
-    return {
-        "Content-Type": "application/json",
-        "Content-Encoding": "gzip",
-        "X-Gpulse-Node": f"{cluster}/{node}",
-        "X-Gpulse-Timestamp": str(timestamp),
-        "X-Gpulse-Signature": signature(secret, timestamp, body),
-    }
 
 
 def parse_timestamp(raw: str | None, now: float) -> int:

@@ -179,6 +179,74 @@ class OutOfStep(Fault):
         return [_truth(self, fleet, scenario, {"node": self.node}, self.start, self.end, what, allow_s=allow)]
 
 
+@dataclass(frozen=True)
+class SlowNode(Fault):
+    """A node whose ranks run at `ratio` of their pace (a slow disk, a throttled CPU, a noisy
+    neighbour): its busy samples scaled down, its pauses (the job's checkpoints) the job's own.
+    Below the rule's `slow_ratio` it is a fault; above, a spread between ranks the rule must
+    leave alone (`truth` is then empty, and any alarm on it is a false one)."""
+
+    rule: ClassVar[str] = "imbalance"
+    node: str
+    start: float
+    end: float
+    ratio: float = 0.57
+
+    def shape(self, frame: Frame, rng: np.random.Generator) -> None:
+        if frame.node.name != self.node:
+            return
+        mask = frame.during(self.start, self.end)
+        if mask.any():
+            u = frame.util[:, mask]
+            busy = ~np.isnan(u) & (u > 20)
+            frame.util[:, mask] = np.where(busy, np.round(u * self.ratio), u)
+
+    def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
+        if self.ratio > default("imbalance", "slow_ratio", 0.7):
+            return []
+        # the node's median over the smoothing window crosses the line when half of it is slow
+        allow = default("imbalance", "slow_window_s", 180.0) / 2
+        what = f"ranks at {self.ratio:.0%} of their pace"
+        return [_truth(self, fleet, scenario, {"node": self.node}, self.start, self.end, what, allow_s=allow)]
+
+
+@dataclass(frozen=True)
+class StalledRanks(Fault):
+    """Ranks of a distributed job stalled on some nodes (a hang before a collective): the
+    processes stay and hold their memory, their GPUs sit at 0 % while the peers go on. One
+    fault: the imbalance alert is its root; idle GPUs and quiet links are its symptoms."""
+
+    rule: ClassVar[str] = "imbalance"
+    nodes: tuple[str, ...]
+    start: float
+    end: float
+
+    def shape(self, frame: Frame, rng: np.random.Generator) -> None:
+        if frame.node.name not in self.nodes:
+            return
+        mask = frame.during(self.start, self.end)
+        if mask.any():
+            frame.util[:, mask] = np.where(np.isnan(frame.util[:, mask]), np.nan, 0.0)
+            frame.util_mem[:, mask] = np.where(np.isnan(frame.util_mem[:, mask]), np.nan, 0.0)
+            frame.net[:, mask] *= 0.01
+
+    def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
+        also = ("idle_held", "network", "gpu_imbalance")
+        return [
+            _truth(
+                self,
+                fleet,
+                scenario,
+                {"node": n},
+                self.start,
+                self.end,
+                "rank stalled, memory held",
+                also=also,
+            )
+            for n in self.nodes
+        ]
+
+
 # -- idle_held ------------------------------------------------------------------------------------
 
 
@@ -403,6 +471,38 @@ class Overheat(Fault):
     def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
         subject = {"node": self.node, "gpu": self.gpu}
         what = "at the slowdown temperature, SW thermal throttling"
+        return [_truth(self, fleet, scenario, subject, self.start, self.end, what)]
+
+
+@dataclass(frozen=True)
+class CoolingPauses(Overheat):
+    """An overheating GPU of a job that checkpoints: in each `pause_s` pause every `every_s` its
+    GPU rests, cools by `cool_c` and stops throttling; the fault goes on between them. One fault,
+    one alert: a rule that resolves in every pause pages the on-call person each time."""
+
+    every_s: float = 300.0
+    pause_s: float = 40.0
+    cool_c: float = 9.0
+
+    def finish(self, frame: Frame, rng: np.random.Generator) -> None:
+        super().finish(frame, rng)
+        if frame.node.name != self.node:
+            return
+        inside = frame.during(self.start, self.end)
+        phase = (frame.t - self.start) % self.every_s
+        pause = inside & (phase >= self.every_s - self.pause_s)
+        if not pause.any():
+            return
+        g = self.gpu
+        cooled = self.cool_c * (phase[pause] - (self.every_s - self.pause_s)) / self.pause_s
+        frame.gpu["temp_c"][g, pause] = np.round(frame.gpu["temp_c"][g, pause] - cooled)
+        reasons = frame.gpu["throttle_reasons"][g, pause].astype(np.int64)
+        frame.gpu["throttle_reasons"][g, pause] = (reasons & ~(THERMAL_SW | THERMAL_HW)).astype(float)
+        frame.gpu["util_gpu"][g, pause] = 0.0
+
+    def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
+        subject = {"node": self.node, "gpu": self.gpu}
+        what = f"at the slowdown temperature, cooling {self.cool_c:.0f} °C in each {self.pause_s:.0f} s pause"
         return [_truth(self, fleet, scenario, subject, self.start, self.end, what)]
 
 

@@ -9,8 +9,11 @@ GPUs a node; 2 to 24 nodes; batch intervals of 5–60 s, mixed within a fleet, w
 and late (out-of-order) batches; nodes sampling every 2 s; pipeline-parallel training, an RL job
 whose load swings, LLM serving with bursts, a sweep of 1-GPU jobs, notebook users; faults of
 other magnitudes (a node at 30 % of its peers, leaks that fill in 10 and in 40 minutes, a
-temperature creeping up) beside borderline ones the docs say must not fire (a node 10 % below
-its peers, a 4-minute idle notebook, a 30 s thermal blip, CPU at 80 % of its cores, ...).
+temperature creeping up, a node at 57 % of its peers for 30 minutes, a stalled rank holding its
+memory, a GPU that cools in its own 40 s pauses) beside borderline ones the docs say must not
+fire (a node 10 % or 20 % below its peers, a 4-minute idle notebook, a 30 s thermal blip, CPU at
+80 % of its cores, a sweep of independent 1-GPU jobs in one node group, 16 replicas behind one
+balancer each with its own load, ...).
 
 Ground truth is what the generator did, never what a detector said. The replay and the scoring
 are scenarios/run.py's (the real codec, window builder, detectors and alert state machine at
@@ -19,7 +22,9 @@ analyze's 60 s cadence); every batch is also parsed by gpulse.wire.batch first.
 Delay bound: for_s + 2 analyze runs (120 s), plus a fault's own `allow_s` where the docs say the
 rule needs more by construction: silent_s (180 s) for a silent node ("silent_s is already the
 wait"), corr_window_s (120 s) for a node that stops following its group ("flagged about
-110 s after it stopped following: the correlation window must slide mostly past the change").
+110 s after it stopped following: the correlation window must slide mostly past the change"),
+slow_window_s / 2 (90 s) for a slow node (its median over the window crosses the line when half
+of it is slow).
 """
 
 from __future__ import annotations
@@ -44,10 +49,12 @@ from scenarios.heldout_fleet import (
     GIB,
     THR_HW_SLOW,
     THR_HW_THERMAL,
+    THR_IDLE,
     THR_POWER_BRAKE,
     Mig,
     Node,
     Proc,
+    balanced,
     clip_util,
     ddp,
     derive,
@@ -67,6 +74,8 @@ ALLOW_SILENT = float(params_for("silent_node").get("silent_s", 0.0))
 # a leak is news once it will fill the device within the horizon (the 40-minute leak below too)
 HORIZON = float(params_for("memory_pressure")["horizon_s"])
 ALLOW_CORR = float(params_for("imbalance")["corr_window_s"])
+# a slow node is judged on its median over slow_window_s: it crosses once half of it is slow
+ALLOW_SLOW = float(params_for("imbalance")["slow_window_s"]) / 2
 
 
 @dataclass
@@ -723,6 +732,64 @@ def f_silent_5(rng: np.random.Generator) -> Fleet:
     return f
 
 
+def f_jobs_8(rng: np.random.Generator) -> Fleet:
+    """Eight 2-GPU nodes of one data-parallel job (evaluations and checkpoints pause it): a node
+    at 57 % of its peers for 30 minutes, a node 20 % below all along (must not fire), then a
+    stalled rank holding its memory (one job, one alert at a time), a GPU overheating for 30
+    minutes that cools 9 °C in each 40 s pause of its own, a leak that fills a GPU in 5 minutes;
+    batches every 10, 30 and 60 s."""
+    f = Fleet("ho-jobs-8", 50, hour=12)
+    shapes = [(10.0,), (30.0,), (60.0,)]
+    nodes = [f.add(f"j{i}", "jobs", 2, intervals=shapes[i % 3]) for i in range(1, 9)]
+    sig = ddp(nodes, rng, 60, f.n, user="kim")
+    slow = span(nodes[2], 5 * MIN, 35 * MIN)
+    for g in nodes[2].gpus:  # j3: a slow disk, every step 1.75 times as long
+        g.util[slow] = clip_util(sig[slow] * 0.57 + rng.normal(0, 1, slow.stop - slow.start))
+    f.truth(
+        "imbalance",
+        {"node": "j3"},
+        5 * MIN,
+        35 * MIN,
+        "node at 57 % of its peers for 30 min",
+        allow_s=ALLOW_SLOW,
+    )
+    for g in nodes[5].gpus:  # borderline: j6 20 % below its peers all along
+        g.util = clip_util(g.util * 0.8)
+    stall = span(nodes[7], 40 * MIN, 48 * MIN)
+    for g in nodes[7].gpus:  # j8: ranks hung before a collective, processes and memory kept
+        g.util[stall] = 0
+    nodes[7].net[stall] = 3e4
+    f.truth(
+        "imbalance",
+        {"node": "j8"},
+        40 * MIN,
+        48 * MIN,
+        "rank stalled, memory held",
+        also=("idle_held", "network", "gpu_imbalance"),
+    )
+    for node in nodes:
+        derive(node, rng)
+    g = nodes[0].gpus[0]  # j1 GPU 0: cooling failed; its own 40 s pauses every 5 min cool it 9 °C
+    hot = span(nodes[0], 12 * MIN, 42 * MIN)
+    t = np.arange(f.n, dtype=float)
+    g.temp[hot] = 87 + np.round(rng.normal(0, 0.5, hot.stop - hot.start))
+    g.throttle[hot] |= THR_HW_SLOW | THR_HW_THERMAL
+    phase = (t - 12 * MIN) % 300
+    rest = (t >= 12 * MIN) & (t < 42 * MIN) & (phase >= 260)
+    g.util[rest] = 0
+    g.temp[rest] = np.round(87 - 9 * (phase[rest] - 260) / 40)
+    g.throttle[rest] = THR_IDLE
+    f.truth(
+        "throttling", {"node": "j1", "gpu": 0}, 12 * MIN, 42 * MIN, "hot for 30 min, cooling in 40 s pauses"
+    )
+    g = nodes[1].gpus[1]  # j2 GPU 1: fills in 5 minutes from 73 % (a cache with no bound), then OOM
+    leak = span(nodes[1], 35 * MIN, 40 * MIN)
+    g.mem[leak] = 58 * GIB + (t[leak] - 35 * MIN) / 300 * (g.mem_total - 58 * GIB)
+    g.mem[int(40 * MIN) :] = 58 * GIB
+    f.truth("memory_pressure", {"node": "j2", "gpu": 1}, 35 * MIN, 40 * MIN, "leak filling the GPU in 5 min")
+    return f
+
+
 # -- healthy fleets -------------------------------------------------------------------------------
 
 
@@ -812,6 +879,30 @@ def h_night_5(rng: np.random.Generator, minutes: float) -> Fleet:
     return f
 
 
+def h_shared_6(rng: np.random.Generator, minutes: float) -> Fleet:
+    """Six 4-GPU nodes in ONE node group running a sweep of 1-GPU jobs (each its own container,
+    users taking turns): independent jobs sharing a group, none another's peer."""
+    f = Fleet("ho-healthy-shared-6", minutes, healthy=True, hour=40)
+    nodes = [
+        f.add(f"sh{i}", "shared", 4, cpu_count=64, intervals=((30.0,) if i % 2 else (10.0,)))
+        for i in range(6)
+    ]
+    sweep(nodes, rng, 0, f.n)
+    for node in nodes:
+        derive(node, rng)
+    return f
+
+
+def h_lb_16(rng: np.random.Generator, minutes: float) -> Fleet:
+    """Sixteen 1-GPU replicas behind one balancer, busy, each answering its own requests."""
+    f = Fleet("ho-healthy-lb-16", minutes, healthy=True, hour=44)
+    nodes = [f.add(f"lb{i:02d}", "lb", 1, cpu_count=32, numa_nodes=1, intervals=(30.0,)) for i in range(16)]
+    balanced(nodes, rng, 0, f.n)
+    for node in nodes:
+        derive(node, rng)
+    return f
+
+
 FAULTED: dict[str, Callable[[np.random.Generator], Fleet]] = {
     "ho-ddp-7": f_ddp_7,
     "ho-groups-24": f_groups_24,
@@ -825,6 +916,7 @@ FAULTED: dict[str, Callable[[np.random.Generator], Fleet]] = {
     "ho-infer-7": f_infer_7,
     "ho-mig-2": f_mig_2,
     "ho-silent-5": f_silent_5,
+    "ho-jobs-8": f_jobs_8,
 }
 HEALTHY: dict[str, tuple[Callable[[np.random.Generator, float], Fleet], float, float]] = {
     # name: (builder, minutes in the full run, minutes in --quick)
@@ -832,6 +924,8 @@ HEALTHY: dict[str, tuple[Callable[[np.random.Generator, float], Fleet], float, f
     "ho-healthy-sweep-7": (h_sweep_7, 240, 40),
     "ho-healthy-lab-3": (h_lab_3, 480, 40),
     "ho-healthy-night-5": (h_night_5, 360, 40),
+    "ho-healthy-shared-6": (h_shared_6, 240, 15),
+    "ho-healthy-lb-16": (h_lb_16, 240, 15),
 }
 
 

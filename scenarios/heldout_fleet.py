@@ -311,6 +311,37 @@ def inference(nodes: list[Node], rng: np.random.Generator, t0: float, t1: float)
         node.host_mem = np.where(on, 0.35 * node.mem_total, node.host_mem)
 
 
+def balanced(nodes: list[Node], rng: np.random.Generator, t0: float, t1: float) -> None:
+    """Serving replicas behind one balancer, each answering its own requests: a shared level
+    (the hour's traffic) and bursts and lulls that are each replica's alone."""
+    n = nodes[0].n
+    base = 60.0 + 10 * np.sin(np.arange(n) / 1200.0)
+    on = busy_phase(n, t0, t1)
+    for j, node in enumerate(nodes):
+        own = np.zeros(n)
+        s = int(rng.integers(0, 60))
+        while s < n:  # a replica's burst (a long prompt, a batch) or lull, 5-60 s
+            d = int(rng.integers(5, 60))
+            own[s : s + d] = rng.uniform(-35, 35)
+            s += d
+        for g in node.gpus:
+            g.util = np.where(on, clip_util(base + own + rng.normal(0, 6, n)), g.util)
+            g.mem = np.where(on, 0.9 * g.mem_total, g.mem)
+        job_procs(
+            node,
+            list(range(node.gpus_n)),
+            t0,
+            t1,
+            "svc-lb",
+            f"tgi{j:02d}".ljust(12, "b"),
+            70 * GIB,
+            7000 + 20 * j,
+        )
+        node.net = np.where(on, 30e6 * (1 + own / 100), node.net)
+        node.cpu_busy = np.where(on, 5 + rng.normal(0, 0.5, n), node.cpu_busy)
+        node.host_mem = np.where(on, 0.3 * node.mem_total, node.host_mem)
+
+
 def sweep(nodes: list[Node], rng: np.random.Generator, t0: float, t1: float) -> None:
     """A hyperparameter sweep from a deep queue: 1-GPU jobs, each its own container, back to back:
     a short loading phase (weights, dataset index), 4–25 minutes of training, a few seconds free."""

@@ -17,7 +17,13 @@ Scoring, per rule (`score`):
   names the rule among its expected co-symptoms, `also`) over all its firing alarms;
 - delay: first matching publication − fault start, median and max, against the bound
   for_s + 2 × every_s (+ the fault's own `allow_s`, e.g. silent_s for a silent node);
-- false alarms per node-day over the healthy scenarios.
+- false alarms per node-day over the healthy scenarios;
+- firing share: per fault, the share of its span with an alarm of its rule firing on it (a rule
+  that resolves in each pause of a persistent fault scores low), averaged;
+- messages per incident: per fault, the transitions published about it (fire, escalation and
+  resolve of its own alarms and of its expected co-symptoms, `also`), averaged. An escalation
+  (the same alert told again, more severe) is a message, not another alarm. Inhibited (muted) conditions are
+  not published and do not count.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class Alarm:
     published: float  # the analyze run that published it
     summary: str
     resolved: float | None = None
+    escalations: int = 0  # told again, more severe (warning → critical): the same alarm
 
 
 @dataclass
@@ -148,6 +155,10 @@ class Replay:
             alarm = self._open.pop(f.fingerprint, None)
             if alarm is not None:
                 alarm.resolved = now
+            return
+        open_alarm = self._open.get(f.fingerprint)
+        if open_alarm is not None and f.escalated_from is not None:  # one alert, told again
+            open_alarm.escalations += 1
             return
         alarm = Alarm(
             scenario=self.scenario,
@@ -246,6 +257,18 @@ class RuleScore:
     extra: int  # alarms beyond the first for one fault: it flapped, or was announced twice
     healthy_alarms: int
     node_days: float
+    # per fault: the share of its time with an alarm of this rule on it firing (0 when missed)
+    firing_shares: tuple[float, ...] = ()
+    # per fault: the messages it caused, its own alarms' and its co-symptoms' (fire + resolve each)
+    messages: tuple[int, ...] = ()
+
+    @property
+    def firing_share(self) -> float | None:
+        return statistics.mean(self.firing_shares) if self.firing_shares else None
+
+    @property
+    def messages_per_incident(self) -> float | None:
+        return statistics.mean(self.messages) if self.messages else None
 
     @property
     def recall(self) -> float | None:
@@ -270,7 +293,16 @@ class RuleScore:
     def row(self) -> dict[str, Any]:
         out = asdict(self)
         out["delays"] = [round(d, 1) for d in self.delays]
-        for key in ("recall", "precision", "delay_median", "delay_max", "false_per_node_day"):
+        out["firing_shares"] = [round(x, 3) for x in self.firing_shares]
+        for key in (
+            "recall",
+            "precision",
+            "delay_median",
+            "delay_max",
+            "false_per_node_day",
+            "firing_share",
+            "messages_per_incident",
+        ):
             value = getattr(self, key)
             out[key] = round(value, 3) if value is not None else None
         return out
@@ -307,6 +339,11 @@ def score(results: list[ScenarioResult], rules: Iterable[str]) -> dict[str, Rule
         mine = [a for a in alarms if a.rule == rule]
         bound = for_s + BOUND_RUNS * EVERY_S
         delays, late, extra = [], 0, 0
+        shares = tuple(firing_share(t, [a for a in mine if matches(a, t)]) for t in own)
+        messages = tuple(
+            sum(1 + a.escalations + (a.resolved is not None) for a in alarms if matches(a, t, also=True))
+            for t in own
+        )
         for t in own:
             hits = [a.published for a in mine if matches(a, t)]
             if hits:
@@ -334,8 +371,29 @@ def score(results: list[ScenarioResult], rules: Iterable[str]) -> dict[str, Rule
             extra=extra,
             healthy_alarms=sum(a.scenario in healthy for a in mine),
             node_days=node_days,
+            firing_shares=shares,
+            messages=messages,
         )
     return out
+
+
+def firing_share(truth: GroundTruth, alarms: list[Alarm]) -> float:
+    """The share of the fault's span [start, end) during which one of `alarms` was firing (from its
+    publication to its resolve, or the fault's end when it did not resolve before)."""
+    span = truth.end - truth.start
+    if span <= 0:
+        return 0.0
+    spans = sorted(
+        (max(a.published, truth.start), min(a.resolved if a.resolved is not None else truth.end, truth.end))
+        for a in alarms
+    )
+    covered, reach = 0.0, truth.start
+    for lo, hi in spans:  # a few alarms per fault
+        lo = max(lo, reach)
+        if hi > lo:
+            covered += hi - lo
+            reach = hi
+    return covered / span
 
 
 def unmatched(results: list[ScenarioResult]) -> list[Alarm]:
@@ -495,7 +553,8 @@ def report(
     starts = {r.name: r.start for r in results}
     print(
         f"{'rule':<16} {'faults':>6} {'recall':>6} {'alarms':>6} {'prec':>5} {'delay med':>9} {'max':>5} "
-        f"{'bound':>5} {'+allow':>6} {'late':>4} {'extra':>5} {'healthy':>7} {'per node-day':>12}",
+        f"{'bound':>5} {'+allow':>6} {'late':>4} {'extra':>5} {'healthy':>7} {'per node-day':>12} "
+        f"{'firing':>6} {'msgs':>5}",
         file=out,
     )
     for s in scores.values():
@@ -503,7 +562,8 @@ def report(
             f"{s.rule:<16} {s.faults:>6} {_fmt(s.recall):>6} {s.alarms:>6} {_fmt(s.precision):>5} "
             f"{_fmt(s.delay_median, '.0f'):>9} {_fmt(s.delay_max, '.0f'):>5} {s.bound_s:>5.0f} "
             f"{s.allow_s:>6.0f} {s.late:>4} {s.extra:>5} {s.healthy_alarms:>7} "
-            f"{_fmt(s.false_per_node_day, '.3f'):>12}",
+            f"{_fmt(s.false_per_node_day, '.3f'):>12} {_fmt(s.firing_share):>6} "
+            f"{_fmt(s.messages_per_incident, '.1f'):>5}",
             file=out,
         )
         lines({"type": "rule", **s.row()})

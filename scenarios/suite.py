@@ -20,6 +20,7 @@ import numpy as np
 
 from node_shipper.simulate import _mix
 from scenarios.faults import (
+    CoolingPauses,
     Fault,
     GpuLeak,
     HostFill,
@@ -33,6 +34,8 @@ from scenarios.faults import (
     PowerBrake,
     RanksLost,
     Silent,
+    SlowNode,
+    StalledRanks,
     Starved,
     WrongNuma,
     Xid,
@@ -208,6 +211,47 @@ def imbalance_step(quick: bool) -> Scenario:
     )
 
 
+def _small(quick: bool) -> tuple[int, float]:
+    """(GPUs a node, duration) of the scenarios added for jobs: smaller when quick, to keep the
+    default test suite's time."""
+    return (2, 30 * 60.0) if quick else _size(quick)
+
+
+def imbalance_slow(quick: bool) -> Scenario:
+    gpus, span = _small(quick)
+    group = nodes("train", 4 if quick else 8, gpus)
+    faults: tuple[Fault, ...] = (SlowNode("train-03", 600.0, 1500.0, ratio=0.57),)
+    if not quick:  # 30 minutes at 57 %; 50 % and 65 % later; 80 %, a spread the rule leaves alone
+        faults = (
+            SlowNode("train-03", 600.0, 2400.0, ratio=0.57),
+            SlowNode("train-06", 3000.0, 3600.0, ratio=0.5),
+            SlowNode("train-01", 4200.0, 4800.0, ratio=0.65),
+            SlowNode("train-08", 5100.0, 5700.0, ratio=0.8),
+        )
+    jobs = (training("pretrain", group, -7200.0, FOREVER),)
+    return Scenario(
+        "imbalance-slow",
+        "a node runs at 50–80 % of its peers' pace, for up to 30 minutes",
+        fleet("imb-slow", group, jobs, span),
+        faults,
+    )
+
+
+def imbalance_stalled(quick: bool) -> Scenario:
+    gpus, span = _small(quick)
+    group = nodes("train", 5 if quick else 8, gpus)
+    faults: tuple[Fault, ...] = (StalledRanks(("train-02", "train-04"), 600.0, 1200.0),)
+    if not quick:
+        faults += (StalledRanks(("train-07",), 3000.0, 3900.0),)
+    jobs = (training("pretrain", group, -7200.0, FOREVER),)
+    return Scenario(
+        "imbalance-stalled",
+        "ranks of a training job stall with their memory held while the peers go on",
+        fleet("imb-stall", group, jobs, span),
+        faults,
+    )
+
+
 def _without(jobs: tuple[Job, ...], taken: set[tuple[str, int]]) -> tuple[Job, ...]:
     """The jobs that use none of the `taken` (node, GPU) pairs: those GPUs are the faults'."""
     return tuple(j for j in jobs if not any((s[0], s[1]) in taken for s in j.slots))
@@ -252,8 +296,12 @@ def memory_pressure(quick: bool) -> Scenario:
         GpuLeak("serve-02", 1, 600.0, 1320.0),
         HostFill("serve-04", 600.0, 1200.0, 1500.0),
     )
-    if not quick:
-        faults += (GpuLeak("serve-05", 6, 3000.0, 4500.0, to_ratio=0.985),)
+    if not quick:  # leaks of several rates: 25 minutes, 5 minutes, and 50 minutes to full
+        faults += (
+            GpuLeak("serve-05", 6, 3000.0, 4500.0, to_ratio=0.985),
+            GpuLeak("serve-06", 2, 2400.0, 2700.0),
+            GpuLeak("serve-01", 5, 2400.0, 5400.0),
+        )
     return Scenario(
         "memory-pressure",
         "a serving cache leaking GPU memory; host memory filling",
@@ -269,8 +317,8 @@ def throttling(quick: bool) -> Scenario:
         Overheat("train-02", 3, 600.0, 1320.0),
         PowerBrake("train-04", 0, 660.0, 1260.0),
     )
-    if not quick:
-        faults += (Overheat("train-05", 6, 3000.0, 3900.0),)
+    if not quick:  # 30 minutes hot, cooling 9 °C in each 40 s checkpoint pause
+        faults += (Overheat("train-05", 6, 3000.0, 3900.0), CoolingPauses("train-06", 2, 3000.0, 4800.0))
     jobs = (training("pretrain", group, -7200.0, FOREVER),)
     return Scenario(
         "throttling",
@@ -446,10 +494,59 @@ def healthy_serve(quick: bool) -> Scenario:
     )
 
 
-QUICK_HEALTHY = (healthy_mixed,)
+def healthy_shared(quick: bool) -> Scenario:
+    """A shared cluster in one node group running a sweep of independent 1-GPU trials, each its
+    own user and container, back to back: no trial is another's peer."""
+    gpus = 4 if quick else 8
+    span = 1500.0 if quick else 4 * 3600.0
+    shared = nodes("gpu", 3 if quick else 6, gpus, group="shared")
+    jobs: list[Job] = []
+    rng = np.random.default_rng(_mix(31, "healthy-shared"))
+    for n in shared:
+        for g in range(n.gpus):
+            t = -rng.uniform(0, 1800)
+            while t < span:
+                length = rng.uniform(10 * 60, 40 * 60)
+                k = len(jobs)
+                jobs.append(
+                    Job(
+                        "finetune",
+                        f"trial-{k}",
+                        ((n.name, g, None),),
+                        t,
+                        t + length,
+                        f"u{k % 40:02d}",
+                        20_000,
+                    )
+                )
+                t += length + rng.uniform(10, 120)
+    return Scenario(
+        "healthy-shared",
+        healthy_shared.__doc__ or "",
+        fleet("shared", shared, tuple(jobs), span),
+        healthy=True,
+    )
+
+
+def healthy_balancer(quick: bool) -> Scenario:
+    """A 16-node serving fleet behind one balancer, busy: each replica's load its own."""
+    gpus = 1 if quick else 2  # few GPUs a node: the burstiest node levels, and a cheap replay
+    span = 1200.0 if quick else 4 * 3600.0
+    pool = nodes("lb", 16, gpus, group="serve")
+    return Scenario(
+        "healthy-balancer",
+        healthy_balancer.__doc__ or "",
+        fleet("lb", pool, serving(pool, peak=0.85), span),
+        healthy=True,
+    )
+
+
+QUICK_HEALTHY = (healthy_mixed, healthy_shared, healthy_balancer)
 FAULTED = (
     imbalance_lost,
     imbalance_step,
+    imbalance_slow,
+    imbalance_stalled,
     idle_held,
     input_bound,
     memory_pressure,
@@ -462,7 +559,7 @@ FAULTED = (
     gpu_imbalance,
     hardware_errors,
 )
-HEALTHY = (healthy_mixed, healthy_train, healthy_serve)
+HEALTHY = (healthy_mixed, healthy_train, healthy_serve, healthy_shared, healthy_balancer)
 
 
 def suite(*, quick: bool) -> list[Scenario]:

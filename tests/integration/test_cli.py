@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
+from devstack.demo import operator_changes
 from devstack.template import LocalDeployment
 from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.settle import FindingsQueue
@@ -168,10 +170,77 @@ def test_enable_disable_set_target_unset_store_exact_documents_and_audit(stack: 
     ]
 
 
-def test_the_author_defaults_to_the_callers_identity(stack: Stack) -> None:
-    assert stack.gpulse("rules", "disable", "numa").code == 0
+def test_a_local_write_is_the_operators(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USER", "carol")
+    r = stack.gpulse("rules", "disable", "numa")
+    assert (r.code, r.lines[-1]) == (0, f"rule numa: version 1 written by carol@{socket.gethostname()}")
     item = stack.config.get("rule", "numa")
-    assert item is not None and item.updated_by == "arn:aws:sts::123456789012:user/moto"
+    # not moto's caller identity (arn:aws:sts::123456789012:user/moto), the same for every operator
+    assert item is not None and item.updated_by == f"carol@{socket.gethostname()}"
+    assert stack.config.audit(1)[0]["who"] == f"carol@{socket.gethostname()}"
+
+
+def test_disabling_a_rule_that_inhibits_others_warns_which_will_page(stack: Stack) -> None:
+    r = stack.gpulse("rules", "disable", "imbalance", "--who", "alice")
+    assert (r.code, r.err) == (
+        0,
+        "warning: imbalance inhibits idle_held, mig_idle, network: while imbalance is off, their alerts "
+        "on the nodes imbalance would name page instead of being muted\n",
+    )
+    assert stack.doc("rule", "imbalance") == {"enabled": {"default": False}}
+    # already off: nothing changes, nothing to say
+    r = stack.gpulse("rules", "disable", "imbalance", "--who", "alice")
+    assert (r.code, r.err) == (0, "")
+    # the rules it mutes that are off themselves will not page
+    for rule in ("idle_held", "hardware_errors", "gpu_imbalance", "mig_idle", "mig_layout", "throttling"):
+        assert stack.gpulse("rules", "disable", rule, "--who", "alice").code == 0
+    r = stack.gpulse("rules", "disable", "silent_node", "--who", "alice", "--dry-run")
+    assert (r.code, r.err) == (
+        0,
+        "warning: silent_node inhibits numa, network, input_bound, memory_pressure: while silent_node "
+        "is off, their alerts on the nodes silent_node would name page instead of being muted\n",
+    )
+    r = stack.gpulse("rules", "disable", "network", "--who", "alice")
+    assert (r.code, r.err) == (0, "")  # network inhibits nothing
+
+
+def test_the_inhibition_warning_reads_the_inhibit_rules_in_the_table(stack: Stack) -> None:
+    # a built-in disabled, and one of the operator's own: imbalance no longer mutes network,
+    # and now mutes throttling
+    stack.config.put("inhibit", "imbalance_network", {"disabled": True}, who="alice", expected_version=None)
+    own = {
+        "source_matchers": ['rule="imbalance"'],
+        "target_matchers": ['rule="throttling"'],
+        "equal": ["node"],
+    }
+    stack.config.put("inhibit", "imbalance_throttling", own, who="alice", expected_version=None)
+    r = stack.gpulse("rules", "disable", "imbalance", "--who", "alice", "--dry-run")
+    assert (r.code, r.err) == (
+        0,
+        "warning: imbalance inhibits idle_held, mig_idle, throttling: while imbalance is off, their "
+        "alerts on the nodes imbalance would name page instead of being muted\n",
+    )
+
+
+def test_a_stopped_demo_is_said_so(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on: the demo's moto has gone
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    doc = {"endpoint": f"http://127.0.0.1:{port}", "region": "us-east-1", "outputs": {"ConfigTableName": "t"}}
+    (tmp_path / "outputs.json").write_text(json.dumps(doc))
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--local", str(tmp_path), "rules", "list"], out=out, err=err)
+    assert (code, out.getvalue(), err.getvalue()) == (
+        1,
+        "",
+        "error: the demo is not running (start it with make demo)\n",
+    )
+    code = main(["rules", "list", "--local", str(tmp_path / "gone")], out=out, err=err)
+    assert code == 2
+    gone = tmp_path / "gone" / "outputs.json"
+    assert err.getvalue().splitlines()[-1] == (
+        f"error: the demo is not running (start it with make demo): {gone} not found"
+    )
 
 
 def test_a_conflicting_write_exits_3_and_changes_nothing(stack: Stack) -> None:
@@ -396,6 +465,12 @@ def unchanged(stack: Stack, run: Callable[[], Result]) -> Result:
     return result
 
 
+HELD_DOWN = (
+    "    firing since 2025-11-22T10:01:30Z; its condition is gone: held down (keep_firing_for_s 180) "
+    "until 2025-11-22T10:06:55Z"
+)
+
+
 def test_dry_run_shows_what_would_fire_and_where_it_would_go(stack: Stack) -> None:
     store = SeriesStore(stack.deployment.tables["SeriesTable"], client=boto3.client("dynamodb"))
     ship(store, T0, 90, faulty=False)  # 8 nodes; from T0+90 node-03 and node-06 idle, bob holds node-05/3
@@ -455,14 +530,19 @@ def test_dry_run_shows_what_would_fire_and_where_it_would_go(stack: Stack) -> No
         "cluster c1: 8 nodes, window 2025-11-22T09:54:55Z to 2025-11-22T10:04:55Z",
         "  imbalance [warning] c1 nodes node-03,node-06",
         r.lines[3],  # the summary it was announced with
-        "    would resolve (firing since 2025-11-22T10:01:30Z)",
+        # its condition is gone for less than its hold-down: not resolved yet
+        HELD_DOWN,
         f"    silenced by {sid} (carol, until 2025-11-22T11:04:05Z)",
         "    routes: default → slack:/gpulse/test/webhooks/ops",
     ]
     report = json.loads(stack.gpulse("dry-run", "--json").out)
     assert [(x["rule"], x["fate"], x["silenced_by"]["id"]) for x in report["clusters"][0]["alerts"]] == [
-        ("imbalance", "would resolve (firing since 2025-11-22T10:01:30Z)", sid)
+        ("imbalance", HELD_DOWN.strip(), sid)
     ]
+    # without a hold-down it would resolve now
+    assert stack.gpulse("rules", "set", "imbalance", "keep_firing_for_s=0", "--who", "carol").code == 0
+    r = unchanged(stack, lambda: stack.gpulse("dry-run"))
+    assert r.lines[4] == "    would resolve (firing since 2025-11-22T10:01:30Z)"
     assert (
         stack.gpulse("dry-run", "--cluster", "c9").lines[1]
         == "cluster c9: no node has reported in the last week"
@@ -515,3 +595,17 @@ def test_a_url_written_around_the_cli_is_never_printed(stack: Stack) -> None:
     assert all("SECRET" not in r.out + r.err for r in shown)
     assert '"secret": "<webhook URL withheld: store it in SSM and name the parameter>"' in shown[0].out
     assert stack.doc("route", "ml") == {"channels": [{"kind": "slack", "secret": "/gpulse/test/webhooks/ml"}]}
+
+
+def test_the_demo_reports_rule_changes_made_during_it(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USER", "carol")
+    stack.config.put("rule", "imbalance", {"params": {"for_s": 30}}, who="demo", expected_version=None)
+    stack.now += 1
+    assert stack.gpulse("rules", "disable", "imbalance").code == 0
+    stack.now += 1
+    assert stack.gpulse("silences", "add", "--match", 'node="node-05"', "--for", "1h").code == 0
+    # the demo's own writes are not news; the operator's are, oldest first
+    assert operator_changes(stack.config) == [
+        f"carol@{socket.gethostname()} put rule imbalance",
+        f"carol@{socket.gethostname()} put silence {stack.config.items('silence')[0].name}",
+    ]

@@ -159,9 +159,11 @@ def test_a_muted_firing_alert_is_held_without_a_word_and_resolves_when_its_condi
     records[FP] = replace(records[FP], outbox=None, version=3)  # announced firing, published
     held = records[FP]
 
-    # muted (a wider alert now says it): no write at all, neither resolved nor announced again
-    assert step(records, [replace(cond(1000), muted_by="silent_node")], now=1120) == []
-    assert records[FP] == held
+    # muted (a wider alert now says it): neither resolved nor announced again; only the time its
+    # condition last held moves (its hold-down counts from there)
+    [d] = step(records, [replace(cond(1000), muted_by="silent_node")], now=1120)
+    assert records[FP] == replace(held, finding=replace(held.finding, at=1120), version=4)
+    assert d.expected_version == 3
     # unmuted and still there: still the same firing alert, not a new one
     [d] = step(records, [cond(1000)], now=1180)
     assert (d.record.state, d.record.since, d.record.outbox) == ("firing", 1000, None)
@@ -178,3 +180,106 @@ def test_a_muted_condition_never_goes_pending_and_drops_a_pending_one() -> None:
     assert records[FP].state == "pending"
     [d] = step(records, [replace(cond(1100), muted_by="imbalance")], now=1180)  # would have fired
     assert d.delete and records == {}
+
+
+# --- hold-down before resolve (keep_firing_for) ---------------------------------------------------
+
+HELD = {"imbalance": Rule("imbalance", "Cross-node imbalance", for_s=60, keep_firing_for_s=120)}
+
+
+def held_step(records: dict[str, AlertRecord], conditions: list[Condition], now: float) -> list[Decision]:
+    decisions = decide("c1", conditions, records, HELD, now)
+    for d in decisions:
+        if d.delete:
+            records.pop(d.record.fingerprint)
+        else:  # published and cleared at once, as settle does
+            records[d.record.fingerprint] = d.record
+    return decisions
+
+
+def test_a_fault_that_pauses_for_less_than_the_hold_down_is_one_alert() -> None:
+    records: dict[str, AlertRecord] = {}
+    [d] = held_step(records, [cond(1000)], now=1060)
+    assert d.record.state == "firing" and d.record.outbox is not None
+    records[FP] = replace(records[FP], outbox=None)
+    # the condition pauses (a checkpoint): 60 s and 119 s after it last held, nothing is decided
+    assert held_step(records, [], now=1120) == []
+    assert held_step(records, [], now=1179) == []
+    assert records[FP].state == "firing"
+    # it comes back with a later start: the same alert, its first start, nothing announced
+    [d] = held_step(records, [cond(1170)], now=1180)
+    assert (d.record.state, d.record.since, d.record.outbox, d.record.finding.at) == (
+        "firing",
+        1000,
+        None,
+        1180,
+    )
+
+
+def test_the_hold_down_counts_from_the_last_run_the_condition_held() -> None:
+    records: dict[str, AlertRecord] = {}
+    held_step(records, [cond(1000)], now=1060)
+    records[FP] = replace(records[FP], outbox=None)
+    held_step(records, [cond(1000)], now=1120)  # held at 1120
+    assert held_step(records, [], now=1239) == []  # 119 s absent
+    [d] = held_step(records, [], now=1240)  # 120 s absent: resolved, once
+    assert d.record.state == "resolved" and d.record.outbox is not None
+    assert (d.record.outbox.state, d.record.outbox.since, d.record.outbox.at) == ("resolved", 1000, 1240)
+
+
+def test_without_a_hold_down_a_gone_condition_resolves_at_once() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000)], now=1060)
+    records[FP] = replace(records[FP], outbox=None)
+    [d] = step(records, [], now=1061)
+    assert d.record.state == "resolved"
+
+
+def test_a_muted_alert_holds_down_from_the_last_run_it_was_muted() -> None:
+    records: dict[str, AlertRecord] = {}
+    held_step(records, [cond(1000)], now=1060)
+    records[FP] = replace(records[FP], outbox=None)
+    held_step(records, [replace(cond(1000), muted_by="silent_node")], now=1200)
+    assert held_step(records, [], now=1319) == []
+    [d] = held_step(records, [], now=1320)
+    assert d.record.state == "resolved"
+
+
+def test_a_pending_alert_has_no_hold_down() -> None:
+    records: dict[str, AlertRecord] = {}
+    held_step(records, [cond(1000)], now=1030)
+    [d] = held_step(records, [], now=1040)
+    assert d.delete and records == {}
+
+
+# --- severity escalation ----------------------------------------------------------------------------
+
+
+def test_an_escalation_is_announced_as_its_own_transition_and_never_twice() -> None:
+    records: dict[str, AlertRecord] = {}
+    held_step(records, [cond(1000)], now=1060)
+    first = records[FP].outbox
+    assert first is not None and first.transition_id == f"{FP}:firing:1000"
+    records[FP] = replace(records[FP], outbox=None)
+    critical = replace(cond(1000), severity="critical", summary="GPU memory 97 % full")
+    [d] = held_step(records, [critical], now=1120)
+    out = d.record.outbox
+    assert out is not None
+    assert (out.state, out.severity, out.escalated_from, out.since, out.summary) == (
+        "firing",
+        "critical",
+        "warning",
+        1000,
+        "GPU memory 97 % full",
+    )
+    assert out.transition_id == f"{FP}:firing:1000:critical"
+    records[FP] = replace(records[FP], outbox=None)
+    # still critical, then back to warning: nothing more is announced (the announced severity stands)
+    [d] = held_step(records, [critical], now=1180)
+    assert d.record.outbox is None
+    [d] = held_step(records, [cond(1000)], now=1240)
+    assert (d.record.outbox, d.record.finding.severity) == (None, "critical")
+    # and it resolves as one alert
+    held_step(records, [], now=1400)
+    out = records[FP].outbox
+    assert out is not None and out.transition_id == f"{FP}:resolved:1000"

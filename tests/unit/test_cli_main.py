@@ -123,8 +123,10 @@ def test_the_local_outputs_file(tmp_path: Path) -> None:
     assert conn.client("dynamodb") is conn.client("dynamodb")  # made once
     with pytest.raises(ConfigurationError, match="has no output StateTableName"):
         conn.output("StateTableName")
-    with pytest.raises(InvalidInput, match="not found: is the local stack running"):
+    missing = tmp_path / "nowhere" / "outputs.json"
+    with pytest.raises(InvalidInput) as e:
         connect_local(tmp_path / "nowhere")
+    assert str(e.value) == f"the demo is not running (start it with make demo): {missing} not found"
     (tmp_path / "outputs.json").write_text("{}")
     with pytest.raises(InvalidInput, match="is not the local stack's outputs file"):
         connect_local(tmp_path)

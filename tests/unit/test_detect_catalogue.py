@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gpulse.detect.base import ProcessSeen, Window
-from gpulse.detect.catalogue import CATALOGUE, params_for
+from gpulse.detect.catalogue import CATALOGUE, KEEP_FIRING_FOR_S, params_for
 from gpulse.detect.idle_held import IdleHeldDetector
 from gpulse.detect.imbalance import ImbalanceDetector
 from gpulse.finding import SEVERITIES
@@ -54,13 +54,27 @@ def test_params_for_lays_overrides_over_the_defaults() -> None:
         "severity": "warning",
         "idle_util": 5.0,
         "held_mem_bytes": 2 * 2**30,
+        "keep_firing_for_s": 120,
     }
     assert params_for("imbalance", {"min_gap": 30, "severity": "critical"}) == {
         **ImbalanceDetector.defaults,
+        "keep_firing_for_s": 180,
         "min_gap": 30,
         "severity": "critical",
     }
-    assert params_for("imbalance", None) == ImbalanceDetector.defaults
+    assert params_for("imbalance", None) == {**ImbalanceDetector.defaults, "keep_firing_for_s": 180}
+
+
+def test_every_rule_has_a_documented_hold_down() -> None:
+    assert set(KEEP_FIRING_FOR_S) == set(CATALOGUE)
+    section = DOCS.read_text().split("## Hold-down before resolve", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (\d+) \|", section, flags=re.MULTILINE))
+    assert {name: float(v) for name, v in rows.items()} == KEEP_FIRING_FOR_S
+    assert params_for("throttling", {"keep_firing_for_s": 0})["keep_firing_for_s"] == 0
+    with pytest.raises(ValueError, match=r"throttling: keep_firing_for_s must be a number in \[0, 86400\]"):
+        params_for("throttling", {"keep_firing_for_s": -1})
+    with pytest.raises(ValueError, match="keep_firing_for_s"):
+        params_for("throttling", {"keep_firing_for_s": "5m"})
 
 
 def test_params_for_does_not_touch_the_defaults() -> None:

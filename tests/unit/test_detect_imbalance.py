@@ -3,6 +3,9 @@ hand-built windows, exact conditions out."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from gpulse.detect.imbalance import (
     ImbalanceDetector,
     latch,
     medians,
+    nanmedian_last,
     node_levels,
     peer_reference,
     rolling_corr,
@@ -93,8 +97,8 @@ def test_two_of_eight_nodes_idle_while_peers_busy() -> None:
         since=at(40),
         severity="warning",
         summary=(
-            "2 of 8 nodes in demo at 1 % GPU utilisation while their peers run at 92 % (median)"
-            " — node-03, node-06"
+            "2 of 8 nodes in demo at 1 % GPU utilisation while their peers run at 92 % "
+            "(median over the last 3m) — node-03, node-06"
         ),
         action=ACTION,
         nodes=["node-03", "node-06"],
@@ -108,6 +112,8 @@ def test_two_of_eight_nodes_idle_while_peers_busy() -> None:
             "ratio": 0.011,
             "level:node-03": 1.0,
             "level:node-06": 1.0,
+            "span_s": 180.0,
+            "busy_s": 180.0,
         },
         evidence=Evidence(
             title="GPU utilisation per node in demo, last 10 min",
@@ -123,7 +129,7 @@ def test_two_of_eight_nodes_idle_while_peers_busy() -> None:
                 EvidenceRow("node-08", flat, 92.0, False),
             ],
             reference=92.0,
-            reference_label="group median",
+            reference_label="peers' median",
         ),
     )
 
@@ -154,6 +160,8 @@ def test_a_node_that_stops_following_an_oscillating_group() -> None:
         "ratio": 0.889,
         "min_corr": 0.0,
         "level:node-04": 60.0,
+        "span_s": 180.0,
+        "busy_s": 180.0,
     }
     assert [(r.label, r.flagged) for r in cond.evidence.rows] == [  # type: ignore[union-attr]
         ("node-01", False),
@@ -184,7 +192,8 @@ def test_node_groups_are_judged_apart() -> None:
     assert cond.nodes == ["node-08"]
     assert cond.since == at(90)
     assert cond.summary == (
-        "1 of 4 nodes in demo/b at 1 % GPU utilisation while their peers run at 92 % (median) — node-08"
+        "1 of 4 nodes in demo/b at 1 % GPU utilisation while their peers run at 92 % "
+        "(median over the last 2m 30s) — node-08"
     )
     assert [r.label for r in cond.evidence.rows] == ["node-05", "node-06", "node-07", "node-08"]  # type: ignore[union-attr]
     # judged as one group, the idle half drags the median to 1 %: nothing looks busy
@@ -202,7 +211,8 @@ def test_a_level_drop_and_a_lost_correlation_in_one_group() -> None:
     assert cond.nodes == ["node-02", "node-07"]
     assert cond.since == at(30)
     assert cond.summary == (
-        "1 of 8 nodes in demo at 2 % GPU utilisation while their peers run at 70 % (median) — node-02; "
+        "1 of 8 nodes in demo at 2 % GPU utilisation while their peers run at 70 % "
+        "(median over the last 3m) — node-02; "
         "1 more out of step with their peers (correlation 0.00 over 2 min; "
         "at 60 % while the group median swings 45–95 %) — node-07"
     )
@@ -212,7 +222,7 @@ def test_two_nodes_are_enough_when_min_nodes_allows() -> None:
     levels = np.vstack([np.full(BINS, 92.0), np.full(BINS, 1.0)])
     [cond] = detect(levels, min_nodes=2)
     assert cond.nodes == ["node-02"]
-    assert cond.values["group_median"] == 46.5
+    assert cond.values["group_median"] == 92.0  # its peer's level, not a median that includes it
 
 
 def test_two_of_five_nodes_dropped_names_only_those_two() -> None:
@@ -231,8 +241,8 @@ def test_two_of_five_nodes_dropped_names_only_those_two() -> None:
         since=at(100),
         severity="warning",
         summary=(
-            "2 of 5 nodes in demo at 1 % GPU utilisation while their peers run at 92 % (median)"
-            " — node-02, node-04"
+            "2 of 5 nodes in demo at 1 % GPU utilisation while their peers run at 92 % "
+            "(median over the last 1m 40s) — node-02, node-04"
         ),
         action=ACTION,
         nodes=["node-02", "node-04"],
@@ -246,6 +256,8 @@ def test_two_of_five_nodes_dropped_names_only_those_two() -> None:
             "ratio": 0.011,
             "level:node-02": 1.0,
             "level:node-04": 1.0,
+            "span_s": 100.0,
+            "busy_s": 100.0,
         },
         evidence=Evidence(
             title="GPU utilisation per node in demo, last 10 min",
@@ -258,7 +270,7 @@ def test_two_of_five_nodes_dropped_names_only_those_two() -> None:
                 EvidenceRow("node-05", flat, 92.0, False),
             ],
             reference=92.0,
-            reference_label="group median",
+            reference_label="peers' median",
         ),
     )
 
@@ -357,7 +369,8 @@ def test_a_silent_node_is_not_counted() -> None:
     levels[0, 80:] = 3.0
     [cond] = detect(levels)
     assert cond.summary == (
-        "1 of 7 nodes in demo at 3 % GPU utilisation while their peers run at 92 % (median) — node-01"
+        "1 of 7 nodes in demo at 3 % GPU utilisation while their peers run at 92 % "
+        "(median over the last 3m) — node-01"
     )
     assert "node-05" not in [r.label for r in cond.evidence.rows]  # type: ignore[union-attr]
 
@@ -369,12 +382,12 @@ def test_a_group_that_falls_below_min_nodes_reporting_is_skipped() -> None:
     assert detect(levels) == []
 
 
-def test_one_busy_bin_restarts_the_run() -> None:
+def test_one_busy_bin_does_not_restart_the_run() -> None:
     levels = np.full((8, BINS), 92.0)
     levels[2, 40:] = 1.0
-    levels[2, 100] = 92.0  # it caught up for one bin
+    levels[2, 100] = 92.0  # it caught up for one bin: its median over the last 3 minutes did not
     [cond] = detect(levels)
-    assert cond.since == at(101)
+    assert cond.since == at(40)
     assert cond.values["level:node-03"] == 1.0
 
 
@@ -481,3 +494,20 @@ def test_latch_holds_from_enter_until_leave() -> None:
     expected = np.array([[0, 1, 1, 0, 0, 1, 1, 0], [1, 1, 1, 1, 1, 1, 0, 0]], dtype=bool)
     np.testing.assert_array_equal(latch(enter, leave), expected)
     assert latch(np.zeros((2, 0), dtype=bool), np.zeros((2, 0), dtype=bool)).shape == (2, 0)
+
+
+def test_nanmedian_last_matches_numpy_with_nan_anywhere() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        a = rng.normal(50, 20, (4, 7, int(rng.integers(1, 9))))
+        a[rng.random(a.shape) < 0.4] = np.nan
+        empty = np.isnan(a).all(axis=-1).any()
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning) if empty else _none():
+            expected = np.nanmedian(a, axis=-1)
+        np.testing.assert_array_equal(nanmedian_last(a), expected)
+    assert nanmedian_last(np.empty((3, 0))).shape == (3,)
+
+
+@contextlib.contextmanager
+def _none() -> Iterator[None]:
+    yield

@@ -94,7 +94,8 @@ def row(value: float, bins: int = BINS) -> np.ndarray:
 def test_a_job_pinned_to_sixteen_saturated_cores_starves_its_gpus() -> None:
     # eight GPUs at 90 % until bin 40, then 12 % while the 16 cores the job is pinned to (of 64)
     # run flat out: the data loader cannot keep up. Judged over the trailing minute (12 bins), both
-    # cross their lines at bin 47: 4 × 90 + 8 × 12 = 38 % GPU, 4 × 62.5 + 8 × 98.75 = 86.7 % CPU.
+    # cross their lines at bin 47: 4 × 90 + 8 × 12 = 38 % GPU, 4 × 62.5 + 8 × 98.75 = 86.7 % CPU;
+    # the run starts where it showed, bin by bin, at bin 40 (for_s counts from there).
     util = np.full((8, BINS), 90.0)
     util[:, 40:] = 12.0
     busy = row(10.0)
@@ -105,7 +106,7 @@ def test_a_job_pinned_to_sixteen_saturated_cores_starves_its_gpus() -> None:
     assert cond == Condition(
         rule="input_bound",
         subject={"cluster": "demo", "node": "node-01"},
-        since=at(47),
+        since=at(40),
         severity="warning",
         summary=(
             "node-01: GPUs 12 % busy while 15.8 of 16 allowed CPU cores are saturated"
@@ -125,7 +126,7 @@ def test_a_job_pinned_to_sixteen_saturated_cores_starves_its_gpus() -> None:
             "max_gpu_util": 40.0,
             "cpu_saturation": 0.85,
             "smooth_s": 60.0,
-            "duration_s": 365.0,
+            "duration_s": 400.0,
         },
         evidence=Evidence(
             title="node-01: GPU utilisation and CPU busy (% of 16 allowed cores), last 10m",
@@ -161,7 +162,7 @@ def test_busy_cores_win_over_cpu_util_bin_by_bin() -> None:
     np.testing.assert_array_equal(cpu_busy(window)[0], [16.0] * 60 + [30.0] * 60)
     # over the trailing minute the CPU is saturated once 10 of its 12 bins are at 30 of 32 cores
     [cond] = detect(window)
-    assert cond.since == at(69)
+    assert cond.since == at(60)  # crossed at bin 69, back-dated to where it showed
     [per_bin] = detect(window, smooth_s=0)
     assert per_bin.since == at(60)
 
@@ -213,7 +214,8 @@ def test_allowed_cores_follow_the_processes_bin_by_bin() -> None:
 
     np.testing.assert_array_equal(allowed_cores(window)[0], [16.0] * 60 + [8.0] * 60)
     [cond] = detect(window)
-    assert (cond.since, cond.gpus) == (at(69), ["node-01/0"])  # the trailing minute saturated from bin 69
+    # the trailing minute saturated from bin 69; starved bin by bin from bin 60
+    assert (cond.since, cond.gpus) == (at(60), ["node-01/0"])
     [per_bin] = detect(window, smooth_s=0)
     assert per_bin.since == at(60)
 
@@ -305,11 +307,12 @@ def test_gpus_just_above_the_low_line() -> None:
 
 def test_half_a_minute_of_gpu_work_restarts_the_run() -> None:
     # six bins at 80 % lift the trailing minute to (6 × 80 + 6 × 10) / 12 = 45 % at bin 105; it is
-    # back under 40 % once five or fewer of them are left in it, at bin 112
+    # back under 40 % once five or fewer of them are left in it, at bin 112, and starved bin by bin
+    # since bin 106
     util = row(10.0)
     util[0, 100:106] = 80.0
     [cond] = detect(make_window(util, busy=row(60.0), gpus_per_node=1))
-    assert cond.since == at(112)
+    assert cond.since == at(106)
 
 
 def test_a_bin_without_cpu_data_still_breaks_the_run() -> None:
@@ -450,6 +453,12 @@ def reference(window: Window, smooth_s: float) -> dict[str, float] | None:
             level.append(sum(levels) / len(levels) if levels else np.nan)
             load.append(busy / allowed if np.isfinite(busy) and allowed > 0 else np.nan)
         since = None
+        plain = []
+        for b in range(window.bins):
+            known = np.isfinite(level[b]) and np.isfinite(load[b])
+            if known and (abs(level[b] - 40) < NEAR or abs(load[b] - 0.85) < NEAR):
+                return None
+            plain.append(bool(np.isfinite(level[b]) and level[b] <= 40 and load[b] >= 0.85))
         for b in range(window.bins):
             gpu_seen = [x for x in level[max(0, b - w + 1) : b + 1] if np.isfinite(x)]
             cpu_seen = [x for x in load[max(0, b - w + 1) : b + 1] if np.isfinite(x)]
@@ -459,7 +468,13 @@ def reference(window: Window, smooth_s: float) -> dict[str, float] | None:
                 if abs(gpu - 40) < NEAR or abs(cpu - 0.85) < NEAR:
                     return None
                 starved = gpu <= 40 and cpu >= 0.85
-            since = (since if since is not None else window.start + b * window.step) if starved else None
+            if starved and since is None:  # a run starts: back over the plain bins just before it
+                first = b
+                while first > max(0, b - w + 1) and plain[first - 1]:
+                    first -= 1
+                since = window.start + first * window.step
+            elif not starved:
+                since = None
         if since is not None:
             out[node] = since
     return out

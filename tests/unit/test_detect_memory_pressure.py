@@ -127,7 +127,7 @@ def test_a_leak_on_a_straight_line_warns_before_the_oom() -> None:
         severity="warning",
         summary=(
             "node-03 GPU 2 memory 69.9 of 80.0 GiB in use (87 %), rising 3.00 GiB/min, "
-            "full in about 3m at this rate"
+            "full in about 3m at this rate (told once full is due within 15m)"
         ),
         action=GPU_ACTION,
         nodes=["node-03"],
@@ -191,7 +191,7 @@ def test_full_and_still_rising_says_both() -> None:
     assert cond.severity == "critical"
     assert cond.summary == (
         "node-03 GPU 0 memory 77.3 of 80.0 GiB in use (97 %): nearly full, rising 3.60 GiB/min, "
-        "full within a minute at this rate"
+        "full within a minute at this rate (told once full is due within 15m)"
     )
     assert cond.since == at(59)
     assert cond.values["eta_s"] == pytest.approx(2.5 / 0.06, abs=0.1)
@@ -208,7 +208,7 @@ def test_host_memory_has_its_own_subject_and_advice() -> None:
     assert (cond.nodes, cond.gpus, cond.users) == (["node-03"], [], ["dave"])
     assert cond.summary == (
         "node-03 host memory 479.2 of 512.0 GiB in use (94 %), rising 18.00 GiB/min, "
-        "full in about 2m at this rate"
+        "full in about 2m at this rate (told once full is due within 15m)"
     )
     assert cond.evidence is not None
     assert cond.evidence.title == "node-03 host: memory in use (% of 512.0 GiB), last 10m"
@@ -255,7 +255,7 @@ def test_a_leak_in_a_running_job_is_told_from_its_first_minute_and_a_half() -> N
     assert (cond.since, cond.severity) == (at(76), "warning")
     assert cond.summary == (
         "node-03 GPU 0 memory 49.9 of 80.0 GiB in use (62 %), rising 3.00 GiB/min, "
-        "full in about 10m at this rate"
+        "full in about 10m at this rate (told once full is due within 15m)"
     )
     assert (cond.values["r2"], cond.values["eta_s"]) == (1.0, 600.0)
     # without a process, or in a job started in the window (warming up), only the long fit speaks:
@@ -522,5 +522,5 @@ def test_a_shipped_batch_reaches_the_detector_intact() -> None:
     assert (cond.subject, cond.since) == ({"cluster": "c1", "node": "node-01", "gpu": 0}, window.start + 295)
     assert cond.summary == (
         "node-01 GPU 0 memory 69.8 of 80.0 GiB in use (87 %), rising 3.00 GiB/min, "
-        "full in about 3m at this rate"
+        "full in about 3m at this rate (told once full is due within 15m)"
     )

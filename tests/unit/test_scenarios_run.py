@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from gpulse.alerting.state import decide
 from gpulse.detect.base import Condition
 from gpulse.detect.catalogue import CATALOGUE
+from gpulse.finding import Finding
 from gpulse.wire.batch import parse
 from scenarios.faults import GroundTruth
 from scenarios.run import (
@@ -102,6 +104,43 @@ def test_score_counts_recall_precision_delays_and_false_alarms_exactly() -> None
     assert (numa.faults, numa.recall, numa.precision, numa.alarms) == (0, None, None, 0)
 
 
+def test_firing_share_and_messages_per_incident_count_each_faults_time_and_transitions() -> None:
+    faults = [
+        truth("throttling", {"node": "n1", "gpu": 0}, 1000, 2000),
+        truth("imbalance", {"node": "n2"}, 1000, 2000, also=("idle_held",)),
+        truth("throttling", {"node": "n3", "gpu": 1}, 1000, 2000),  # missed
+    ]
+    alarms = [
+        # n1: fired at 1200, resolved in a pause at 1400, fired again at 1500 until past the end
+        alarm("throttling", {"node": "n1", "gpu": 0}, 1200, resolved=1400),
+        alarm("throttling", {"node": "n1", "gpu": 0}, 1500, resolved=2300),
+        # n2: the root cause from 1100 on, two idle GPUs as symptoms, one of them resolved
+        alarm("imbalance", GROUP, 1100, nodes=("n2",)),
+        alarm("idle_held", {"node": "n2", "gpu": 0}, 1400, resolved=1900),
+        alarm("idle_held", {"node": "n2", "gpu": 1}, 1400),
+    ]
+    scores = score([result("s", faults, alarms)], ["throttling", "imbalance"])
+    hot, imb = scores["throttling"], scores["imbalance"]
+    assert hot.firing_shares == (0.2 + 0.5, 0.0)  # 200 s + 500 s of 1000; the missed fault: none
+    assert hot.firing_share == 0.35
+    assert (hot.messages, hot.messages_per_incident) == ((4, 0), 2.0)
+    assert (imb.firing_shares, imb.messages) == ((0.9,), (1 + 2 + 1,))
+    assert imb.row()["messages_per_incident"] == 4.0
+
+
+def test_an_escalation_is_a_message_of_the_same_alarm_not_another_alarm() -> None:
+    r = Replay("s")
+    warn = Finding("memory_pressure", "Memory", "warning", "firing", "fp", "c", 900.0, 1000.0, "s", "a")
+    r.publish(warn, 1015.0)
+    r.publish(replace(warn, severity="critical", escalated_from="warning", at=1100.0), 1115.0)
+    r.publish(replace(warn, state="resolved", at=1200.0), 1215.0)
+    [only] = r.alarms
+    assert (only.published, only.escalations, only.resolved) == (1015.0, 1, 1215.0)
+    fault = truth("memory_pressure", {}, 900, 1300)
+    scored = score([result("s", [fault], [only])], ["memory_pressure"])["memory_pressure"]
+    assert (scored.extra, scored.messages) == (0, (3,))
+
+
 def test_unmatched_alarms_and_missed_faults_are_listed() -> None:
     results = [result("s", FAULTS, ALARMS)]
     assert [(a.rule, a.subject, a.published) for a in unmatched(results)] == [
@@ -157,10 +196,11 @@ def test_replay_fires_after_for_s_resolves_and_forgets_one_shot_events() -> None
     at(1100.0, held, layout)  # idle_held pending (for_s 300); the layout change fires at once
     at(1200.0, held, layout)
     at(1300.0, held)  # idle_held fires; the event leaves the window: forgotten, never resolved
-    at(1400.0)  # idle_held resolves
+    at(1400.0)  # idle_held is gone, for less than its hold-down (keep_firing_for_s 120): still firing
+    at(1420.0)  # gone 120 s: idle_held resolves
     assert [(a.rule, a.published, a.since, a.resolved) for a in r.alarms] == [
         ("mig_layout", 1115.0, 1050.0, None),
-        ("idle_held", 1315.0, 1000.0, 1415.0),
+        ("idle_held", 1315.0, 1000.0, 1435.0),
     ]
     assert r.records == {}
 

@@ -119,7 +119,7 @@ def _encode(group: g.Group) -> str:
             "labels": group.labels,
             "created_at": group.created_at,
             "members": {
-                fp: {"finding": asdict(m.finding), "announced": m.announced}
+                fp: {"finding": asdict(m.finding), "announced": m.announced, "received_at": m.received_at}
                 for fp, m in group.members.items()
             },
             "last_flush_at": group.last_flush_at,
@@ -141,7 +141,9 @@ def _decode(item: dict[str, Any]) -> g.Group:
         labels=doc["labels"],
         created_at=doc["created_at"],
         members={
-            fp: g.Member(Finding.from_json(json.dumps(m["finding"])), m["announced"])
+            fp: g.Member(
+                Finding.from_json(json.dumps(m["finding"])), m["announced"], m.get("received_at", 0.0)
+            )
             for fp, m in doc["members"].items()
         },
         last_flush_at=doc["last_flush_at"],

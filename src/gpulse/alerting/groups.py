@@ -35,12 +35,17 @@ Silenced = Callable[[Finding], bool]
 # message (5 receives × 360 s visibility). Redriving the DLQ later than this is the operator's
 # call: a firing redriven after its resolve was forgotten is announced again.
 TOMBSTONE_S = 86400.0
+# How long a group waits for the rest of an analyze run's transitions (SQS hands them to the alert
+# function within seconds; a batch of them may be split across invocations): short against
+# group_wait, long against a split batch.
+AWAIT_S = 20.0
 
 
 @dataclass(frozen=True)
 class Member:
     finding: Finding  # the latest transition received for this alert
     announced: str | None = None  # the transition_id last announced, None if never
+    received_at: float = 0.0  # when the group received `finding`
 
     @property
     def firing(self) -> bool:
@@ -100,8 +105,41 @@ def add(group: Group | None, finding: Finding, route: Route, labels: dict[str, s
         old.finding.transition_id == finding.transition_id or order(old.finding) > order(finding)
     ):
         return g
-    member = Member(finding, old.announced if old else None)
+    member = Member(finding, old.announced if old else None, now)
     return replace(g, members={**g.members, finding.fingerprint: member})
+
+
+def _waited(g: Group, route: Route, silenced: Silenced) -> float:
+    """How long the group's news waited before it reached the group: the least, over its news,
+    of the time analyze held a firing beyond its `for`. A firing decided a minute after it could
+    have been needs no further group_wait to collect its peers: they had that minute to start,
+    and analyze decides every condition of a run together. 0 when any news did not wait (a
+    resolve, a firing decided on time, a finding without `for`)."""
+    late = []
+    for m in g.members.values():
+        if not _pending(m, route, silenced):
+            continue
+        f = m.finding
+        if not m.firing or f.for_s is None:
+            return 0.0
+        late.append(max(0.0, f.at - f.since - f.for_s))
+    return min(late, default=0.0)
+
+
+def awaiting(g: Group) -> float | None:
+    """Until when the group waits for transitions still on their way: a member whose latest
+    transition was decided together with others (`Finding.decided_with`) while another member
+    named there still holds an older transition than that run's. The wait ends when they arrive,
+    or AWAIT_S after the member was received (a lost message must not hold the group)."""
+    until = None
+    for m in g.members.values():
+        for fp in m.finding.decided_with:
+            other = g.members.get(fp)
+            if other is not None and other.finding.at < m.finding.at:
+                end = m.received_at + AWAIT_S
+                until = end if until is None else max(until, end)
+                break
+    return until
 
 
 def _pending(m: Member, route: Route, silenced: Silenced) -> bool:
@@ -122,8 +160,11 @@ def due_at(g: Group, route: Route, silenced: Silenced) -> float | None:
     still fire; None when it has nothing to say."""
     if any(_pending(m, route, silenced) for m in g.members.values()):
         if g.last_flush_at is None:
-            return g.created_at + route.group_wait_s
-        return g.last_flush_at + route.group_interval_s
+            due = g.created_at + max(0.0, route.group_wait_s - _waited(g, route, silenced))
+        else:
+            due = g.last_flush_at + route.group_interval_s
+        wait = awaiting(g)
+        return due if wait is None else max(due, wait)
     if g.last_flush_at is not None and any(_still_firing(m, silenced) for m in g.members.values()):
         return g.last_flush_at + route.repeat_interval_s
     return None
@@ -144,7 +185,9 @@ def plan(g: Group, route: Route, silenced: Silenced, now: float, mentions: list[
         id=f"{g.key}#{g.epoch}#{g.seq + 1}",
         route=g.route,
         group=dict(g.labels),
-        firing=[m.finding for m in order],
+        # an alert told before and listed again is told as of this flush: its "for 11m" runs to
+        # now, not to when it fired (a new one is told as analyze decided it, moments ago)
+        firing=[replace(m.finding, at=max(m.finding.at, now)) if m.told else m.finding for m in order],
         resolved=[m.finding for m in resolved],
         new=[m.finding.fingerprint for m in order if not m.told],
         mentions=mentions,
@@ -202,5 +245,7 @@ def _slim(m: Member) -> Member:
         teams=[],
         values={},
         evidence=None,
+        symptoms=[],
+        decided_with=[],
     )
     return replace(m, finding=bare)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gpulse.errors import InvalidInput
 
 Labels = Mapping[str, Sequence[str]]
-LABELS = ("rule", "severity", "cluster", "node_group", "node", "gpu", "team", "user", "state")
+LABELS = ("rule", "severity", "cluster", "node_group", "node", "gpu", "team", "user", "state", "job")
 _SYNTAX = re.compile(r'^\s*([a-z_]+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
 
 

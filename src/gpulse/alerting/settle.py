@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 logger = logging.getLogger(__name__)
+MAX_DECIDED_WITH = 200  # fingerprints named per finding (20 characters each): a few KB at most
 
 
 class FindingsQueue:
@@ -68,11 +69,16 @@ def settle(
         else:
             logger.info("alert changed by another writer, left alone: %s", d.record.fingerprint)
     published = []
+    # each transition names the others of this run, so the alert side can wait for them all
+    # before it tells a group: "15 firing · 1 resolved" when 16 resolved together is never sent
+    together = sorted(rec.fingerprint for rec in stored.values() if rec.outbox is not None)
+    together = together if 1 < len(together) <= MAX_DECIDED_WITH else []
     for rec in list(stored.values()):
         if rec.outbox is None:
             continue
-        queue.publish([rec.outbox])
-        published.append(rec.outbox)
+        out = replace(rec.outbox, decided_with=together)
+        queue.publish([out])
+        published.append(out)
         cleared = replace(rec, outbox=None, version=rec.version + 1)
         records.apply(Decision(cleared, rec.version, delete=rec.state == "resolved"), now)
     return published

@@ -1,7 +1,14 @@
 """The alert state machine, as a pure function of (conditions now, records stored, clock).
 
-    (none) ──condition──► pending ──held for `for_s`──► firing ──condition gone──► resolved
-              └ held for `for_s` already ─────────────────┘   pending ──gone──► (deleted, silent)
+    (none) ──condition──► pending ──held for `for_s`──► firing ──gone for `keep_firing_for_s`──► resolved
+              └ held for `for_s` already ─────────────────┘   │ ▲ pending ──gone──► (deleted, silent)
+                                                  more severe └─┘ (announced again: escalated)
+
+No flapping (Prometheus' `keep_firing_for`): a firing alert whose condition stops holding stays
+firing until the condition has been absent for its rule's `keep_firing_for_s`, counted from the
+last run at which it held (`finding.at` of the record); if it comes back meanwhile it is the same
+alert, with its first start, and nothing is announced. A firing alert whose condition turns more
+severe (warning → critical) is announced again, as its own transition (`Finding.escalated_from`).
 
 A muted condition (`Condition.muted_by`: another alert already covers it) counts as gone for a
 pending alert and keeps a firing one firing without a word until its condition ends; so does a
@@ -17,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from gpulse.alerting.incidents import advice, symptoms
 from gpulse.detect.base import Condition
 from gpulse.finding import Finding, fingerprint, with_state
 
@@ -37,12 +45,13 @@ class AlertRecord:
 
 @dataclass(frozen=True)
 class Rule:
-    """What the state machine needs of a rule: its title and `for` duration."""
+    """What the state machine needs of a rule: its title, `for` duration and hold-down."""
 
     name: str
     title: str
     for_s: float
     one_shot: bool = False  # an event: announced when it fires, forgotten without a resolve
+    keep_firing_for_s: float = 0.0  # how long a firing alert outlasts its condition before it resolves
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,15 @@ class Decision:
     delete: bool = False
 
 
-def to_finding(cond: Condition, rule: Rule, cluster: str, since: float, at: float) -> Finding:
+def to_finding(
+    cond: Condition,
+    rule: Rule,
+    cluster: str,
+    since: float,
+    at: float,
+    listed: list[dict[str, str]] | None = None,
+) -> Finding:
+    """The firing finding of a condition; `listed`: the incident's symptoms it is the root of."""
     fp = fingerprint(cond.rule, **cond.subject)
     return Finding(
         rule=cond.rule,
@@ -67,7 +84,7 @@ def to_finding(cond: Condition, rule: Rule, cluster: str, since: float, at: floa
         since=since,
         at=at,
         summary=cond.summary,
-        action=cond.action,
+        action=advice(cond, listed or []),
         nodes=list(cond.nodes),
         gpus=list(cond.gpus),
         mig=_str_or_none(cond.subject.get("mig")),
@@ -77,7 +94,24 @@ def to_finding(cond: Condition, rule: Rule, cluster: str, since: float, at: floa
         values=dict(cond.values),
         evidence=cond.evidence,
         one_shot=rule.one_shot,
+        symptoms=list(listed or []),
+        for_s=rule.for_s,
     )
+
+
+_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def escalates(announced: str, now: str) -> bool:
+    """`now` is more severe than the severity the alert was announced with."""
+    return _RANK.get(now, 9) < _RANK.get(announced, 9)
+
+
+def held_down(rec: AlertRecord, rule: Rule | None, now: float) -> bool:
+    """A firing alert whose condition is gone, but for less than its rule's hold-down (counted
+    from the last run at which it held: the record's `finding.at`)."""
+    keep = rule.keep_firing_for_s if rule is not None else 0.0
+    return keep > 0 and now - rec.finding.at < keep
 
 
 def _str_or_none(v: object) -> str | None:
@@ -102,27 +136,36 @@ def decide(
     A firing alert whose nodes are all `unseen` (silent: no data says either way) is held."""
     out: list[Decision] = []
     active: set[str] = set()
-    for cond in conditions:
+    incident = symptoms(conditions)  # root condition's index → the muted ones it explains
+    for index, cond in enumerate(conditions):
         rule = rules[cond.rule]
         fp = fingerprint(cond.rule, **cond.subject)
         rec = records.get(fp)
         if cond.muted_by is not None:
             # muted: never announced; one already announced firing is held as it is (the fault is
-            # still there, only told elsewhere) and resolves when its condition ends
+            # still there, only told elsewhere) and resolves when its condition ends: it still
+            # holds now, which is where its hold-down will count from
             if rec is not None and rec.state == "firing":
                 active.add(fp)
+                held = replace(rec.finding, at=now)
+                out.append(Decision(replace(rec, finding=held, version=rec.version + 1), rec.version))
             continue
         active.add(fp)
         live = rec if rec is not None and rec.state != "resolved" else None
         # a firing alert keeps the start it was announced with; a pending one follows the current run
         since = live.since if live is not None and live.state == "firing" else cond.since
-        finding = to_finding(cond, rule, cluster, since, now)
+        finding = to_finding(cond, rule, cluster, since, now, incident.get(index))
         expected = rec.version if rec is not None else None
         version = (rec.version + 1) if rec is not None else 1
-        if live is not None and live.state == "firing":
+        if live is not None and live.state == "firing" and escalates(live.finding.severity, cond.severity):
+            # more severe than announced: a transition of its own, told again (same alert, same start)
+            raised = replace(finding, escalated_from=live.finding.severity)
+            out.append(Decision(replace(live, finding=raised, version=version, outbox=raised), expected))
+        elif live is not None and live.state == "firing":
             # the announced summary and attribution stand (a resolve says what was announced);
-            # only the picture follows the data
-            kept = replace(live.finding, evidence=finding.evidence, at=now)
+            # only the picture and the incident's symptoms follow the data, and `at` says the
+            # condition held at this run
+            kept = replace(live.finding, evidence=finding.evidence, at=now, symptoms=finding.symptoms)
             out.append(Decision(replace(live, finding=kept, version=version), expected))
         elif now - since >= rule.for_s:
             out.append(
@@ -147,6 +190,8 @@ def decide(
             out.append(Decision(rec, rec.version, delete=True))  # an event ends without a resolve
         elif rec.state == "firing" and in_the_dark(rec, unseen):
             continue  # its nodes send nothing: the fault is not known to be gone, so no resolve
+        elif rec.state == "firing" and held_down(rec, rules.get(rec.rule), now):
+            continue  # gone for less than its hold-down: a pause in the fault, not its end
         elif rec.state == "firing":
             resolved = with_state(rec.finding, "resolved", now)
             out.append(

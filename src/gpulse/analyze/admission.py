@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from gpulse.alerting.labels import LabelMap, labels, teams_of
-from gpulse.analyze.inhibit import nodes_of
+from gpulse.analyze.inhibit import Inhibition, nodes_of
 from gpulse.config.flags import Problem
 from gpulse.detect.base import Condition, Window
 
@@ -20,6 +20,7 @@ class RuleSource(Protocol):
     def enabled(self, rule: str, labels: LabelMap) -> bool: ...
     def teams(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]: ...
     def problems(self) -> tuple[Problem, ...]: ...
+    def inhibitions(self) -> list[Inhibition]: ...
 
 
 def admitter(config: RuleSource, window: Window) -> Callable[[Condition], Condition | None]:

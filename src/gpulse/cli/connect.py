@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gpulse.errors import ConfigurationError, InvalidInput
@@ -29,6 +30,10 @@ OUTPUTS_FILE = "outputs.json"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 # moto accepts any keys; fixed fake ones mean a local command can never sign for a real account
 FAKE_CREDENTIALS = "testing"
+DEMO_DOWN = "the demo is not running (start it with make demo)"
+
+# moto on this machine answers at once or not at all: a stopped demo is said in seconds, not retried.
+LOCAL_CLIENT_CONFIG = BotoConfig(connect_timeout=2, retries={"mode": "standard", "max_attempts": 2})
 
 ClientFactory = Callable[[str], Any]  # service name ("dynamodb", "sts", …) → boto3 client
 
@@ -38,6 +43,7 @@ class Connection:
     outputs: Mapping[str, str]  # the stack's outputs: ConfigTableName, StateTableName, …
     client: ClientFactory
     where: str  # for messages: "stack gpulse-prod (eu-west-1)", "local stack at http://127.0.0.1:…"
+    operator: str | None = None  # who writes, when no AWS identity means anything (the local stack)
 
     def output(self, key: str) -> str:
         """One output's value; ConfigurationError naming it when the stack has none."""
@@ -67,7 +73,7 @@ def connect_local(run_dir: Path) -> Connection:
         doc = json.loads(path.read_text())
         endpoint, region, outputs = str(doc["endpoint"]), str(doc["region"]), dict(doc["outputs"])
     except FileNotFoundError:
-        raise InvalidInput(f"{path} not found: is the local stack running (gpulse-local demo)?") from None
+        raise InvalidInput(f"{DEMO_DOWN}: {path} not found") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InvalidInput(
             f"{path} is not the local stack's outputs file ({type(e).__name__}: {e})"
@@ -87,9 +93,20 @@ def connect_local(run_dir: Path) -> Connection:
             region_name=region,
             aws_access_key_id=FAKE_CREDENTIALS,
             aws_secret_access_key=FAKE_CREDENTIALS,
+            config=LOCAL_CLIENT_CONFIG,
         )
 
-    return Connection({k: str(v) for k, v in outputs.items()}, client, f"local stack at {endpoint}")
+    return Connection(
+        {k: str(v) for k, v in outputs.items()},
+        client,
+        f"local stack at {endpoint}",
+        operator=local_operator(),
+    )
+
+
+def local_operator() -> str:
+    """`user@host` of whoever runs the CLI: moto's caller identity is the same fake ARN for all."""
+    return f"{os.environ.get('USER') or getpass.getuser()}@{socket.gethostname()}"
 
 
 @cache
@@ -119,8 +136,11 @@ def connect_stack(name: str, region: str | None, *, session: Any = None) -> Conn
 
 
 def caller(conn: Connection) -> str:
-    """Who is making a change: the caller's ARN, or `$USER@hostname` when STS cannot say."""
+    """Who is making a change: the operator of a local stack (`$USER@hostname`), else the
+    caller's ARN, or `$USER@hostname` when STS cannot say."""
+    if conn.operator is not None:
+        return conn.operator
     try:
         return str(conn.client("sts").get_caller_identity()["Arn"])
     except (ClientError, BotoCoreError):
-        return f"{os.environ.get('USER') or getpass.getuser()}@{socket.gethostname()}"
+        return local_operator()

@@ -21,7 +21,7 @@ from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.routes import Route, select
 from gpulse.alerting.settle import FindingsQueue
 from gpulse.alerting.silences import Silence, silenced_by
-from gpulse.alerting.state import AlertRecord, Decision, Rule, decide, to_finding
+from gpulse.alerting.state import AlertRecord, Decision, Rule, decide, held_down, to_finding
 from gpulse.analyze import Analyzer, unseen
 from gpulse.cli import format as fmt
 from gpulse.cli import inputs
@@ -160,7 +160,14 @@ def outlooks(
         if fp in named or rec.state != "firing":
             continue
         decided = decided_for.get(fp)
-        if decided is None:  # decide leaves it firing: nothing is known of its nodes
+        if decided is None and held_down(rec, rules.get(rec.rule), at):  # a pause, not yet an end
+            keep = rules[rec.rule].keep_firing_for_s
+            held = (
+                f"firing since {fmt.iso(rec.since)}; its condition is gone: held down "
+                f"(keep_firing_for_s {keep:g}) until {fmt.iso(rec.finding.at + keep)}"
+            )
+            out.append(outlook(rec.finding, held))
+        elif decided is None:  # decide leaves it firing: nothing is known of its nodes
             held = f"firing since {fmt.iso(rec.since)}; held: its nodes send nothing now"
             out.append(outlook(rec.finding, held))
         elif decided.record.outbox is not None and decided.record.state == "resolved":

@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.utilities.feature_flags.schema import RuleAction, TimeKeys, TimeValues
 
+from gpulse.alerting.matchers import Matcher
+from gpulse.analyze.inhibit import Inhibition, effective
 from gpulse.cli import format as fmt
 from gpulse.cli import inputs
 from gpulse.cli.context import Context, current_doc, save
-from gpulse.config.documents import RuleConfig, parse
+from gpulse.config.documents import InhibitConfig, RuleConfig, parse
 from gpulse.config.store import RawItem
 from gpulse.detect.catalogue import CATALOGUE, params_for
 from gpulse.errors import InvalidInput
@@ -239,7 +242,64 @@ def cmd_enable(ctx: Context) -> int:
     return _switch(ctx, True)
 
 
+def _may_match(matchers: Iterable[Matcher], rule: str) -> bool:
+    """Whether an alert of `rule` can match: the matchers on the `rule` label hold (the others
+    depend on the alert: its cluster, severity, nodes)."""
+    return all(m.matches({"rule": [rule]}) for m in matchers if m.label == "rule")
+
+
+def inhibited_by(source: str, inhibitions: Iterable[Inhibition]) -> list[str]:
+    """The rules whose alerts an alert of `source` can mute, in catalogue order. Only inhibitions
+    whose source names rules count: one on other labels alone does not depend on `source`."""
+    targets: set[str] = set()
+    for inh in inhibitions:
+        if any(m.label == "rule" for m in inh.source) and _may_match(inh.source, source):
+            targets.update(r for r in CATALOGUE if r != source and _may_match(inh.target, r))
+    return [r for r in CATALOGUE if r in targets]
+
+
+def inhibitions_in_force(ctx: Context) -> list[Inhibition]:
+    """The built-in inhibit rules with the table's `inhibit` items over them, as analyze reads
+    them; an item that does not parse is left out (analyze keeps its last good version)."""
+    items: dict[str, Inhibition | None] = {}
+    for item in ctx.store.items("inhibit"):
+        try:
+            parsed = parse("inhibit", item.name, item.doc)
+        except InvalidInput:
+            continue
+        if isinstance(parsed, InhibitConfig):
+            items[item.name] = parsed.rule
+    return effective(items)
+
+
+def _on_somewhere(item: RawItem | None, name: str) -> bool:
+    """Whether the rule can fire: its flag is not plainly off (a rejected item counts as on:
+    analyze keeps its last good version)."""
+    try:
+        return flag_state(_effective(item, name).flag) != "off"
+    except InvalidInput:
+        return True
+
+
+def _warn_inhibitions(ctx: Context, name: str) -> None:
+    """Turning off a rule that inhibits others lets their muted alerts page: say which."""
+    targets = inhibited_by(name, inhibitions_in_force(ctx))
+    if not targets:
+        return
+    items = {i.name: i for i in ctx.store.items("rule")}
+    if not _on_somewhere(items.get(name), name):
+        return  # already off: nothing changes
+    paging = [t for t in targets if _on_somewhere(items.get(t), t)]
+    if paging:
+        print(
+            f"warning: {name} inhibits {', '.join(paging)}: while {name} is off, their alerts on the "
+            f"nodes {name} would name page instead of being muted",
+            file=ctx.err,
+        )
+
+
 def cmd_disable(ctx: Context) -> int:
+    _warn_inhibitions(ctx, _rule_name(ctx.args.rule))
     return _switch(ctx, False)
 
 

@@ -108,7 +108,7 @@ def cmd_expire(ctx: Context) -> int:
 
 
 def register(sub: Any, common: list[argparse.ArgumentParser], write: list[argparse.ArgumentParser]) -> None:
-    silence = sub.add_parser("silence", help="mute matching alerts for a while")
+    silence = sub.add_parser("silence", aliases=["silences"], help="mute matching alerts for a while")
     ss = silence.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     p = ss.add_parser("add", parents=[*common, *write], help="a new silence; prints its id")

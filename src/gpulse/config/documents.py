@@ -17,13 +17,14 @@ from aws_lambda_powertools.utilities.feature_flags.exceptions import SchemaValid
 from aws_lambda_powertools.utilities.feature_flags.schema import SchemaValidator
 
 from gpulse.alerting import routes as r
+from gpulse.alerting.inhibition import DEFAULT_INHIBITIONS, Inhibition
 from gpulse.alerting.matchers import parse_all
 from gpulse.alerting.silences import Silence
 from gpulse.detect.catalogue import CATALOGUE, params_for
 from gpulse.errors import InvalidInput
 
-Kind = Literal["rule", "route", "silence", "team"]
-KINDS: tuple[Kind, ...] = ("rule", "route", "silence", "team")
+Kind = Literal["rule", "route", "silence", "team", "inhibit"]
+KINDS: tuple[Kind, ...] = ("rule", "route", "silence", "team", "inhibit")
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ENABLED_BY_DEFAULT: dict[str, Any] = {"default": True}
 
@@ -44,7 +45,15 @@ class Team:
     node_groups: tuple[str, ...] = ()
 
 
-Parsed = RuleConfig | r.Route | Silence | Team
+@dataclass(frozen=True)
+class InhibitConfig:
+    """An inhibit item: the rule it defines, or None where it disables the built-in of its name."""
+
+    name: str
+    rule: Inhibition | None
+
+
+Parsed = RuleConfig | r.Route | Silence | Team | InhibitConfig
 
 
 @cache
@@ -68,6 +77,8 @@ def parse(kind: str, name: str, doc: Any) -> Parsed:
         return _rule(name, doc)
     if kind == "route":
         return _route(name, doc)
+    if kind == "inhibit":
+        return _inhibit(name, doc)
     return _silence(name, doc) if kind == "silence" else _team(name, doc)
 
 
@@ -126,6 +137,25 @@ def _silence(name: str, doc: dict[str, Any]) -> Silence:
         created_by=doc["created_by"],
         comment=doc.get("comment", ""),
     )
+
+
+def _inhibit(name: str, doc: dict[str, Any]) -> InhibitConfig:
+    if doc.get("disabled") is True:
+        extra = sorted(set(doc) - {"disabled", "description"})
+        if extra:
+            raise InvalidInput(f"inhibit {name}: a disabled rule has nothing else, not {', '.join(extra)}")
+        if name not in DEFAULT_INHIBITIONS:
+            raise InvalidInput(
+                f"inhibit {name}: only a built-in rule can be disabled "
+                f"({', '.join(sorted(DEFAULT_INHIBITIONS))}); delete the item instead"
+            )
+        return InhibitConfig(name, None)
+    missing = [k for k in ("source_matchers", "target_matchers") if k not in doc]
+    if missing:
+        raise InvalidInput(f"inhibit {name}: {' and '.join(missing)} required")
+    source, target = parse_all(doc["source_matchers"]), parse_all(doc["target_matchers"])
+    equal = tuple(doc.get("equal", ["node"]))
+    return InhibitConfig(name, Inhibition(name, source, target, equal, doc.get("description", "")))
 
 
 def _team(name: str, doc: dict[str, Any]) -> Team:

@@ -12,10 +12,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.feature_flags import FeatureFlags
 
+from gpulse.alerting.inhibition import DEFAULT_INHIBITIONS, Inhibition, effective
 from gpulse.alerting.labels import LabelMap, flag_context
 from gpulse.alerting.routes import DEFAULT_ROUTE, ChannelRef, Route
 from gpulse.alerting.silences import Silence
-from gpulse.config.documents import RuleConfig, Team
+from gpulse.config.documents import InhibitConfig, RuleConfig, Team
 from gpulse.config.flags import DynamoDBStore, Problem
 from gpulse.detect.catalogue import CATALOGUE, params_for
 
@@ -75,6 +76,11 @@ class LiveConfig:
     def problems(self) -> tuple[Problem, ...]:
         return self.store.snapshot().problems
 
+    def inhibitions(self) -> list[Inhibition]:
+        """The inhibit rules in force: the built-ins, with the table's items over them by name."""
+        items: dict[str, InhibitConfig] = self.store.snapshot().of("inhibit")
+        return effective({name: i.rule for name, i in items.items()})
+
 
 class StaticRules:
     """The rule side of LiveConfig without a table: every rule on, the defaults with `overrides`
@@ -97,3 +103,6 @@ class StaticRules:
 
     def problems(self) -> tuple[Problem, ...]:
         return ()
+
+    def inhibitions(self) -> list[Inhibition]:
+        return list(DEFAULT_INHIBITIONS.values())

@@ -42,6 +42,7 @@ class ProcessSeen:
     cpu_affinity: tuple[int, ...] | None = None
     cpu_numa_nodes: tuple[int, ...] | None = None
     mig_uuid: str | None = None
+    job: str | None = None  # the scheduler's identity of its job (Batch v1 `job`): "slurm:<id>", "pod:<uid>"
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,9 @@ class Condition:
     # set by analyze's inhibitions: the rule whose alert already says what is wrong here. A muted
     # condition is not announced, but an alert already firing is held, not resolved, while muted.
     muted_by: str | None = None
+    # set by analyze (gpulse.detect.jobs): the job every node the condition names runs, when one
+    # job holds them all; an incident's `equal` label. Not part of the fingerprint.
+    job: str | None = None
 
 
 class Detector(Protocol):
@@ -160,11 +164,16 @@ class Detector(Protocol):
     def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]: ...
 
 
+# Parameters every rule has that the alert state machine applies, not the detector (the catalogue
+# gives their defaults and checks them): a detector's reader lets them pass.
+STATE_PARAMS = frozenset({"keep_firing_for_s"})
+
+
 class ParamReader:
     """Reads one detector's parameters, refusing unknown names and out-of-range values by name."""
 
     def __init__(self, detector: str, params: dict[str, Any], defaults: dict[str, Any]) -> None:
-        unknown = sorted(set(params) - set(defaults))
+        unknown = sorted(set(params) - set(defaults) - STATE_PARAMS)
         if unknown:
             raise ValueError(f"{detector}: unknown parameter {unknown[0]!r}")
         self.detector, self.params = detector, params

@@ -16,6 +16,7 @@ import numpy as np
 
 from gpulse.detect import text
 from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
+from gpulse.detect.jobs import find_jobs
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 GIB = 1 << 30
@@ -24,6 +25,12 @@ EVIDENCE_POINTS = 30
 ACTION = (
     "Release the GPU: end the notebook kernel or job, or free the allocation; "
     "if it is waiting for data, check the input pipeline."
+)
+# a rank of a job that spans nodes: "end the notebook kernel" is wrong advice for it
+RANK_ACTION = (
+    "A rank of a multi-node job holds this GPU idle: if its peers still compute, it is stalled "
+    "(a hang before a collective: `py-spy dump --pid <pid>` on the rank, NCCL_DEBUG=INFO in its "
+    "logs) — restart it or the job; if the whole job idles, it waits on input or storage."
 )
 ZOMBIE_ACTION = (
     "Find the owner: run `nvidia-smi --query-compute-apps=pid,used_memory --format=csv` and "
@@ -80,14 +87,24 @@ class IdleHeldDetector:
             held = window.gpu_has_process.astype(bool) | (mem >= p.held_mem_bytes)
         times = window.times
         starts = trailing_run_start(idle & held, times)
-        return [
-            _condition(window, int(g), float(starts[g]), util[g], mem[g], p)
-            for g in np.flatnonzero(np.isfinite(starts))  # only the GPUs in a run, not every GPU
-        ]
+        found = np.flatnonzero(np.isfinite(starts))  # only the GPUs in a run, not every GPU
+        ranks = _rank_nodes(window) if found.size else set()
+        return [_condition(window, int(g), float(starts[g]), util[g], mem[g], p, ranks) for g in found]
+
+
+def _rank_nodes(window: Window) -> set[int]:
+    """The node rows whose processes make them ranks of a job spanning several nodes (detect.jobs)."""
+    return {i for job in find_jobs(window) if job.from_processes and len(job.rows) > 1 for i in job.rows}
 
 
 def _condition(
-    window: Window, g: int, since: float, util: np.ndarray, mem: np.ndarray, p: HeldIdleParams
+    window: Window,
+    g: int,
+    since: float,
+    util: np.ndarray,
+    mem: np.ndarray,
+    p: HeldIdleParams,
+    ranks: set[int] | frozenset[int] = frozenset(),
 ) -> Condition:
     node = window.nodes[int(window.gpu_node[g])]
     index = int(window.gpu_index[g])
@@ -103,7 +120,7 @@ def _condition(
     idle_text = f"{with_mem}{util_mean:.0f} % utilisation for {text.duration(duration)}"
     if had_process:
         summary = f"{node} GPU {index} held by {text.holders(procs)} with {idle_text}"
-        action = ACTION
+        action = RANK_ACTION if int(window.gpu_node[g]) in ranks and procs else ACTION
     else:
         summary = (
             f"{node} GPU {index}: memory held with no process ({idle_text}): "

@@ -14,12 +14,15 @@ alone, with hysteresis (enter below `min_corr`, leave at `exit_corr`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
+from gpulse.detect import text
 from gpulse.detect.base import Condition, ParamReader, Window, downsample, rolling_mean, trailing_run_start
+from gpulse.detect.jobs import Job, JobsMode, find_jobs, job_place, job_subject, label_of, parse_mode, who
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -28,6 +31,9 @@ MAX_NAMED_NODES = 8  # keep the summary one line on a large cluster; the evidenc
 # is 0. NVML reports whole percents: a node held at 75 % reads 75 with a stray 76, and one stray
 # reading at a peak of its group's swing correlates 0.4 by chance.
 _FLAT_VAR = 1.0
+# points: a node of a steady job varies by a few points between its busy bins (NVML noise, data
+# batches); a replica serving its own requests swings by tens
+STEADY_STD = 10.0
 
 ACTION = (
     "Check the nodes out of step: a straggler (slow disk, throttling, a noisy neighbour), a rank stuck "
@@ -48,6 +54,11 @@ class _Params:
     min_corr: float
     exit_corr: float
     min_group_std: float
+    jobs: JobsMode
+    slow_ratio: float
+    slow_exit_ratio: float
+    slow_window_s: float
+    sync_corr: float
 
 
 class ImbalanceDetector:
@@ -73,6 +84,11 @@ class ImbalanceDetector:
         "min_corr": 0.2,
         "exit_corr": 0.4,
         "min_group_std": 5.0,
+        "jobs": "auto",
+        "slow_ratio": 0.7,
+        "slow_exit_ratio": 0.8,
+        "slow_window_s": 180,
+        "sync_corr": 0.5,
     }
 
     def validate(self, params: dict[str, Any]) -> None:
@@ -87,12 +103,11 @@ class ImbalanceDetector:
         if util is None or n_nodes == 0 or t == 0:
             return []
         levels = node_levels(util, window.gpu_node, n_nodes)
-        groups: dict[str | None, list[int]] = {}
-        for i, group in enumerate(window.node_groups):
-            groups.setdefault(group, []).append(i)
         conditions = []
-        for group, rows in groups.items():  # a handful of groups, not bins
-            cond = _judge_group(window, group, np.asarray(rows), levels[rows], p)
+        for job in find_jobs(window, p.jobs):  # a handful of jobs, not bins
+            if len(job.rows) < p.min_nodes:  # a 1-node job has no peers to be judged against
+                continue
+            cond = _judge_group(window, job, levels[list(job.rows)], p)
             if cond is not None:
                 conditions.append(cond)
         return conditions
@@ -199,10 +214,9 @@ def latch(enter: np.ndarray, leave: np.ndarray) -> np.ndarray:
     return last_enter > last_leave
 
 
-def _judge_group(
-    window: Window, group: str | None, rows: np.ndarray, lv: np.ndarray, p: _Params
-) -> Condition | None:
-    """The group's Condition, or None when fewer than min_nodes report or no node is out of step."""
+def _judge_group(window: Window, job: Job, lv: np.ndarray, p: _Params) -> Condition | None:
+    """The job's Condition, or None when fewer than min_nodes report or no node is out of step."""
+    rows = np.asarray(job.rows)
     n = lv.shape[0]
     finite = np.isfinite(lv)
     reporting = finite[:, -1]  # a node silent in the last bin is excluded, not idle
@@ -213,64 +227,87 @@ def _judge_group(
     with np.errstate(invalid="ignore"):  # NaN compares False: a bin without a reference is not judged
         busy = m >= p.min_group_util
         low = finite & busy[None, :] & (lv < m * p.level_ratio) & (m - lv >= p.min_gap)
+    pace = _pace(lv, finite, busy, p)
+    if pace == "independent":  # each node's load is its own: no node is another's measure
+        return None
+    slow = _slow(lv, finite, busy, window.step, p)
 
-    # second pass: follow only the peers the level test left alone. With dropped nodes in it the
+    # second pass: follow only the peers the level tests left alone. With dropped nodes in it the
     # median of the others steps down when they drop, and healthy nodes, which do not step, look
     # out of step. Bins next to a flagged one go too: a node that drops (or comes back) inside a
     # bin sits half-way there, not low enough to be flagged, and would put a blip in the median.
-    near_low = low.copy()
+    near_low = low | slow
     near_low[:, 1:] |= low[:, :-1]
     near_low[:, :-1] |= low[:, 1:]
     ref = peer_reference(lv, finite & ~near_low, p.min_nodes - 1)
     w = max(2, round(p.corr_window_s / window.step))
-    corr, ref_std = rolling_corr(lv, ref, w, min_pairs=max(3, w // 2))
-    # the group must be busy over the correlation window, not in each bin: a job whose phases dip
-    # below min_group_util for a bin would otherwise restart every run
-    busy_w = rolling_mean(m[None, :], w)[0] >= p.min_group_util
-    with np.errstate(invalid="ignore"):  # NaN (too few pairs) is not judged
-        judged = finite & busy_w[None, :] & (ref_std >= p.min_group_std)
-        enter = judged & (corr < p.min_corr)
-        leave = ~judged | (corr >= p.exit_corr)
-    # hysteresis: a correlation wandering around min_corr would otherwise fire, resolve and fire again
-    uncorrelated = latch(enter, leave)
-    out = low | uncorrelated
+    uncorrelated = np.zeros_like(low)
+    corr = np.full(lv.shape, np.nan)
+    if p.min_corr > -1 and pace == "synchronous":
+        corr, ref_std = rolling_corr(lv, ref, w, min_pairs=max(3, w // 2))
+        # the group must be busy over the correlation window, not in each bin: a job whose phases
+        # dip below min_group_util for a bin would otherwise restart every run
+        busy_w = rolling_mean(m[None, :], w)[0] >= p.min_group_util
+        with np.errstate(invalid="ignore"):  # NaN (too few pairs) is not judged
+            judged = finite & busy_w[None, :] & (ref_std >= p.min_group_std)
+            enter = judged & (corr < p.min_corr)
+            leave = ~judged | (corr >= p.exit_corr)
+        # hysteresis: a correlation wandering around min_corr would otherwise fire, resolve, fire again
+        uncorrelated = latch(enter, leave)
+    out = low | slow | uncorrelated
 
     judged_out = nodes_out(out, lv, window, p.for_s)
     if judged_out is None:
         return None
-    flagged, since, span, recent, level = judged_out
-    median_now = float(nanmean(m[-span:]))
+    flagged, since, _, _, _ = judged_out
+    # the figures: every level a median over the span the rule judged (the flagged run, at most
+    # the smoothing window), over the bins the job was busy in; the peers are the unflagged nodes
+    times = window.times
+    # a slow node was judged on the whole smoothing window, a dropped or shapeless one on its run
+    smoothed = bool((slow[:, -1] & flagged & ~low[:, -1] & ~uncorrelated[:, -1]).any())
+    span_start = window.end - p.slow_window_s if smoothed else max(since, window.end - p.slow_window_s)
+    span = (times >= span_start) & busy
+    if not span.any():
+        span = times >= times[-1]
+    peers, _ = medians(np.where(flagged[:, None], np.nan, lv))
+    level = _span_median(lv, span)
+    peer_med = float(nanmedian_last(peers[span]))
+    peer_level = round(peer_med if np.isfinite(peer_med) else 0.0, 1)
+    paused = bool(((times >= span_start) & ~busy).any())
 
     names = [window.nodes[i] for i in rows]
     out_idx = [i for i in range(n) if flagged[i]]
-    by_level = [i for i in out_idx if low[i, -1]]
-    worst = min(out_idx, key=lambda i: (level[i], names[i]))
-    worst_level = float(level[worst])
-    rep_levels = recent[reporting]
-    mean_rep = float(rep_levels.mean())
+    by_level = [i for i in out_idx if low[i, -1] or slow[i, -1]]
+    rounded = {i: round(float(level[i]), 1) for i in out_idx}
+    worst = min(out_idx, key=lambda i: (rounded[i], names[i]))
+    rep_levels = level[reporting & np.isfinite(level)]
+    mean_rep = float(rep_levels.mean()) if rep_levels.size else 0.0
     values: dict[str, float] = {
         "nodes_out": float(len(out_idx)),
         "nodes_reporting": float(reporting.sum()),
-        "worst_level": round(worst_level, 1),
-        "group_median": round(median_now, 1),
-        "gap": round(median_now - worst_level, 1),
+        "worst_level": rounded[worst],
+        "group_median": peer_level,
+        "gap": round(peer_level - rounded[worst], 1),
         "cv": round(float(rep_levels.std() / mean_rep), 3) if mean_rep > 0 else 0.0,
+        "span_s": round(float(window.end - span_start), 1),
+        "busy_s": round(float(span.sum() * window.step), 1),
     }
-    if median_now > 0:
-        values["ratio"] = round(worst_level / median_now, 3)
+    if peer_level > 0:
+        values["ratio"] = round(rounded[worst] / peer_level, 3)
     corr_idx = [i for i in out_idx if uncorrelated[i, -1]]  # elsewhere the correlation means nothing
     if corr_idx:
         values["min_corr"] = round(float(corr[corr_idx, -1].min()), 3)
     for i in out_idx:
-        values[f"level:{names[i]}"] = round(float(level[i]), 1)
+        values[f"level:{names[i]}"] = rounded[i]
 
-    where = window.cluster if group is None else f"{window.cluster}/{group}"
+    where = job_place(window.cluster, job)
     summary = _summary(
         where,
         int(reporting.sum()),
-        [(names[i], float(level[i])) for i in by_level],
-        [(names[i], float(level[i])) for i in out_idx if i not in by_level],
-        median_now,
+        [(names[i], rounded[i]) for i in by_level],
+        [(names[i], rounded[i]) for i in out_idx if i not in by_level],
+        peer_level,
+        f"the last {text.duration(values['span_s'])}{', pauses left out' if paused else ''}",
         values.get("min_corr"),
         p.corr_window_s,
         m[-w:],
@@ -282,26 +319,121 @@ def _judge_group(
             EvidenceRow(
                 label=names[i],
                 values=downsample(lv[i], EVIDENCE_POINTS),
-                level=round(float(level[i]), 1),
+                level=round(float(level[i]), 1) if np.isfinite(level[i]) else 0.0,
                 flagged=bool(flagged[i]),
             )
             for i in range(n)
             if reporting[i]
         ],
-        reference=round(median_now, 1),
-        reference_label="group median",
+        reference=peer_level,
+        reference_label="peers' median",
     )
+    users, containers = who(window, [int(rows[i]) for i in out_idx])
     return Condition(
         rule=ImbalanceDetector.name,
-        subject={"cluster": window.cluster, "node_group": group},
+        subject=job_subject(window.cluster, job),
         since=since,
         severity=p.severity,
         summary=summary,
         action=ACTION,
         nodes=[names[i] for i in out_idx],
+        users=users,
+        containers=containers,
         values=values,
         evidence=evidence,
+        job=label_of(job),
     )
+
+
+def _slow(lv: np.ndarray, finite: np.ndarray, busy: np.ndarray, step: float, p: _Params) -> np.ndarray:
+    """(n × T) bool: nodes persistently at a fraction of their peers. Each node's level and its
+    peers' are medians over the trailing `slow_window_s` of the bins in which the job was busy
+    (a whole-job pause is no one's slowness), so alternating bins and pauses do not move them;
+    enter at ≤ slow_ratio of the peers, leave at ≥ slow_exit_ratio over the last for_s (at least
+    a quarter of the window), or when the job was busy in under a third of the window."""
+    n, t = lv.shape
+    if p.slow_ratio <= 0 or t == 0:
+        return np.zeros((n, t), dtype=bool)
+    w = max(1, round(p.slow_window_s / step))
+    x = np.where(busy[None, :] & finite, lv, np.nan)
+    peers = peer_reference(lv, finite & busy[None, :], p.min_nodes - 1)
+    own, count = _rolling_median(x, w)
+    ref, _ = _rolling_median(peers, w)
+    # leaving reads the last for_s (at least a quarter of the window): a node that recovered is
+    # let go within half a minute or so, while entering takes half the window's bins (a dip of a
+    # minute is not a slow node)
+    recent, _ = _rolling_median(x, max(1, round(max(p.for_s, p.slow_window_s / 4) / step)))
+    enough = count >= max(1, w // 3)
+    with np.errstate(invalid="ignore"):
+        judged = enough & finite & (ref >= p.min_group_util)
+        enter = judged & (own <= p.slow_ratio * ref)
+        # a job busy for under a third of the window (it stopped, or most of it went idle) says
+        # nothing of anyone's pace: let go
+        leave = ~judged | (recent >= p.slow_exit_ratio * ref)
+    return latch(enter, leave)
+
+
+def _rolling_median(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n × T) NaN-aware median of each row's trailing `w` bins, and how many finite values it took."""
+    n = x.shape[0]
+    padded = np.concatenate([np.full((n, w - 1), np.nan), x], axis=1)
+    view = np.lib.stride_tricks.sliding_window_view(padded, w, axis=1)  # (n, T, w), no copy
+    return nanmedian_last(view), np.isfinite(view).sum(axis=2)
+
+
+def nanmedian_last(a: np.ndarray) -> np.ndarray:
+    """The median of the finite values along the last axis, NaN where there are none. One sort
+    (NaN sorts last): numpy's nanmedian falls back to masked arrays and is ~50× slower here."""
+    if a.shape[-1] == 0:
+        return np.full(a.shape[:-1], np.nan)
+    s = np.sort(a, axis=-1)
+    k = np.isfinite(a).sum(axis=-1, keepdims=True)
+    lo = np.take_along_axis(s, np.maximum((k - 1) // 2, 0), axis=-1)
+    hi = np.take_along_axis(s, np.minimum(k // 2, a.shape[-1] - 1), axis=-1)
+    med = ((lo + hi) / 2)[..., 0]
+    return np.where(k[..., 0] > 0, med, np.nan)
+
+
+Pace = Literal["synchronous", "steady", "independent"]
+
+
+def _pace(lv: np.ndarray, finite: np.ndarray, busy: np.ndarray, p: _Params) -> Pace:
+    """How the job's nodes move over the window, which says which tests mean something there:
+
+    - "synchronous": the median node's correlation with the median of its peers is at least
+      `sync_corr` (ranks that wait for each other: a shared swing, shared pauses). Every test.
+    - "steady": not so, and the median node varies little over the busy bins (std under
+      STEADY_STD points): a training job at a flat level has no shape to follow, so the
+      correlation test is off, but a rank that drops is plain to see.
+    - "independent": neither (a serving pool behind one balancer, bursty inference): each node's
+      load is its own, a replica's lull of minutes is its traffic, and a slower replica is given
+      less of it: not judged at all (idle_held, silent_node and memory_pressure still watch it).
+    """
+    t = lv.shape[1]
+    ref = peer_reference(lv, finite, p.min_nodes - 1)
+    corr, _ = rolling_corr(lv, ref, t, min_pairs=max(3, t // 2))
+    last = corr[:, -1]
+    last = last[np.isfinite(last)]
+    if last.size and float(np.median(last)) >= p.sync_corr:
+        return "synchronous"
+    on = np.where(finite & busy[None, :], lv, np.nan)
+    enough = np.isfinite(on).sum(axis=1) >= 3
+    if not enough.any():
+        return "steady"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = float(np.median(np.nanstd(on[enough], axis=1)))
+    return "steady" if spread < STEADY_STD else "independent"
+
+
+def _span_median(x: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """(n,) median of each row over the bins where `span` (T,) holds, ignoring NaN."""
+    sub = x[:, span]
+    out = np.full(x.shape[0], np.nan)
+    ok = np.isfinite(sub).any(axis=1)
+    if ok.any():
+        out[ok] = nanmedian_last(sub[ok])
+    return out
 
 
 def _summary(
@@ -310,6 +442,7 @@ def _summary(
     low: list[tuple[str, float]],
     uncorrelated: list[tuple[str, float]],
     median: float,
+    over: str,
     min_corr: float | None,
     corr_window_s: float,
     recent_median: np.ndarray,
@@ -318,7 +451,7 @@ def _summary(
     if low:
         parts.append(
             f"{len(low)} of {reporting} nodes in {where} at {_levels(low)} % GPU utilisation "
-            f"while their peers run at {median:.0f} % (median) — {node_list(low)}"
+            f"while their peers run at {median:.0f} % (median over {over}) — {node_list(low)}"
         )
     if uncorrelated:
         swing = recent_median[np.isfinite(recent_median)]
@@ -398,9 +531,19 @@ def _parse(params: dict[str, Any]) -> _Params:
         min_corr=r.number("min_corr", -1, 1),
         exit_corr=r.number("exit_corr", -1, 1),
         min_group_std=r.number("min_group_std", 0, 100),
+        jobs=parse_mode("imbalance", r.get("jobs")),
+        slow_ratio=r.number("slow_ratio", 0, 1),
+        slow_exit_ratio=r.number("slow_exit_ratio", 0, 1),
+        slow_window_s=r.number("slow_window_s", 5, 3_600),
+        sync_corr=r.number("sync_corr", -1, 1),
     )
     if p.exit_corr <= p.min_corr:  # without a gap between the two levels there is no hysteresis
         raise ValueError(
             f"imbalance: exit_corr must be above min_corr ({p.min_corr:g}), not {params['exit_corr']!r}"
+        )
+    if p.slow_ratio > 0 and p.slow_exit_ratio <= p.slow_ratio:
+        raise ValueError(
+            f"imbalance: slow_exit_ratio must be above slow_ratio ({p.slow_ratio:g}), "
+            f"not {params['slow_exit_ratio']!r}"
         )
     return p

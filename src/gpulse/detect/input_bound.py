@@ -11,14 +11,17 @@ Per node and bin:
 - the GPU level is the mean util_gpu over the node's GPUs that hold a compute process in that bin
   (idle GPUs without a process are someone else's or nobody's: they do not count);
 - the cores the job may use are the union of the CPU affinity of the processes on those GPUs, or
-  the node's cpu_count when any of them has no known affinity;
+  the node's cpu_count when any of them has no known affinity; capped by the CPU quota of their
+  cgroups (`cpu_quota_cores`, cgroup v2 cpu.max) where the node reports one;
 - the CPU is busy by `cpu_busy_cores` (cores' worth of work; `cpu_util` / 100 × cpu_count when it
   is absent), and its load is busy / allowed cores.
 
 Both are judged over the trailing `smooth_s` (a NaN-aware rolling mean): the condition holds in a
 bin that has GPU and CPU data where the GPU level's rolling mean is at most `max_gpu_util` and the
 rolling mean of busy / allowed cores is at least `cpu_saturation`; `since` is the start of its
-trailing run. A bin without GPU or CPU data breaks the run.
+trailing run, moved back to where the CPU's saturation began (at most `smooth_s` earlier): the
+rolling means cross their lines up to a smoothing window after the fault shows, and `for_s`
+counts from when it showed. A bin without GPU or CPU data breaks the run.
 
 Defaults: 40 % GPU (a well-fed training job runs at 80–100 %; under 40 % the GPU waits more than
 it computes), 85 % of the allowed cores (a starved loader shows 90–100 % on every core it may use;
@@ -30,8 +33,9 @@ validation pass or a checkpoint, which starve GPUs for a minute).
 
 Limits: the busy figure is the whole node's, so on a node shared with CPU work outside the job's
 cores a pinned job can look saturated when only its neighbours are; and a CPU quota (a cgroup
-limit, e.g. a Kubernetes CPU limit) is not an affinity, so a job throttled to 4 of 64 cores shows
-a CPU far from saturated — the action says to check the limit.
+limit, e.g. a Kubernetes CPU limit) is seen only where the shipper reports `cpu_quota_cores`
+(cgroup v2): elsewhere a job throttled to 4 of 64 cores shows a CPU far from saturated — the
+action says to check the limit.
 """
 
 from __future__ import annotations
@@ -75,7 +79,10 @@ class InputBoundDetector:
         "may use are saturated, sustained: the input pipeline is the bottleneck."
     )
     one_shot: ClassVar[bool] = False
-    reads: ClassVar[tuple[str, ...]] = ("gpu.util_gpu", "host.cpu_busy_cores", "host.cpu_util", "processes")
+    reads: ClassVar[tuple[str, ...]] = (
+        *("gpu.util_gpu", "host.cpu_busy_cores", "host.cpu_util", "processes"),
+        "host.cpu_quota_cores",
+    )
     defaults: ClassVar[dict[str, Any]] = {
         "for_s": 300,
         "severity": "warning",
@@ -103,7 +110,7 @@ class InputBoundDetector:
         with np.errstate(invalid="ignore"):
             # only a node starved in the last bin can be in a run now: the others need no core count
             candidates = (gpu_smooth[:, -1] <= p.max_gpu_util) & np.isfinite(busy[:, -1])
-        allowed = allowed_cores(window, candidates)
+        allowed = quota_capped(window, allowed_cores(window, candidates))
         load = busy_share(busy, allowed)
         with np.errstate(invalid="ignore"):  # NaN compares False: no data is neither low nor saturated
             starved = (
@@ -112,11 +119,32 @@ class InputBoundDetector:
                 & (gpu_smooth <= p.max_gpu_util)
                 & (rolling_mean(load, w) >= p.cpu_saturation)
             )
-        starts = trailing_run_start(starved, window.times)
+            plain = np.isfinite(gpu_level) & (gpu_level <= p.max_gpu_util) & (load >= p.cpu_saturation)
+        starts = backdated(trailing_run_start(starved, window.times), plain, window, w)
         return [
             _condition(window, int(n), float(starts[n]), gpu_level[n], busy[n], allowed[n], load[n], p)
             for n in np.flatnonzero(np.isfinite(starts))
         ]
+
+
+def backdated(starts: np.ndarray, plain: np.ndarray, window: Window, w: int) -> np.ndarray:
+    """Each run's start moved back over the bins just before it that were starved bin by bin
+    (`plain`: GPU low and CPU saturated), at most `w` - 1 bins: the rolling means cross their
+    lines up to a smoothing window after the fault shows in the data, and `for_s` counts from when
+    it showed (the delay bound, docs/detectors.md). NaN stays NaN."""
+    t = window.bins
+    idx = np.arange(t)
+    # per bin, the first bin of the run of plain bins ending there (the bin itself when not plain)
+    last_off = np.maximum.accumulate(np.where(plain, -1, idx), axis=1)
+    run_from = np.where(plain, last_off + 1, idx)
+    out = starts.copy()
+    ok = np.flatnonzero(np.isfinite(starts) & (w > 1))
+    if ok.size:
+        at = np.clip(np.round((starts[ok] - window.start) / window.step).astype(int), 0, t - 1)
+        before = np.maximum(at - 1, 0)
+        back = np.where((at > 0) & plain[ok, before], run_from[ok, before], at)
+        out[ok] = window.times[np.maximum(back, at - (w - 1))]
+    return out
 
 
 def cpu_busy(window: Window) -> np.ndarray:
@@ -131,6 +159,17 @@ def cpu_busy(window: Window) -> np.ndarray:
         util = nan
     count = np.asarray(window.cpu_count, dtype=np.float64).reshape(-1, 1)
     return np.where(np.isfinite(cores), cores, util / 100.0 * count)
+
+
+def quota_capped(window: Window, allowed: np.ndarray) -> np.ndarray:
+    """`allowed` (nodes × bins), capped by the node's cpu_quota_cores where it reports one: a job
+    held to 4 cores' worth of CPU time is saturated at 4 busy cores, whatever its affinity."""
+    quota = window.host.get("cpu_quota_cores")
+    if quota is None or quota.shape != allowed.shape:
+        return allowed
+    with np.errstate(invalid="ignore"):
+        limited = np.isfinite(quota) & (quota > 0)
+    return np.where(limited, np.fmin(allowed, quota), allowed)
 
 
 def busy_share(busy: np.ndarray, allowed: np.ndarray) -> np.ndarray:

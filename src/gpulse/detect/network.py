@@ -6,8 +6,10 @@ keep exchanging is the stalled or straggling rank: a NIC or InfiniBand link down
 (NCCL fell back to a slow path), a switch port dropping packets, a rank stuck before a
 collective.
 
-A node's throughput X(n, t) is net_rx_bps + net_tx_bps (loopback excluded by the shipper). Each
-node group (nodes without one form the cluster-level group) is judged against its own median,
+A node's throughput X(n, t) is net_rx_bps + net_tx_bps (loopback excluded by the shipper), plus
+ib_rx_bps + ib_tx_bps where the node has InfiniBand/RoCE (`node_throughput`). Each
+job (gpulse.detect.jobs: the scheduler's, the processes', else the node group) is judged against
+its own median,
 as in the imbalance detector whose helpers this reuses; a node is out in a bin when the group is
 busy (median ≥ `min_group_bps`) and the node moves less than `level_ratio` × the median. One
 vectorised pass over (nodes × bins) per group; one condition per group.
@@ -31,7 +33,8 @@ from gpulse.detect.base import Condition, ParamReader, Window, downsample
 
 # `medians` is imbalance's public helper; the others are its wording and span means, shared so the
 # two group detectors read alike (they belong in a shared helper module, see report)
-from gpulse.detect.imbalance import medians, minutes, nanmean, node_list, nodes_out
+from gpulse.detect.imbalance import medians, minutes, nanmean, nanmedian_last, node_list, nodes_out
+from gpulse.detect.jobs import Job, JobsMode, find_jobs, job_place, job_subject, label_of, parse_mode, who
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -54,6 +57,7 @@ class _Params:
     min_nodes: int
     min_group_bps: float
     level_ratio: float
+    jobs: JobsMode
 
 
 class NetworkDetector:
@@ -66,13 +70,19 @@ class NetworkDetector:
         "fraction of the group median while their peers keep exchanging: a stalled or straggling rank."
     )
     one_shot: ClassVar[bool] = False
-    reads: ClassVar[tuple[str, ...]] = ("host.net_rx_bps", "host.net_tx_bps")
+    reads: ClassVar[tuple[str, ...]] = (
+        "host.net_rx_bps",
+        "host.net_tx_bps",
+        "host.ib_rx_bps",
+        "host.ib_tx_bps",
+    )
     defaults: ClassVar[dict[str, Any]] = {
         "for_s": 60,
         "severity": "warning",
         "min_nodes": 3,
         "min_group_bps": 100_000_000,  # 100 MB/s
         "level_ratio": 0.2,
+        "jobs": "auto",
     }
 
     def validate(self, params: dict[str, Any]) -> None:
@@ -82,25 +92,21 @@ class NetworkDetector:
     def detect(self, window: Window, params: dict[str, Any]) -> list[Condition]:
         """One Condition per node group that has nodes whose traffic collapsed at `window.end`."""
         p = _parse(params)
-        parts = [window.host[k] for k in ("net_rx_bps", "net_tx_bps") if k in window.host]
-        if not parts or len(window.nodes) == 0 or window.bins == 0:
+        throughput = node_throughput(window)
+        if throughput is None or len(window.nodes) == 0 or window.bins == 0:
             return []
-        throughput = np.sum(parts, axis=0)  # NaN in either direction: the node is silent in that bin
-        groups: dict[str | None, list[int]] = {}
-        for i, group in enumerate(window.node_groups):
-            groups.setdefault(group, []).append(i)
         conditions = []
-        for group, rows in groups.items():  # a handful of groups, not bins
-            cond = _judge_group(window, group, rows, throughput[rows], p)
+        for job in find_jobs(window, p.jobs):  # a handful of jobs, not bins
+            if len(job.rows) < p.min_nodes:  # a 1-node job exchanges with nobody
+                continue
+            cond = _judge_group(window, job, list(job.rows), throughput[list(job.rows)], p)
             if cond is not None:
                 conditions.append(cond)
         return conditions
 
 
-def _judge_group(
-    window: Window, group: str | None, rows: list[int], x: np.ndarray, p: _Params
-) -> Condition | None:
-    """The group's Condition, or None when fewer than min_nodes report or no node collapsed."""
+def _judge_group(window: Window, job: Job, rows: list[int], x: np.ndarray, p: _Params) -> Condition | None:
+    """The job's Condition, or None when fewer than min_nodes report or no node collapsed."""
     n = x.shape[0]
     finite = np.isfinite(x)
     reporting = finite[:, -1]  # a node silent in the last bin is excluded, not collapsed
@@ -116,7 +122,13 @@ def _judge_group(
     if judged_out is None:
         return None
     flagged, since, span, _, level = judged_out
-    median_now = nanmean(m[-span:])
+    # the peers' level as the rule judged it: the median, over the flagged run (at most for_s), of
+    # the per-bin median of the nodes not flagged; busy bins only (a quiet bin judged nobody)
+    peers, _ = medians(np.where(flagged[:, None], np.nan, x))
+    run = (window.times >= max(since, window.times[-span])) & busy
+    median_now = float(nanmedian_last(peers[run])) if run.any() else nanmean(m[-span:])
+    if not np.isfinite(median_now):
+        median_now = nanmean(m[-span:])
 
     names = [window.nodes[i] for i in rows]
     out_idx = [int(i) for i in np.flatnonzero(flagged)]
@@ -132,7 +144,7 @@ def _judge_group(
     for i in out_idx:
         values[f"bps:{names[i]}"] = float(round(level[i]))
 
-    where = window.cluster if group is None else f"{window.cluster}/{group}"
+    where = job_place(window.cluster, job)
     out_levels = [float(level[i]) for i in out_idx]
     summary = (
         f"{len(out_idx)} of {int(reporting.sum())} nodes in {where} "
@@ -141,6 +153,7 @@ def _judge_group(
         f"{node_list([(names[i], float(level[i])) for i in out_idx])}"
     )
     shown = [i for i in range(n) if reporting[i]]
+    users, containers = who(window, [rows[i] for i in out_idx])
     evidence = Evidence(
         title=f"Network traffic (in + out) per node in {where}, last {minutes(window.end - window.start)}",
         unit="MB/s",
@@ -160,14 +173,17 @@ def _judge_group(
     )
     return Condition(
         rule=NetworkDetector.name,
-        subject={"cluster": window.cluster, "node_group": group},
+        subject=job_subject(window.cluster, job),
         since=since,
         severity=p.severity,
         summary=summary,
         action=ACTION,
         nodes=[names[i] for i in out_idx],
+        users=users,
+        containers=containers,
         values=values,
         evidence=evidence,
+        job=label_of(job),
     )
 
 
@@ -191,4 +207,20 @@ def _parse(params: dict[str, Any]) -> _Params:
         min_nodes=int(r.number("min_nodes", 2, 100_000, integer=True)),
         min_group_bps=r.number("min_group_bps", 0, 1e13),
         level_ratio=r.number("level_ratio", 0, 1),
+        jobs=parse_mode("network", r.get("jobs")),
     )
+
+
+def node_throughput(window: Window) -> np.ndarray | None:
+    """(nodes × bins) bytes/s a node moves: net_rx_bps + net_tx_bps (NaN in either: silent in that
+    bin), plus ib_rx_bps + ib_tx_bps where the node has InfiniBand/RoCE. NCCL's RDMA traffic never
+    reaches /proc/net/dev, so without them a job exchanging over IB looks idle, and its collapse
+    unseen. A node without IB (NaN there) adds nothing; None when no network series is present."""
+    parts = [window.host[k] for k in ("net_rx_bps", "net_tx_bps") if k in window.host]
+    if not parts:
+        return None
+    throughput = np.sum(parts, axis=0)
+    for k in ("ib_rx_bps", "ib_tx_bps"):
+        if k in window.host:
+            throughput = throughput + np.nan_to_num(window.host[k], nan=0.0)
+    return throughput

@@ -1,8 +1,10 @@
-"""Analyze Lambda: fired every minute by EventBridge; runs the detector catalogue per cluster.
+"""Analyze's dispatcher Lambda: fired every minute by EventBridge; sends one task per cluster
+(and per shard of a big cluster) to the analyze queue, once now and, with two ticks a minute,
+again for 30 s later; the analyze worker (functions/analyze_worker) runs the detectors.
 
-An adapter only: gpulse.analyze does the work (one cluster or rule failing is its own alert
-there, not an error here); this wires it from the environment, pings the heartbeat once the run
-has completed, and reports.
+An adapter only: gpulse.analyze.fanout plans and sends; this wires it from the environment,
+settles the config's own alerts once per tick, pings the heartbeat once every task was enqueued
+(the workers are watched by their errors and the queue's DLQ and age alarms), and reports.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gpulse import env, telemetry
+from gpulse.errors import ConfigurationError
 from gpulse.lazy import Lazy, attributes, deferred
 
 if TYPE_CHECKING:
     from gpulse.alerting.settle import FindingsQueue
     from gpulse.analyze import Analyzer
+    from gpulse.analyze.fanout import AnalyzeQueue
     from gpulse.analyze.heartbeat import Heartbeat
     from gpulse.health.crash import CrashReporter
 
@@ -29,6 +33,14 @@ metrics = Metrics()
 
 # Read at import, so that a missing setting fails the cold start with its name.
 FINDINGS_QUEUE_URL = env.require(env.FINDINGS_QUEUE_URL)
+ANALYZE_QUEUE_URL = env.require(env.ANALYZE_QUEUE_URL)
+SHARD_NODES = env.optional_int(env.ANALYZE_SHARD_NODES, 500)
+TICKS_PER_MINUTE = env.optional_int(env.ANALYZE_TICKS_PER_MINUTE, 2)
+MINUTE_S = env.optional_int(env.ANALYZE_MINUTE_S, 60)
+if TICKS_PER_MINUTE not in (1, 2):
+    raise ConfigurationError(f"{env.ANALYZE_TICKS_PER_MINUTE} must be 1 or 2, not {TICKS_PER_MINUTE}")
+if SHARD_NODES < 1 or MINUTE_S < 1:
+    raise ConfigurationError(f"{env.ANALYZE_SHARD_NODES} and {env.ANALYZE_MINUTE_S} must be at least 1")
 SERIES_TABLE = env.require(env.SERIES_TABLE)
 STATE_TABLE = env.require(env.STATE_TABLE)
 CONFIG_TABLE = env.require(env.CONFIG_TABLE)
@@ -43,6 +55,7 @@ class Wiring(NamedTuple):
 
     findings: FindingsQueue
     analyzer: Analyzer
+    tasks: AnalyzeQueue
     heartbeat: Heartbeat | None
     crash: CrashReporter
 
@@ -53,17 +66,22 @@ def _wire() -> Wiring:
     from gpulse.alerting.records import AlertRecords
     from gpulse.alerting.settle import FindingsQueue
     from gpulse.analyze import Analyzer
+    from gpulse.analyze.fanout import AnalyzeQueue
     from gpulse.analyze.heartbeat import Heartbeat
     from gpulse.config.flags import DynamoDBStore
     from gpulse.config.live import LiveConfig
     from gpulse.config.store import ConfigStore
     from gpulse.health.crash import CrashReporter
-    from gpulse.store import SeriesStore
+    from gpulse.store import DEFAULT_SHARDS, SeriesStore
 
     dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")  # one each, shared
     findings = FindingsQueue(FINDINGS_QUEUE_URL, client=sqs)
     analyzer = Analyzer(
-        SeriesStore(SERIES_TABLE, client=dynamodb),
+        SeriesStore(
+            SERIES_TABLE,
+            shards=env.optional_int(env.SERIES_SHARDS, DEFAULT_SHARDS),
+            client=dynamodb,
+        ),
         AlertRecords(STATE_TABLE, client=dynamodb),
         findings,
         LiveConfig(DynamoDBStore(ConfigStore(CONFIG_TABLE, client=dynamodb), max_age=CONFIG_CACHE_S)),
@@ -72,6 +90,7 @@ def _wire() -> Wiring:
     return Wiring(
         findings=findings,
         analyzer=analyzer,
+        tasks=AnalyzeQueue(ANALYZE_QUEUE_URL, client=sqs),
         heartbeat=Heartbeat(HEARTBEAT_URL) if HEARTBEAT_URL else None,
         crash=CrashReporter(
             "analyze",
@@ -94,38 +113,30 @@ __getattr__ = attributes(wired, Wiring._fields, __name__)
 @deferred(lambda: wired().crash)
 @event_source(data_class=EventBridgeEvent)
 def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
-    from gpulse.analyze import CONFIG_CLUSTER  # loaded by wired() already; not by the cold start
+    from gpulse.analyze.fanout import dispatch  # loaded by wired() already; not by the cold start
 
     w = wired()
-    reports = w.analyzer.run()
+    tasks, config = dispatch(
+        w.analyzer, w.tasks, max_nodes=SHARD_NODES, ticks_per_minute=TICKS_PER_MINUTE, minute_s=MINUTE_S
+    )
     beat = w.heartbeat.ping() if w.heartbeat is not None else None
-    clusters = [r for r in reports if r.cluster != CONFIG_CLUSTER]
-    telemetry.emit(metrics, "ClustersAnalyzed", len(clusters))
-    telemetry.emit(metrics, "ChunksRead", sum(r.chunks for r in reports))
-    telemetry.emit(metrics, "ChunksCorrupt", sum(r.corrupt_chunks for r in reports))
-    telemetry.emit(metrics, "FindingsPublished", sum(len(r.published) for r in reports))
-    telemetry.emit(metrics, "AnalysisFailures", sum(r.failures for r in reports))
+    telemetry.emit(metrics, "AnalyzeTasksSent", len(tasks))
+    telemetry.emit(metrics, "FindingsPublished", len(config.published))
+    telemetry.emit(metrics, "AnalysisFailures", config.failures)
     if beat is False:
         telemetry.emit(metrics, "HeartbeatsFailed", 1)
-    for r in reports:
-        logger.info(
-            "cluster analyzed" if r.error is None else "cluster not analyzed",
-            cluster=r.cluster,
-            chunks=r.chunks,
-            corrupt_chunks=r.corrupt_chunks,
-            conditions=r.conditions,
-            error=r.error,
-            failed_rules=r.failed_rules,
-            nodes_without_spool=r.no_spool,
-            published=[f"{f.rule}:{f.state}" for f in r.published],
-            read_s=round(r.read_s, 4),
-            decode_s=round(r.decode_s, 4),
-            detect_s=round(r.detect_s, 4),
-            state_s=round(r.state_s, 4),
-        )
+    logger.info(
+        "analyze tasks sent",
+        tasks=len(tasks),
+        clusters=len({t.cluster for t in tasks}),
+        ticks=TICKS_PER_MINUTE,
+        config_error=config.error,
+        published=[f"{f.rule}:{f.state}" for f in config.published],
+    )
     return {
-        "clusters": len(clusters),
-        "published": sum(len(r.published) for r in reports),
-        "failures": sum(r.failures for r in reports),
+        "tasks": len(tasks),
+        "clusters": len({t.cluster for t in tasks}),
+        "published": len(config.published),
+        "failures": config.failures,
         "heartbeat": beat,
     }

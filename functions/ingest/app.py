@@ -96,12 +96,18 @@ def _wire() -> Wiring:
     from gpulse.config.live import LiveConfig
     from gpulse.config.store import ConfigStore
     from gpulse.secrets import SsmNodeSecrets
-    from gpulse.store import SeriesStore
+    from gpulse.store import DEFAULT_HOT_TTL_S, DEFAULT_SHARDS, SeriesStore
 
     dynamodb, sqs, ssm = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("ssm")  # one each
     persistence = DynamoDBPersistenceLayer(table_name=IDEMPOTENCY_TABLE, boto3_client=dynamodb)
     return Wiring(
-        store=SeriesStore(SERIES_TABLE, ttl_days=SERIES_TTL_DAYS, client=dynamodb),
+        store=SeriesStore(
+            SERIES_TABLE,
+            ttl_days=SERIES_TTL_DAYS,
+            hot_ttl_s=env.optional_int(env.SERIES_HOT_TTL_S, DEFAULT_HOT_TTL_S),
+            shards=env.optional_int(env.SERIES_SHARDS, DEFAULT_SHARDS),
+            client=dynamodb,
+        ),
         alert_records=AlertRecords(STATE_TABLE, client=dynamodb),
         findings=FindingsQueue(FINDINGS_QUEUE_URL, client=sqs),
         secrets=SsmNodeSecrets(NODE_SECRETS_PREFIX, client=ssm),

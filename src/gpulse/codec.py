@@ -271,20 +271,33 @@ def _pack_process(proc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unpack_process(proc: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of `_pack_process`."""
+    """Inverse of `_pack_process`, but for the list's type: the CPU ids come back as a tuple, one
+    shared object per distinct range text (a fleet repeats a few affinities in every chunk: expanding
+    each one per process and chunk was a tenth of analyze's time at 1,250 nodes)."""
     text = proc.get("cpu_affinity")
     if not isinstance(text, str):
         return proc
+    return {**proc, "cpu_affinity": _expand_affinity(text)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _expand_affinity(text: str) -> tuple[int, ...]:
     spans = [part.partition("-") for part in text.split(",")]
     ranges = [range(int(first), int(last or first) + 1) for first, _, last in spans]
     if sum(len(r) for r in ranges) > _MAX_AFFINITY:
         raise ChunkCorrupt(f"a process's cpu_affinity expands past {_MAX_AFFINITY} CPUs")
-    return {**proc, "cpu_affinity": [cpu for r in ranges for cpu in r]}
+    return tuple(cpu for r in ranges for cpu in r)
 
 
 def _scales(quanta: list[float]) -> np.ndarray:
     """Counts per unit, per series: count = rint(value * scale), value = count / scale."""
     return np.array([_scale(q) for q in quanta], dtype=np.float64)
+
+
+def count_scale(quantum: float) -> float:
+    """Counts per unit for a step: a value of a series stored at that step is a whole number of
+    counts (`value * count_scale(step)`, rounded), as the codec stores it."""
+    return _scale(quantum)
 
 
 @functools.lru_cache(maxsize=64)

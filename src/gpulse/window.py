@@ -11,15 +11,17 @@ read each field the honest way (see there): what is not a plausible reading is "
 
 from __future__ import annotations
 
+import functools
 import math
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from gpulse.codec import Chunk, GpuSeries, MigSeries
+from gpulse.codec import Chunk, GpuSeries, MigSeries, count_scale
 from gpulse.detect.base import (
     THROTTLE_CAUSE_BITS,
     THROTTLE_HW_SLOWDOWN,
@@ -30,6 +32,7 @@ from gpulse.detect.base import (
     ProcessSeen,
     Window,
 )
+from gpulse.wire.metrics import BY_KIND
 
 STALE_S = 90.0  # a node quieter than this (behind the freshest) no longer holds the window's end back
 
@@ -68,7 +71,7 @@ def _small_int(value: object, hi: int = MAX_DEVICE_INDEX) -> bool:
     return type(value) is int and 0 <= value < hi
 
 
-def readable(chunk: Chunk, now: float = math.nan) -> Chunk | None:
+def readable(chunk: Chunk, now: float = math.nan, *, future_s: float = MAX_FUTURE_S) -> Chunk | None:
     """The chunk as analyze may read it, or None when no sample of it is left.
 
     Dropped, each with what hangs on it: samples whose timestamp is not a sample time (not
@@ -82,7 +85,7 @@ def readable(chunk: Chunk, now: float = math.nan) -> Chunk | None:
     ts = chunk.timestamps
     ok = np.isfinite(ts) & (ts >= MIN_TIME_S)
     if not math.isnan(now):
-        ok &= ts <= now + MAX_FUTURE_S
+        ok &= ts <= now + future_s
     if not ok.any():
         return None
     changes: dict[str, Any] = {}
@@ -131,9 +134,22 @@ def _process(p: Any) -> dict[str, Any] | None:
         fixed["mem_used"] = None
     for key in ("cpu_affinity", "cpu_numa_nodes"):
         ids = p.get(key)
-        if ids is not None and not (isinstance(ids, list | tuple) and all(_small_int(i) for i in ids)):
+        if ids is not None and not _cpu_ids(ids):
             fixed[key] = None
     return {**p, **fixed} if fixed else p
+
+
+def _cpu_ids(ids: object) -> bool:
+    """Whether `ids` is a list or tuple of small integers. The codec gives one shared tuple per
+    distinct affinity, so the check runs once per distinct list, not once per process and chunk."""
+    if isinstance(ids, tuple):
+        return _cpu_tuple(ids)
+    return isinstance(ids, list) and all(_small_int(i) for i in ids)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cpu_tuple(ids: tuple[Any, ...]) -> bool:
+    return all(_small_int(i) for i in ids)
 
 
 def window_end(last_seen: Iterable[float], step: float) -> float:
@@ -147,58 +163,629 @@ def window_end(last_seen: Iterable[float], step: float) -> float:
     return float(np.floor((fresh.min() + 1e-6) / step) * step)
 
 
-class _Binned:
-    """Accumulates (row, bin, value) triples per metric and averages them in one pass."""
+# Every sample is binned as a whole count of its metric's resolution (the step the codec stores it
+# at), and a bin's sum of counts is exact in float64 below 2**53: so a bin's sum does not depend on
+# the order its samples came in, and a window kept incrementally between ticks equals one rebuilt
+# from the same chunks, bit for bit. A reading past MAX_COUNT counts is no sample (2**40 counts of
+# the coarsest step is far past any real reading, and 2**13 such samples in one bin stay exact).
+MAX_COUNT = float(1 << 40)
+_THROTTLE_ROWS = ("throttle_thermal", "throttle_power")
 
-    def __init__(self, bins: int) -> None:
-        self.bins = bins
-        self.parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
 
-    def add(self, metric: str, flat_index: np.ndarray, values: np.ndarray) -> None:
-        ok = np.abs(values) <= MAX_ABS  # NaN and ±inf compare false: no sample
-        self.parts[metric].append((flat_index[ok], values[ok]))
+@functools.lru_cache(maxsize=256)
+def _count_scale(kind: str, name: str) -> float:
+    """Counts per unit for a metric: its catalogue resolution; derived 0/1 series count whole units."""
+    metric = BY_KIND.get(kind, {}).get(name)
+    return count_scale(metric.resolution) if metric is not None else 1.0
 
-    def add_rows(
-        self, metrics: dict[str, tuple[list[int], list[np.ndarray]]], bi: np.ndarray, inside: np.ndarray
+
+class _Family:
+    """Sums of counts and numbers of samples per (metric, row, bin), for one kind of device.
+
+    Columns form a ring over absolute bin numbers (time // step): bin b lives in column b % cap
+    while base <= b < base + cap."""
+
+    def __init__(self, kind: str, cap: int) -> None:
+        self.kind = kind
+        self.metric: dict[str, int] = {}
+        self.scales: list[float] = []
+        self.base = 0
+        self.cap = cap
+        self.rows = 0
+        self.sums = np.zeros((0, 0, cap))
+        self.n = np.zeros((0, 0, cap), dtype=np.int32)
+
+    def metric_index(self, name: str) -> int:
+        m = self.metric.get(name)
+        if m is None:
+            m = self.metric[name] = len(self.metric)
+            self.scales.append(_count_scale(self.kind, name))
+        return m
+
+    def ensure(self, rows: int, hi_bin: int) -> None:
+        """Room for `rows` rows, every metric named so far, and bins up to `hi_bin`."""
+        metrics = len(self.metric)
+        cap = max(self.cap, hi_bin - self.base + 1)
+        if metrics <= self.sums.shape[0] and rows <= self.sums.shape[1] and cap == self.cap:
+            return
+        new_rows = (
+            max(rows, self.sums.shape[1]) if rows <= self.sums.shape[1] else max(rows, self.rows * 3 // 2)
+        )
+        new_cap = cap if cap == self.cap else max(cap, self.cap * 3 // 2)
+        sums = np.zeros((metrics, new_rows, new_cap))
+        n = np.zeros((metrics, new_rows, new_cap), dtype=np.int32)
+        if self.sums.size:
+            old = (self.base + np.arange(self.cap)) % self.cap  # column of each bin base..base+cap-1
+            new = (self.base + np.arange(self.cap)) % new_cap
+            m0, r0 = self.sums.shape[:2]
+            sums[:m0, :r0, new] = self.sums[:, :, old]
+            n[:m0, :r0, new] = self.n[:, :, old]
+        self.sums, self.n, self.rows, self.cap = sums, n, new_rows, new_cap
+
+    def add(
+        self, m: np.ndarray, rows: np.ndarray, bins: np.ndarray, values: np.ndarray, keep: np.ndarray
     ) -> None:
-        """Add, per metric, several rows' series of one chunk in one call."""
-        for name, (rows, series) in metrics.items():
-            flat = (np.asarray(rows)[:, None] * self.bins + bi[None, :]).ravel()
-            self.add(name, flat, np.stack(series)[:, inside].ravel())
+        """Add series i (metric m[i], row rows[i]): values[i, k] in absolute bin bins[i, k] where keep."""
+        if not m.size or not values.size:
+            return
+        scale = np.asarray(self.scales)[m][:, None]
+        with np.errstate(invalid="ignore", over="ignore"):
+            counts = np.rint(values * scale)
+        ok = (np.abs(counts) <= MAX_COUNT) & keep  # NaN and ±inf compare false: no sample
+        # Sum within each series first (its few bins), then add each (series, bin) sum to the state.
+        first = bins.min(axis=1)
+        width = int((bins.max(axis=1) - first).max()) + 1
+        local = (np.arange(m.size) * width)[:, None] + (bins - first[:, None])
+        size = m.size * width
+        sums = np.bincount(local[ok], weights=counts[ok], minlength=size)
+        n = np.bincount(local[ok], minlength=size)
+        hit = np.flatnonzero(n)
+        series, col = np.divmod(hit, width)
+        flat = (m[series] * self.rows + rows[series]) * self.cap + (first[series] + col) % self.cap
+        # several chunks of one device may share a bin: add.at adds repeats (whole numbers: exact)
+        np.add.at(self.sums.reshape(-1), flat, sums[hit])
+        np.add.at(self.n.reshape(-1), flat, n[hit].astype(np.int32))
 
-    def matrices(self, rows: int) -> dict[str, np.ndarray]:
-        size = rows * self.bins
+    def drop_before(self, bin_: int) -> None:
+        """Forget bins before `bin_` (their columns are reused for later bins)."""
+        if bin_ <= self.base:
+            return
+        gone = np.arange(self.base, min(bin_, self.base + self.cap)) % self.cap
+        self.sums[:, :, gone] = 0.0
+        self.n[:, :, gone] = 0
+        self.base = bin_
+
+    def matrices(self, names: set[str], perm: np.ndarray, first_bin: int, bins: int) -> dict[str, np.ndarray]:
+        """metric -> (len(perm) × bins) mean per bin (NaN where no sample), for each of `names`."""
+        absolute = first_bin + np.arange(bins)
+        held = (absolute >= self.base) & (absolute < self.base + self.cap)
+        cols = absolute[held] % self.cap
         out = {}
-        for metric, parts in self.parts.items():
-            idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-            val = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
-            sums = np.bincount(idx, weights=val, minlength=size)
-            counts = np.bincount(idx, minlength=size)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[metric] = (sums / counts).reshape(rows, self.bins)
+        for name in sorted(names):  # by name: the same whatever order the chunks came in
+            m = self.metric[name]
+            mean = np.full((perm.size, bins), np.nan)
+            if perm.size and cols.size:
+                s = self.sums[m][perm][:, cols]
+                k = self.n[m][perm][:, cols]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean[:, held] = s / k / self.scales[m]
+            out[name] = mean
         return out
 
 
-def _gpu_series(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The series binned for a GPU: a bitmask is no level, so throttle reasons become two 0/1
-    series (thermal, power) whose bin mean is the fraction of the bin spent throttled."""
-    out = {k: v for k, v in metrics.items() if k != "throttle_reasons"}
-    reasons = metrics.get("throttle_reasons")
-    if reasons is not None:
-        known = np.abs(reasons) <= MAX_ABS  # a mask must fit an int64
-        bits = np.where(known, reasons, 0).astype(np.int64)
-        thermal = ((bits & THROTTLE_THERMAL_BITS) != 0) | (
-            ((bits & THROTTLE_HW_SLOWDOWN) != 0) & ((bits & THROTTLE_CAUSE_BITS) == 0)
+_BATCH = 512  # chunks binned together: their series are stacked into one matrix per length
+
+
+class _Series:
+    """Series gathered from a batch of chunks: metric, row, chunk (position in the batch), values."""
+
+    def __init__(self) -> None:
+        self.m: list[int] = []
+        self.r: list[int] = []
+        self.j: list[int] = []
+        self.v: list[np.ndarray] = []
+
+    def put(self, m: int, r: int, j: int, v: np.ndarray) -> None:
+        self.m.append(m)
+        self.r.append(r)
+        self.j.append(j)
+        self.v.append(v)
+
+    def by_length(self) -> dict[int, list[int]]:
+        """Series indexes by number of samples (a chunk's series all have its length)."""
+        out: dict[int, list[int]] = defaultdict(list)
+        for i, v in enumerate(self.v):
+            out[v.size].append(i)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What the window keeps of one chunk besides its binned samples."""
+
+    serial: int
+    order: tuple[float, float, int]  # (first sample, last sample, crc32 of the key): a total order
+    node: str
+    t_first: float
+    t_last: float
+    first_bin: int
+    last_bin: int
+    interval: float | None  # median sample interval (`bin_step`)
+    static: tuple[Any, ...]  # node group, host and device statics, MIG instances (see `_static`)
+    metrics: tuple[frozenset[str], frozenset[str], frozenset[str]]  # host, GPU, MIG series names
+    events: tuple[dict[str, Any], ...]
+
+
+def _static(c: Chunk) -> tuple[Any, ...]:
+    gpus = tuple(
+        (g.index, g.mem_total, g.numa_node, g.power_limit_w, g.temp_slowdown_c, bool(g.mig_mode))
+        for g in c.gpus
+    )
+    migs = tuple((m.gpu_index, m.uuid, m.profile, m.gi_id, m.ci_id, m.mem_total) for m in c.mig)
+    return (c.node_group, c.host_static.cpu_count, c.host_static.mem_total, gpus, migs)
+
+
+_PROC_FIELDS = ("serial", "node", "gpu", "pid", "first", "last", "mem", "attrs", "t_first", "t_last", "crc")
+
+
+class WindowState:
+    """One cluster's chunks binned into (metric, row, bin) sums, kept between analyze ticks.
+
+    `add` bins readable chunks (any order, late or not); `drop_before` forgets chunks whose last
+    sample is before an instant (a bin edge) and the bins before it; `window` is the `Window` over
+    any span of what is held. Adding chunks one tick at a time gives exactly the window that adding
+    them all at once gives (sums of whole counts; statics, processes and layouts taken in the
+    chunks' time order, not their arrival order)."""
+
+    def __init__(
+        self, step: float, *, capacity_s: float = 1200.0, floor: float = -math.inf, ceiling: float = math.inf
+    ) -> None:
+        self.step = step
+        self.floor_bin: int | None = None if floor == -math.inf else math.floor(floor / step + 1e-9)
+        # samples at or past `ceiling` are left out (a one-off window has no bin for them)
+        self.ceiling_bin: int | None = None if ceiling == math.inf else math.floor(ceiling / step + 1e-9)
+        cap = max(math.ceil(capacity_s / step), 8)
+        self.host, self.gpu, self.mig = _Family("host", cap), _Family("gpu", cap), _Family("mig", cap)
+        self.node_row: dict[str, int] = {}
+        self.gpu_row: dict[tuple[str, int], int] = {}
+        self.mig_row: dict[tuple[str, int, str], int] = {}
+        self.held: dict[int, _Held] = {}
+        self.gpu_keys_of: dict[int, tuple[int, ...]] = {}
+        self.mig_keys_of: dict[int, tuple[tuple[int, str], ...]] = {}
+        self._serial = 0
+        self._attrs: dict[tuple[Any, ...], int] = {}
+        self._attrs_list: list[tuple[Any, ...]] = []
+        self._uuid: dict[str, int] = {"": 0}
+        self._procs = {
+            k: np.zeros(
+                0, dtype=np.float64 if k in ("first", "last", "mem", "t_first", "t_last") else np.int64
+            )
+            for k in _PROC_FIELDS
+        }
+        self._mem_int = np.zeros(0, dtype=bool)
+        self._interned: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+    # -- adding -----------------------------------------------------------------------------------
+
+    def add(self, chunks: list[tuple[Chunk, str]]) -> None:
+        """Bin chunks that `readable` returned, each with a key naming it (its place in the store)."""
+        for at in range(0, len(chunks), _BATCH):  # bounded: a batch's series are stacked at once
+            self._add(chunks[at : at + _BATCH])
+
+    def _add(self, chunks: list[tuple[Chunk, str]]) -> None:
+        if not chunks:
+            return
+        bins_of = []
+        for c, _ in chunks:
+            self.node_row.setdefault(c.node, len(self.node_row))
+            for g in c.gpus:
+                self.gpu_row.setdefault((c.node, g.index), len(self.gpu_row))
+            for mi in c.mig:
+                self.mig_row.setdefault((c.node, mi.gpu_index, mi.uuid), len(self.mig_row))
+                self._uuid.setdefault(mi.uuid, len(self._uuid))
+            bins_of.append(np.floor(c.timestamps / self.step).astype(np.int64))
+        hi = max(int(b.max()) for b in bins_of)
+        if self.ceiling_bin is not None:
+            hi = min(hi, self.ceiling_bin - 1)
+        if self.floor_bin is None:
+            self.floor_bin = min(int(b.min()) for b in bins_of)
+        for fam in (self.host, self.gpu, self.mig):
+            if not fam.sums.size:
+                fam.base = self.floor_bin
+        host, gpu, mig = _Series(), _Series(), _Series()
+        reasons = _Series()
+        rows: list[list[Any]] = []
+        for j, (c, key) in enumerate(chunks):
+            r = self.node_row[c.node]
+            for name, values in c.host.items():
+                host.put(self.host.metric_index(name), r, j, values)
+            for g in c.gpus:
+                gr = self.gpu_row[(c.node, g.index)]
+                for name, values in g.metrics.items():
+                    if name == "throttle_reasons":
+                        reasons.put(0, gr, j, values)
+                    else:
+                        gpu.put(self.gpu.metric_index(name), gr, j, values)
+            for mi in c.mig:
+                mr = self.mig_row[(c.node, mi.gpu_index, mi.uuid)]
+                for name, values in mi.metrics.items():
+                    mig.put(self.mig.metric_index(name), mr, j, values)
+            rows.extend(self._hold(c, key, bins_of[j]))
+        if reasons.m:
+            thermal, power = (
+                self.gpu.metric_index(_THROTTLE_ROWS[0]),
+                self.gpu.metric_index(_THROTTLE_ROWS[1]),
+            )
+            for sel in reasons.by_length().values():
+                hot, capped = _throttle(np.stack([reasons.v[i] for i in sel]))
+                for k, i in enumerate(sel):
+                    gpu.put(thermal, reasons.r[i], reasons.j[i], hot[k])
+                    gpu.put(power, reasons.r[i], reasons.j[i], capped[k])
+        self.host.ensure(len(self.node_row), hi)
+        self.gpu.ensure(len(self.gpu_row), hi)
+        self.mig.ensure(len(self.mig_row), hi)
+        for fam, series in ((self.host, host), (self.gpu, gpu), (self.mig, mig)):
+            for sel in series.by_length().values():
+                at = sorted({series.j[i] for i in sel})
+                place = {j: k for k, j in enumerate(at)}
+                bins = np.stack([bins_of[j] for j in at])[[place[series.j[i]] for i in sel]]
+                keep = bins >= self.floor_bin
+                if self.ceiling_bin is not None:
+                    keep &= bins < self.ceiling_bin
+                fam.add(
+                    np.array([series.m[i] for i in sel], dtype=np.int64),
+                    np.array([series.r[i] for i in sel], dtype=np.int64),
+                    bins,
+                    np.stack([series.v[i] for i in sel]),
+                    keep,
+                )
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            for field_name, col in zip(_PROC_FIELDS, cols[:-1], strict=True):
+                have = self._procs[field_name]
+                self._procs[field_name] = np.concatenate([have, np.asarray(col, dtype=have.dtype)])
+            self._mem_int = np.concatenate([self._mem_int, np.asarray(cols[-1], dtype=bool)])
+
+    def _intern(self, value: Any) -> Any:
+        return self._interned.setdefault(value, value)
+
+    def _hold(self, c: Chunk, key: str, bins: np.ndarray) -> list[list[Any]]:
+        serial = self._serial
+        self._serial += 1
+        ts = c.timestamps
+        crc = zlib.crc32(key.encode("utf-8", "surrogatepass"))
+        t_first, t_last = float(ts.min()), float(ts.max())
+        gpu_names: set[str] = set()
+        for g in c.gpus:
+            gpu_names.update(g.metrics)
+        if "throttle_reasons" in gpu_names:
+            gpu_names.discard("throttle_reasons")
+            gpu_names.update(_THROTTLE_ROWS)
+        held = _Held(
+            serial=serial,
+            order=(t_first, t_last, crc),
+            node=c.node,
+            t_first=t_first,
+            t_last=t_last,
+            first_bin=int(bins.min()),
+            last_bin=int(bins.max()),
+            interval=_median_step(ts),
+            static=self._intern(_static(c)),
+            metrics=(
+                self._intern(frozenset(c.host)),
+                self._intern(frozenset(gpu_names)),
+                self._intern(frozenset(n for mi in c.mig for n in mi.metrics)),
+            ),
+            events=tuple({**e, "node": c.node} for e in c.events),
         )
-        out["throttle_thermal"] = np.where(known, thermal, np.nan)
-        out["throttle_power"] = np.where(known, (bits & THROTTLE_POWER_BITS) != 0, np.nan)
-    return out
+        self.held[serial] = held
+        self.gpu_keys_of[serial] = tuple(g.index for g in c.gpus)
+        self.mig_keys_of[serial] = tuple((mi.gpu_index, mi.uuid) for mi in c.mig)
+        node = self.node_row[c.node]
+        rows = []
+        for p in c.processes:
+            attrs = (
+                p.get("user"),
+                p.get("container"),
+                p.get("name"),
+                _ids(p.get("cpu_affinity")),
+                _ids(p.get("cpu_numa_nodes")),
+                p.get("mig_uuid"),
+                p.get("job") if isinstance(p.get("job"), str) else None,
+            )
+            a = self._attrs.get(attrs)
+            if a is None:
+                a = self._attrs[attrs] = len(self._attrs_list)
+                self._attrs_list.append(attrs)
+            mem = p.get("mem_used")
+            rows.append(
+                [
+                    serial,
+                    node,
+                    p["gpu_index"],
+                    int(p["pid"]),
+                    p["first_seen"],
+                    p["last_seen"],
+                    math.nan if mem is None else float(mem),
+                    a,
+                    t_first,
+                    t_last,
+                    crc,
+                    type(mem) is int,
+                ]
+            )
+        return rows
+
+    # -- forgetting -------------------------------------------------------------------------------
+
+    def drop_before(self, edge: float) -> None:
+        """Forget the chunks whose last sample is before `edge` (a bin edge) and every bin before it."""
+        bin_ = math.floor(edge / self.step + 1e-9)
+        gone = [s for s, h in self.held.items() if h.t_last < edge]
+        for s in gone:
+            del self.held[s], self.gpu_keys_of[s], self.mig_keys_of[s]
+        if gone and self._procs["serial"].size:
+            alive = np.isin(
+                self._procs["serial"], np.fromiter(self.held, dtype=np.int64, count=len(self.held))
+            )
+            self._procs = {k: v[alive] for k, v in self._procs.items()}
+            self._mem_int = self._mem_int[alive]
+        if self.floor_bin is None or bin_ > self.floor_bin:
+            self.floor_bin = bin_
+            for fam in (self.host, self.gpu, self.mig):
+                fam.drop_before(bin_)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def chunks(self) -> list[_Held]:
+        """What is held of each chunk, in the chunks' time order."""
+        return sorted(self.held.values(), key=lambda h: h.order)
+
+    def intervals(self, since: float = -math.inf) -> list[float]:
+        """The sample interval of each chunk whose last sample is at or after `since`."""
+        return [h.interval for h in self.held.values() if h.interval is not None and h.t_last >= since]
+
+    def last_seen(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for h in self.held.values():
+            if h.t_last > out.get(h.node, -math.inf):
+                out[h.node] = h.t_last
+        return out
+
+    def window(
+        self,
+        cluster: str,
+        *,
+        end: float,
+        span_s: float,
+        node_groups: dict[str, str | None] | None = None,
+        registry: list[NodeSeen] | None = None,
+        now: float = math.nan,
+    ) -> Window:
+        """The window (end - span_s, end] over what is held (`end` a bin edge)."""
+        step = self.step
+        bins = max(round(span_s / step), 1)
+        start = end - bins * step
+        first_bin = round(start / step)
+        held = self.chunks()
+        nodes = sorted({h.node for h in held})
+        node_out = {n: i for i, n in enumerate(nodes)}
+        gpu_keys = sorted({(h.node, i) for h in held for i in self.gpu_keys_of[h.serial]})
+        gpu_out = {k: i for i, k in enumerate(gpu_keys)}
+        mig_keys = sorted({(h.node, gi, u) for h in held for gi, u in self.mig_keys_of[h.serial]})
+        mig_out = {k: i for i, k in enumerate(mig_keys)}
+        n_gpu, n_mig = len(gpu_keys), len(mig_keys)
+
+        groups: dict[str, str | None] = dict.fromkeys(nodes)
+        groups.update(node_groups or {})
+        last_seen = np.full(len(nodes), np.nan)
+        cpu_count = np.full(len(nodes), np.nan)
+        host_mem_total = np.full(len(nodes), np.nan)
+        gpu_static = {
+            k: np.full(n_gpu, np.nan) for k in ("mem_total", "numa", "power_limit", "temp_slowdown")
+        }
+        mig_info: dict[int, MigInstance] = {}
+        layouts: dict[int, list[tuple[float, frozenset[tuple[str, int, int]]]]] = defaultdict(list)
+        present: set[tuple[frozenset[str], frozenset[str], frozenset[str]]] = set()
+        events: list[tuple[Any, str, tuple[float, float, int], int, dict[str, Any]]] = []
+        applied: dict[str, tuple[Any, ...]] = {}
+        last_bin = first_bin + bins - 1
+        for h in held:  # in time order: a later chunk's word on a static field wins
+            r = node_out[h.node]
+            last_seen[r] = np.fmax(last_seen[r], h.t_last)
+            if h.first_bin <= last_bin and h.last_bin >= first_bin:
+                present.add(h.metrics)
+            for i, e in enumerate(h.events):
+                events.append((e["ts"], h.node, h.order, i, e))
+            if applied.get(h.node) is h.static:
+                continue  # the same statics as the node's previous chunk: nothing changes
+            applied[h.node] = h.static
+            group, cpus, mem_total, gpus, migs = h.static
+            if group:
+                groups[h.node] = group
+            cpu_count[r] = _amount(cpus, 1, MAX_CPUS)
+            host_mem_total[r] = _amount(mem_total, 1, MAX_HOST_BYTES)
+            for index, g_mem, g_numa, g_power, g_temp, _ in gpus:
+                gr = gpu_out[(h.node, index)]
+                for key, value, lo, hi in (
+                    ("mem_total", g_mem, 1, MAX_GPU_BYTES),
+                    ("numa", g_numa, 0, MAX_DEVICE_INDEX),
+                    ("power_limit", g_power, math.ulp(0), MAX_POWER_W),
+                    ("temp_slowdown", g_temp, math.ulp(0), MAX_TEMP_C),
+                ):
+                    if value is not None:
+                        gpu_static[key][gr] = _amount(value, lo, hi)
+            layout_of: dict[int, set[tuple[str, int, int]]] = defaultdict(set)
+            for gpu_index, uuid, profile, gi, ci, m_mem in migs:
+                gr = gpu_out[(h.node, gpu_index)]
+                mig_info[mig_out[(h.node, gpu_index, uuid)]] = MigInstance(
+                    gr, uuid, profile, gi, ci, _amount(m_mem, 0, MAX_GPU_BYTES)
+                )
+                layout_of[gr].add((profile or "", gi, ci))
+            for index, *_, mig_mode in gpus:  # a GPU in MIG mode with no instance has an empty layout
+                gr = gpu_out[(h.node, index)]
+                if mig_mode or gr in layout_of:
+                    layout = frozenset(layout_of.get(gr, set()))
+                    if not layouts[gr] or layouts[gr][-1][1] != layout:
+                        layouts[gr].append((h.t_first, layout))
+
+        names = (
+            [set().union(*(p[i] for p in present)) for i in range(3)] if present else [set(), set(), set()]
+        )
+        node_perm = np.array([self.node_row[n] for n in nodes], dtype=np.int64)
+        gpu_perm = np.array([self.gpu_row[k] for k in gpu_keys], dtype=np.int64)
+        mig_perm = np.array([self.mig_row[k] for k in mig_keys], dtype=np.int64)
+        has_process, mig_has_process, gpu_processes = self._processes(nodes, gpu_keys, mig_keys, start, bins)
+        return Window(
+            cluster=cluster,
+            start=start,
+            step=step,
+            end=start + bins * step,
+            nodes=nodes,
+            node_groups=[groups[n] for n in nodes],
+            node_last_seen=last_seen,
+            host=self.host.matrices(names[0], node_perm, first_bin, bins),
+            cpu_count=cpu_count,
+            host_mem_total=host_mem_total,
+            gpu_node=np.array([node_out[n] for n, _ in gpu_keys], dtype=np.int64),
+            gpu_index=np.array([i for _, i in gpu_keys], dtype=np.int64),
+            gpu=self.gpu.matrices(names[1], gpu_perm, first_bin, bins),
+            gpu_mem_total=gpu_static["mem_total"],
+            gpu_has_process=has_process,
+            gpu_processes=gpu_processes,
+            gpu_numa=gpu_static["numa"],
+            gpu_power_limit=gpu_static["power_limit"],
+            gpu_temp_slowdown=gpu_static["temp_slowdown"],
+            mig=[mig_info[i] for i in range(n_mig)],
+            mig_metrics=self.mig.matrices(names[2], mig_perm, first_bin, bins),
+            mig_has_process=mig_has_process,
+            mig_layouts=dict(layouts),
+            events=[e for *_, e in sorted(events, key=lambda x: x[:4])],
+            registry=sorted(registry or [], key=lambda n: n.node),
+            now=now,
+        )
+
+    def _processes(
+        self,
+        nodes: list[str],
+        gpu_keys: list[tuple[str, int]],
+        mig_keys: list[tuple[str, int, str]],
+        start: float,
+        bins: int,
+    ) -> tuple[np.ndarray, np.ndarray, list[list[ProcessSeen]]]:
+        """Bins with a process per GPU and MIG instance, and each GPU's processes (one per pid:
+        seen from its first to its last record, the rest as its latest chunk says)."""
+        n_gpu, n_mig = len(gpu_keys), len(mig_keys)
+        has_process = np.zeros((n_gpu, bins), dtype=bool)
+        mig_has_process = np.zeros((n_mig, bins), dtype=bool)
+        gpu_processes: list[list[ProcessSeen]] = [[] for _ in gpu_keys]
+        p = self._procs
+        if not p["serial"].size or not n_gpu:
+            return has_process, mig_has_process, gpu_processes
+        # (node row, GPU index) -> output row, by sorted codes
+        codes = np.array([self.node_row[n] * _GPU_SPAN + i for n, i in gpu_keys], dtype=np.int64)
+        order = np.argsort(codes)
+        rec = p["node"] * _GPU_SPAN + p["gpu"]
+        at = np.searchsorted(codes[order], rec).clip(0, n_gpu - 1)
+        found = codes[order][at] == rec
+        row = np.where(found, order[at], -1)
+        sel = np.flatnonzero(found)
+        if not sel.size:
+            return has_process, mig_has_process, gpu_processes
+        row = row[sel]
+        first, last = p["first"][sel], p["last"][sel]
+        with np.errstate(invalid="ignore", over="ignore"):
+            lo = np.maximum(np.floor((first - start) / self.step), 0)
+            hi = np.minimum(np.floor((last - start) / self.step), bins - 1)
+        on = lo <= hi
+        _mark(has_process, row[on], lo[on].astype(np.int64), hi[on].astype(np.int64))
+        if n_mig:
+            mig_uuid = np.array([self._uuid.get(a[5] or "", -1) for a in self._attrs_list], dtype=np.int64)
+            uid = mig_uuid[p["attrs"][sel]]
+            mcodes = np.array(
+                [(self.node_row[n] * _GPU_SPAN + i) * _UUID_SPAN + self._uuid[u] for n, i, u in mig_keys],
+                dtype=np.int64,
+            )
+            morder = np.argsort(mcodes)
+            mrec = (p["node"][sel] * _GPU_SPAN + p["gpu"][sel]) * _UUID_SPAN + uid
+            mat = np.searchsorted(mcodes[morder], mrec).clip(0, n_mig - 1)
+            mfound = (mcodes[morder][mat] == mrec) & (uid >= 0) & on
+            _mark(
+                mig_has_process, morder[mat][mfound], lo[mfound].astype(np.int64), hi[mfound].astype(np.int64)
+            )
+        # one ProcessSeen per (GPU row, pid): the latest record (chunk time order) names it
+        pid = p["pid"][sel]
+        idx = np.lexsort((p["crc"][sel], p["t_last"][sel], p["t_first"][sel], pid, row))
+        r_s, pid_s = row[idx], pid[idx]
+        new = np.ones(idx.size, dtype=bool)
+        new[1:] = (r_s[1:] != r_s[:-1]) | (pid_s[1:] != pid_s[:-1])
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], idx.size) - 1
+        firsts = np.minimum.reduceat(first[idx], starts)
+        lasts = np.maximum.reduceat(last[idx], starts)
+        latest = sel[idx[ends]]
+        mem, mem_int = p["mem"][latest], self._mem_int[latest]
+        attrs = p["attrs"][latest]
+        for k in range(starts.size):
+            user, container, name, affinity, numa, mig_uuid, job = self._attrs_list[int(attrs[k])]
+            m = float(mem[k])
+            gpu_processes[int(r_s[starts[k]])].append(
+                ProcessSeen(
+                    pid=int(pid_s[starts[k]]),
+                    user=user,
+                    container=container,
+                    name=name,
+                    mem_used=None if math.isnan(m) else (int(m) if mem_int[k] else m),  # type: ignore[arg-type]
+                    first_seen=float(firsts[k]),
+                    last_seen=float(lasts[k]),
+                    cpu_affinity=affinity,
+                    cpu_numa_nodes=numa,
+                    mig_uuid=mig_uuid,
+                    job=job,
+                )
+            )
+        return has_process, mig_has_process, gpu_processes
 
 
-def _bin_range(first: float, last: float, start: float, step: float, bins: int) -> tuple[int, int]:
-    lo = max(int(np.floor((first - start) / step)), 0)
-    hi = min(int(np.floor((last - start) / step)), bins - 1)
-    return lo, hi
+_GPU_SPAN = MAX_DEVICE_INDEX * 2
+_UUID_SPAN = 1 << 22
+
+
+def _median_step(ts: np.ndarray) -> float | None:
+    """`np.median(np.diff(ts))` (the same float), at a fraction of its cost on a short array."""
+    if ts.size < 2:
+        return None
+    d = np.sort(np.diff(ts))
+    k = d.size // 2
+    return float(d[k]) if d.size % 2 else float((d[k - 1] + d[k]) / 2)
+
+
+def _ids(ids: Any) -> tuple[int, ...] | None:
+    return None if ids is None else tuple(ids)
+
+
+def _mark(out: np.ndarray, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Set out[rows[i], lo[i]:hi[i] + 1] for every i, in one pass (a difference array)."""
+    if not rows.size:
+        return
+    diff = np.zeros((out.shape[0], out.shape[1] + 1), dtype=np.int64)
+    np.add.at(diff, (rows, lo), 1)
+    np.add.at(diff, (rows, hi + 1), -1)
+    out |= np.cumsum(diff, axis=1)[:, :-1] > 0
+
+
+def _throttle(reasons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Throttle-reason bitmasks as two 0/1 series (thermal, power), NaN where unknown: a bitmask is
+    no level, but the bin mean of a 0/1 series is the fraction of the bin spent throttled."""
+    known = np.abs(reasons) <= MAX_ABS  # a mask must fit an int64
+    bits = np.where(known, reasons, 0).astype(np.int64)
+    thermal = ((bits & THROTTLE_THERMAL_BITS) != 0) | (
+        ((bits & THROTTLE_HW_SLOWDOWN) != 0) & ((bits & THROTTLE_CAUSE_BITS) == 0)
+    )
+    return np.where(known, thermal, np.nan), np.where(known, (bits & THROTTLE_POWER_BITS) != 0, np.nan)
 
 
 def build_window(
@@ -213,143 +800,10 @@ def build_window(
     now: float = float("nan"),
 ) -> Window:
     """Bin `chunks` (any order, any overlap) into the window (end - span_s, end]; what is not
-    `readable` in them is left out."""
+    `readable` in them is left out. Samples outside the window take no part."""
     bins = max(round(span_s / step), 1)
     start = end - bins * step
-    chunks = [r for r in (readable(c, now) for c in chunks) if r is not None]
-    chunks = sorted(chunks, key=lambda c: float(c.timestamps.min()))  # layouts and events in time order
-    nodes = sorted({c.node for c in chunks})
-    node_row = {n: i for i, n in enumerate(nodes)}
-    groups: dict[str, str | None] = dict.fromkeys(nodes)
-    groups.update(node_groups or {})
-    for c in chunks:  # the batch's own word on its group wins over the registry's
-        if c.node_group:
-            groups[c.node] = c.node_group
-    gpu_keys = sorted({(c.node, g.index) for c in chunks for g in c.gpus})
-    gpu_row = {k: i for i, k in enumerate(gpu_keys)}
-    mig_keys = sorted({(c.node, m.gpu_index, m.uuid) for c in chunks for m in c.mig})
-    mig_row = {k: i for i, k in enumerate(mig_keys)}
-    n_gpu, n_mig = len(gpu_keys), len(mig_keys)
-
-    host, gpu, mig = _Binned(bins), _Binned(bins), _Binned(bins)
-    last_seen = np.full(len(nodes), np.nan)
-    cpu_count = np.full(len(nodes), np.nan)
-    host_mem_total = np.full(len(nodes), np.nan)
-    gpu_static = {k: np.full(n_gpu, np.nan) for k in ("mem_total", "numa", "power_limit", "temp_slowdown")}
-    has_process = np.zeros((n_gpu, bins), dtype=bool)
-    mig_has_process = np.zeros((n_mig, bins), dtype=bool)
-    mig_info: dict[int, MigInstance] = {}
-    layouts: dict[int, list[tuple[float, frozenset[tuple[str, int, int]]]]] = defaultdict(list)
-    procs: dict[tuple[int, int], ProcessSeen] = {}
-    events: list[dict[str, Any]] = []
-
-    for c in chunks:
-        r = node_row[c.node]
-        t_first = float(c.timestamps.min())
-        at = (c.timestamps - start) / step  # in float: a far timestamp cannot wrap an int64
-        inside = (at >= 0) & (at < bins)
-        last_seen[r] = np.fmax(last_seen[r], c.timestamps.max())
-        cpu_count[r] = _amount(c.host_static.cpu_count, 1, MAX_CPUS)
-        host_mem_total[r] = _amount(c.host_static.mem_total, 1, MAX_HOST_BYTES)
-        for g in c.gpus:
-            gr = gpu_row[(c.node, g.index)]
-            for key, value, lo, hi in (
-                ("mem_total", g.mem_total, 1, MAX_GPU_BYTES),
-                ("numa", g.numa_node, 0, MAX_DEVICE_INDEX),
-                ("power_limit", g.power_limit_w, math.ulp(0), MAX_POWER_W),
-                ("temp_slowdown", g.temp_slowdown_c, math.ulp(0), MAX_TEMP_C),
-            ):
-                if value is not None:
-                    gpu_static[key][gr] = _amount(value, lo, hi)
-        layout_of: dict[int, set[tuple[str, int, int]]] = defaultdict(set)
-        for m in c.mig:
-            gr = gpu_row[(c.node, m.gpu_index)]
-            mig_info[mig_row[(c.node, m.gpu_index, m.uuid)]] = MigInstance(
-                gr, m.uuid, m.profile, m.gi_id, m.ci_id, _amount(m.mem_total, 0, MAX_GPU_BYTES)
-            )
-            layout_of[gr].add((m.profile or "", m.gi_id, m.ci_id))
-        for g in c.gpus:  # a GPU in MIG mode with no instance has an empty layout
-            gr = gpu_row[(c.node, g.index)]
-            if g.mig_mode or gr in layout_of:
-                layout = frozenset(layout_of.get(gr, set()))
-                if not layouts[gr] or layouts[gr][-1][1] != layout:
-                    layouts[gr].append((t_first, layout))
-        for e in c.events:
-            events.append({**e, "node": c.node})
-        if not inside.any():
-            continue
-        bi = np.floor(at[inside]).astype(np.int64)
-        for name, values in c.host.items():
-            host.add(name, r * bins + bi, values[inside])
-        # one call per metric for all of the chunk's GPUs (and MIG instances): (rows × samples) at once
-        gpu_rows: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-        for g in c.gpus:
-            gr = gpu_row[(c.node, g.index)]
-            for name, values in _gpu_series(g.metrics).items():
-                gpu_rows[name][0].append(gr)
-                gpu_rows[name][1].append(values)
-        gpu.add_rows(gpu_rows, bi, inside)
-        mig_rows: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-        for m in c.mig:
-            for name, values in m.metrics.items():
-                mig_rows[name][0].append(mig_row[(c.node, m.gpu_index, m.uuid)])
-                mig_rows[name][1].append(values)
-        mig.add_rows(mig_rows, bi, inside)
-        for p in c.processes:
-            row = gpu_row.get((c.node, p["gpu_index"]))
-            if row is None:
-                continue
-            lo, hi = _bin_range(p["first_seen"], p["last_seen"], start, step, bins)
-            if lo <= hi:
-                has_process[row, lo : hi + 1] = True
-                mr = mig_row.get((c.node, p["gpu_index"], p.get("mig_uuid") or ""))
-                if mr is not None:
-                    mig_has_process[mr, lo : hi + 1] = True
-            pkey = (row, int(p["pid"]))
-            seen = procs.get(pkey)
-            affinity = p.get("cpu_affinity")
-            numa = p.get("cpu_numa_nodes")
-            procs[pkey] = ProcessSeen(
-                pid=int(p["pid"]),
-                user=p.get("user"),
-                container=p.get("container"),
-                name=p.get("name"),
-                mem_used=p.get("mem_used"),
-                first_seen=min(p["first_seen"], seen.first_seen) if seen else p["first_seen"],
-                last_seen=max(p["last_seen"], seen.last_seen) if seen else p["last_seen"],
-                cpu_affinity=tuple(affinity) if affinity is not None else None,
-                cpu_numa_nodes=tuple(numa) if numa is not None else None,
-                mig_uuid=p.get("mig_uuid"),
-            )
-
-    gpu_processes: list[list[ProcessSeen]] = [[] for _ in gpu_keys]
-    for (gr, _pid), seen_proc in sorted(procs.items()):
-        gpu_processes[gr].append(seen_proc)
-    return Window(
-        cluster=cluster,
-        start=start,
-        step=step,
-        end=start + bins * step,
-        nodes=nodes,
-        node_groups=[groups[n] for n in nodes],
-        node_last_seen=last_seen,
-        host=host.matrices(len(nodes)),
-        cpu_count=cpu_count,
-        host_mem_total=host_mem_total,
-        gpu_node=np.array([node_row[n] for n, _ in gpu_keys], dtype=np.int64),
-        gpu_index=np.array([i for _, i in gpu_keys], dtype=np.int64),
-        gpu=gpu.matrices(n_gpu),
-        gpu_mem_total=gpu_static["mem_total"],
-        gpu_has_process=has_process,
-        gpu_processes=gpu_processes,
-        gpu_numa=gpu_static["numa"],
-        gpu_power_limit=gpu_static["power_limit"],
-        gpu_temp_slowdown=gpu_static["temp_slowdown"],
-        mig=[mig_info[i] for i in range(n_mig)],
-        mig_metrics=mig.matrices(n_mig),
-        mig_has_process=mig_has_process,
-        mig_layouts=dict(layouts),
-        events=sorted(events, key=lambda e: (e["ts"], e["node"])),
-        registry=sorted(registry or [], key=lambda n: n.node),
-        now=now,
-    )
+    state = WindowState(step, capacity_s=(bins + 1) * step, floor=start, ceiling=start + bins * step)
+    readable_chunks = [r for r in (readable(c, now) for c in chunks) if r is not None]
+    state.add([(c, str(i)) for i, c in enumerate(readable_chunks)])
+    return state.window(cluster, end=end, span_s=span_s, node_groups=node_groups, registry=registry, now=now)

@@ -1,4 +1,8 @@
-"""The analyze Lambda against moto: chunks in, exact findings out on the queue, once each."""
+"""The analyze Lambdas against moto: chunks in, exact findings out on the queue, once each.
+
+Analyze is a dispatcher on the schedule and a worker fed from the analyze queue
+(gpulse.analyze.fanout); `AnalyzeTick` runs one tick of both, as AWS would.
+"""
 
 from __future__ import annotations
 
@@ -58,24 +62,78 @@ def findings(queue_url: str) -> list[Finding]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def invoke(module: ModuleType) -> dict[str, Any]:
-    result: dict[str, Any] = module.handler(load_event("analyze_schedule"), FakeContext())
-    return result
+class AnalyzeTick:
+    """The dispatcher and the worker from the template, one tick at a time: the dispatcher's
+    handler on the schedule event, then the worker's record handler on every task it enqueued
+    (one tick a minute here: the delayed second tick has tests of its own in
+    test_analyze_fanout.py). Both share the dispatcher's analyzer, so a test that moves its clock
+    moves the worker's, as one container's would."""
+
+    def __init__(self, dispatcher: ModuleType, worker: ModuleType, queue_url: str) -> None:
+        self.dispatcher, self.worker, self.queue_url = dispatcher, worker, queue_url
+        setattr(dispatcher, "TICKS_PER_MINUTE", 1)  # noqa: B010 (a module's global, set as a test would)
+        shared = worker.Wiring(analyzer=dispatcher.analyzer, claims=worker.claims, crash=dispatcher.crash)
+        setattr(worker, "wired", lambda: shared)  # noqa: B010
+
+    @property
+    def analyzer(self) -> Any:
+        return self.dispatcher.analyzer
+
+    @property
+    def heartbeat(self) -> Any:
+        return self.dispatcher.heartbeat
+
+    def handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+        sent: dict[str, Any] = self.dispatcher.handler(event, context)
+        sqs = boto3.client("sqs")
+        reports = []
+        while got := sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", []):
+            for m in got:
+                reports.append(
+                    self.worker.record_handler(SQSRecord({"body": m["Body"], "messageId": m["MessageId"]}))
+                )
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        done = [r for r in reports if r is not None]
+        return {
+            "clusters": sent["clusters"],
+            "published": sent["published"] + sum(len(r.published) for r in done),
+            "failures": sent["failures"] + sum(r.failures for r in done),
+            "heartbeat": sent["heartbeat"],
+        }
+
+
+def load_analyze(deployment: LocalDeployment, monkeypatch: pytest.MonkeyPatch) -> AnalyzeTick:
+    """Both analyze functions loaded with the template's environment (the worker first: loading
+    sets the environment of the last one loaded, the dispatcher's)."""
+    worker = load_function("AnalyzeWorkerFunction", deployment, monkeypatch)
+    dispatcher = load_function("AnalyzeFunction", deployment, monkeypatch)
+    return AnalyzeTick(dispatcher, worker, deployment.queues["AnalyzeQueue"]["url"])
+
+
+def invoke(analyze: AnalyzeTick) -> dict[str, Any]:
+    return analyze.handler(load_event("analyze_schedule"), FakeContext())
+
+
+# for_s 60 and no hold-down before resolve (keep_firing_for_s): these recoveries are a minute long
+NO_HOLD_DOWN = {"for_s": 60, "keep_firing_for_s": 0}
 
 
 def analyze_stack(
     moto_server: str, monkeypatch: pytest.MonkeyPatch
-) -> tuple[LocalDeployment, SeriesStore, str, ModuleType]:
-    """The template's tables and queues on moto, imbalance and idle_held at `for_s` 60, and the
-    analyze function loaded: (deployment, series store, findings queue URL, module)."""
+) -> tuple[LocalDeployment, SeriesStore, str, AnalyzeTick]:
+    """The template's tables and queues on moto, imbalance and idle_held at `for_s` 60 (no
+    hold-down), and the analyze function loaded: (deployment, series store, findings queue URL,
+    module)."""
     deployment = deploy(moto_server, monkeypatch)
     store = SeriesStore(deployment.tables["SeriesTable"])
     queue = deployment.queues["FindingsQueue"]["url"]
     for rule in ("imbalance", "idle_held"):
         ConfigStore(deployment.tables["ConfigTable"]).put(
-            "rule", rule, {"params": {"for_s": 60}}, who="test", expected_version=None
+            "rule", rule, {"params": NO_HOLD_DOWN}, who="test", expected_version=None
         )
-    analyze = load_function("AnalyzeFunction", deployment, monkeypatch)
+    analyze = load_analyze(deployment, monkeypatch)
     return deployment, store, queue, analyze
 
 
@@ -111,10 +169,9 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(
     assert invoke(analyze) == {"clusters": 1, "published": 0, "failures": 0, "heartbeat": None}
     assert findings(queue) == []
 
-    ship(
-        store, start + 240, 60, faulty=False
-    )  # recovery (in the future of `now`: the window follows the data)
-    monkeypatch.setattr(time, "time", lambda: start + 300 + 5)
+    ship(store, start + 240, 60, faulty=False)  # recovery
+    # analyze's clock moves past it (a chunk whose samples lie in its future waits for that time)
+    monkeypatch.setattr(analyze.analyzer, "clock", lambda: start + 300 + 5)
     assert invoke(analyze) == {"clusters": 1, "published": 2, "failures": 0, "heartbeat": None}
     resolved = findings(queue)
     assert sorted((f.rule, f.state, f.fingerprint, f.since) for f in resolved) == sorted(

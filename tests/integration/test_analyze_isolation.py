@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import ClassVar
 
 import boto3
@@ -20,8 +19,8 @@ from gpulse import env
 from gpulse.store import SeriesStore
 from gpulse.wire.batch import Batch
 from tests.factories import batch_doc
-from tests.integration.lambdas import deploy, load_function
-from tests.integration.test_analyze_handler import findings, invoke
+from tests.integration.lambdas import deploy
+from tests.integration.test_analyze_handler import AnalyzeTick, findings, invoke, load_analyze
 
 pytestmark = pytest.mark.integration
 TOKEN = "hb-7f3a9c1e-secret"  # what a watcher's URL carries: it must never reach a log
@@ -58,16 +57,18 @@ def watcher() -> Iterator[str]:
 
 def stack(
     moto_server: str, monkeypatch: pytest.MonkeyPatch, heartbeat: str | None
-) -> tuple[SeriesStore, str, str, ModuleType]:
+) -> tuple[SeriesStore, str, str, AnalyzeTick]:
     """The template's tables and queue on moto and the analyze function loaded with the
     template's environment, plus GPULSE_HEARTBEAT_URL when `heartbeat` is given (the function
     is then loaded again, as a cold start would read it)."""
     deployment = deploy(moto_server, monkeypatch)
-    analyze = load_function("AnalyzeFunction", deployment, monkeypatch)
+    analyze = load_analyze(deployment, monkeypatch)
     if heartbeat is not None:
         monkeypatch.setenv(env.HEARTBEAT_URL, heartbeat)
-        assert analyze.__spec__ is not None and analyze.__spec__.loader is not None
-        analyze.__spec__.loader.exec_module(analyze)
+        dispatcher = analyze.dispatcher
+        assert dispatcher.__spec__ is not None and dispatcher.__spec__.loader is not None
+        dispatcher.__spec__.loader.exec_module(dispatcher)
+        analyze = AnalyzeTick(dispatcher, analyze.worker, analyze.queue_url)
     table = deployment.tables["SeriesTable"]
     return SeriesStore(table), table, deployment.queues["FindingsQueue"]["url"], analyze
 

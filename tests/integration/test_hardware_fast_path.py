@@ -12,6 +12,7 @@ from gpulse.finding import Finding
 from tests.events import load_event
 from tests.factories import batch_doc, signed_request
 from tests.integration.lambdas import FakeContext, deploy, env_of, load_function
+from tests.integration.test_analyze_handler import load_analyze
 
 pytestmark = pytest.mark.integration
 SECRET = "node-01-secret"
@@ -60,6 +61,6 @@ def test_xid_is_announced_at_ingest_once_even_after_replay_and_analyze(
     assert finding.summary == "node-01 GPU 1 reported XID 79: fallen off the bus"
 
     assert ingest.handler(event, FakeContext())["statusCode"] == 200  # a replay
-    analyze = load_function("AnalyzeFunction", deployment, monkeypatch)
+    analyze = load_analyze(deployment, monkeypatch)
     analyze.handler(load_event("analyze_schedule"), FakeContext())  # the slow path sees it too
     assert drain(queue) == []

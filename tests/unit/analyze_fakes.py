@@ -24,9 +24,17 @@ class MemSeries(SeriesStore):
         self.registry: list[NodeInfo] = []
         self.broken: set[str] = set()
 
-    def add(self, doc: dict[str, Any], *, key: str | None = None) -> StoredChunk:
-        """Store a Batch v1 document as the store would (encoded), and register its node."""
-        stored = StoredChunk(key or f"{doc['cluster']}/{doc['batch_id']}", doc["node"], codec.encode(doc))
+    def add(
+        self, doc: dict[str, Any], *, key: str | None = None, arrived: float | None = None
+    ) -> StoredChunk:
+        """Store a Batch v1 document as the store would (encoded), and register its node. It
+        arrives at `arrived` (default: its last sample, as if sent at once)."""
+        stored = StoredChunk(
+            key or f"{doc['cluster']}/{doc['batch_id']}",
+            doc["node"],
+            codec.encode(doc),
+            float(doc["timestamps"][-1]) if arrived is None else arrived,
+        )
         self.chunks.setdefault(doc["cluster"], []).append(stored)
         self.register(doc["cluster"], doc["node"], float(doc["timestamps"][-1]))
         return stored
@@ -38,10 +46,18 @@ class MemSeries(SeriesStore):
     def nodes(self) -> list[NodeInfo]:
         return list(self.registry)
 
-    def read_chunks(self, cluster: str, start: float, end: float) -> list[StoredChunk]:
+    def read_chunks(
+        self,
+        cluster: str,
+        start: float,
+        end: float,
+        *,
+        arrived_after: float | None = None,
+        reach_s: float = 0.0,
+    ) -> list[StoredChunk]:
         if cluster in self.broken:
             raise StoreError("DynamoDB ThrottlingException")
-        return list(self.chunks.get(cluster, []))
+        return [c for c in self.chunks.get(cluster, []) if arrived_after is None or c.arrived > arrived_after]
 
 
 class MemRecords(AlertRecords):

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpulse import codec
-from gpulse.analyze import CONFIG_CLUSTER, Analyzer, detect_all, detection, run, window_for
+from gpulse.analyze import CONFIG_CLUSTER, Analyzer, detect_all, detection, incremental, window_for
 from gpulse.config.live import StaticRules
 from gpulse.detect.base import Condition, NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE, params_for
@@ -127,7 +127,7 @@ def test_a_cluster_that_cannot_be_read_is_one_alert_and_the_others_carry_on() ->
     ]
     failed, silent = queue.take()
     assert brief([silent]) == [SILENT_04]  # in the same run
-    at = line_of(run, "stored = self.store.read_chunks(")
+    at = line_of(incremental, "for s in self.store.read_chunks(")  # a warm run: only what is new
     assert (failed.rule, failed.state, failed.cluster, failed.severity, failed.title) == (
         "analysis_failed",
         "firing",
@@ -136,7 +136,8 @@ def test_a_cluster_that_cannot_be_read_is_one_alert_and_the_others_carry_on() ->
         "gpulse could not analyze a cluster",
     )
     assert failed.summary == (
-        f"gpulse could not analyze cluster bad: StoreError: DynamoDB ThrottlingException (at run.py:{at})"
+        "gpulse could not analyze cluster bad: StoreError: DynamoDB ThrottlingException "
+        f"(at incremental.py:{at})"
     )
     assert failed.action.startswith("No rule watches bad until this is fixed. The analyze function's log")
     # a failed run says nothing of bad's other alerts: its silent node stays firing, unresolved
@@ -218,7 +219,7 @@ def test_a_rule_that_raises_is_its_own_alert_and_the_other_twelve_are_unaffected
     with_broken = detect_all(window, {**params, "broken": {}}, detectors={**CATALOGUE, "broken": broken})
     *rest, failed = with_broken
     assert repr(rest) == repr(alone)  # the twelve others: the very same conditions
-    at = line_of(detection, "found = det.detect(window, params[name])")
+    at = line_of(detection, "det.detect(window, params[name])")
     assert (failed.rule, failed.subject, failed.severity, failed.summary) == (
         "analysis_failed",
         {"cluster": "c1", "detector": "broken"},
@@ -303,18 +304,18 @@ def test_the_failure_alert_renders_in_both_chats() -> None:
     [failed] = queue.take()
     # nothing in either renderer assumes a catalogue rule: title, summary and action as given
     said = "gpulse could not analyze cluster bad: StoreError: DynamoDB ThrottlingException"
-    at = line_of(run, "stored = self.store.read_chunks(")
+    at = line_of(incremental, "stored = self.store.read_chunks(")
     text = slack.render_finding(failed)
-    assert text["text"] == f"🔴 [FIRING] gpulse could not analyze a cluster — {said} (at run.py:{at})"
+    assert text["text"] == f"🔴 [FIRING] gpulse could not analyze a cluster — {said} (at incremental.py:{at})"
     assert [
         b["text"]["text"] for b in text["blocks"] if b["type"] in ("header", "section") and "text" in b
     ] == [
         "🔴 gpulse could not analyze a cluster",
-        f"{said} (at run.py:{at})",
+        f"{said} (at incremental.py:{at})",
         f"*What to try*\n{failed.action}",
     ]
     card = jandi.render_finding(failed)
-    assert card["body"] == f"[FIRING] gpulse could not analyze a cluster — {said} (at run.py:{at})"
+    assert card["body"] == f"[FIRING] gpulse could not analyze a cluster — {said} (at incremental.py:{at})"
     assert [(i["title"], i["description"]) for i in card["connectInfo"]][::4] == [
         ("Where", "cluster bad"),
         ("Action", failed.action),

@@ -26,6 +26,14 @@ HOST_NAMES = [m.name for m in HOST_METRICS]
 # ------------------------------------------------------------------------------------ helpers
 
 
+def listed(processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Processes with a decoded affinity (a shared tuple) as the list the document held."""
+    return [
+        {**p, "cpu_affinity": list(p["cpu_affinity"])} if isinstance(p.get("cpu_affinity"), tuple) else p
+        for p in processes
+    ]
+
+
 def validated(doc: dict[str, Any]) -> dict[str, Any]:
     """The document as ingest holds it: through JSON and Batch v1 validation."""
     return batch.parse(json.dumps(doc).encode(), now=NOW).doc
@@ -96,7 +104,7 @@ def assert_round_trip(doc: dict[str, Any], chunk: Chunk) -> None:
         assert set(got_mig.metrics) == set(inst["metrics"])
         for name, series in inst["metrics"].items():
             assert_series(got_mig.metrics[name], series, BY_KIND["mig"][name].resolution, f"mig.{name}")
-    assert chunk.processes == doc.get("processes", [])
+    assert listed(chunk.processes) == doc.get("processes", [])
     assert chunk.events == doc.get("events", [])
 
 
@@ -281,7 +289,7 @@ def test_cpu_affinity_comes_back_exactly_whatever_its_order(cpus: list[int]) -> 
     doc = make_doc(
         processes=[{"gpu_index": 0, "pid": 1, "cpu_affinity": cpus, "first_seen": 1.0, "last_seen": 2.0}]
     )
-    assert decode(encode(doc)).processes[0]["cpu_affinity"] == cpus
+    assert list(decode(encode(doc)).processes[0]["cpu_affinity"]) == cpus
 
 
 def test_cpu_ids_that_are_not_plain_stay_a_list() -> None:
@@ -422,7 +430,7 @@ def test_mig_processes_and_events_are_preserved_exactly() -> None:
     ]
     doc = validated(doc)
     chunk = decode(encode(doc))
-    assert chunk.processes == doc["processes"]
+    assert listed(chunk.processes) == doc["processes"]
     assert chunk.events == doc["events"]
     assert [(m.gi_id, m.profile) for m in chunk.mig] == [(1, "3g.40gb"), (2, None)]
     assert_round_trip(doc, chunk)
@@ -447,7 +455,7 @@ def test_a_chunk_written_by_codec_v1_still_decodes() -> None:
         {
             "gpu_index": 0,
             "pid": 9,
-            "cpu_affinity": [0, 1, 2, 3, 8],
+            "cpu_affinity": (0, 1, 2, 3, 8),
             "first_seen": 1769999400.0,
             "last_seen": 1769999402.0,
         }

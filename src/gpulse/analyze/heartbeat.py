@@ -1,6 +1,7 @@
-"""The dead-man's switch: after each completed analyze run, one GET to an outside watcher
-(healthchecks.io, Dead Man's Snitch, Cronitor, an Opsgenie heartbeat …), which alerts when the
-pings stop — a gpulse that is down cannot say so itself (DESIGN.md, "Watching itself").
+"""The dead-man's switch: after each completed analyze dispatch (every cluster's tasks enqueued
+on the analyze queue; the workers are watched by their Errors, DLQ and queue-age alarms), one GET
+to an outside watcher (healthchecks.io, Dead Man's Snitch, Cronitor, an Opsgenie heartbeat …),
+which alerts when the pings stop — a gpulse that is down cannot say so itself (DESIGN.md, "Watching itself").
 
 The ping says "analyze runs", not "every cluster is fine": a cluster that failed is its own
 `analysis_failed` alert. A failed ping never fails the run; it is logged without the URL, which

@@ -14,15 +14,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpulse import codec
 from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.settle import FindingsQueue, settle
 from gpulse.alerting.state import Rule
 from gpulse.analyze.admission import RuleSource, admitter
-from gpulse.analyze.detection import STEP_S, detect_all, window_for
+from gpulse.analyze.detection import STEP_S, detect_all
+from gpulse.analyze.fanout import OwnedRecords, Owns
+from gpulse.analyze.incremental import ClusterWindows, TickStats
 from gpulse.analyze.inhibit import announced
 from gpulse.analyze.own_rules import (
     ANALYSIS_FAILED,
@@ -34,12 +35,10 @@ from gpulse.analyze.own_rules import (
     failure_condition,
 )
 from gpulse.analyze.staleness import unseen
-from gpulse.codec import Chunk
 from gpulse.detect.base import Condition, NodeSeen, Window
-from gpulse.detect.catalogue import CATALOGUE, state_for_s
+from gpulse.detect.catalogue import CATALOGUE, keep_firing_for_s, state_for_s
 from gpulse.finding import Finding
 from gpulse.store import NodeInfo, SeriesStore
-from gpulse.window import STALE_S
 
 logger = logging.getLogger(__name__)
 REGISTRY_S = 7 * 86400.0  # nodes silent this long leave the registry given to detectors
@@ -57,8 +56,9 @@ class ClusterReport:
     # nodes whose shipper said in its latest batch that it has no working disk spool (full,
     # unwritable, disabled): they ship live, but an ingest outage would cost them data
     no_spool: list[str] = field(default_factory=list)
+    cold: bool = False  # the window was rebuilt from the store, not kept from the last run
     read_s: float = 0.0
-    decode_s: float = 0.0
+    decode_s: float = 0.0  # decoding and binning what was read
     detect_s: float = 0.0
     state_s: float = 0.0
 
@@ -66,6 +66,12 @@ class ClusterReport:
     def failures(self) -> int:
         """What this run could not analyse here: the whole cluster, or rules one by one."""
         return (self.error is not None) + len(self.failed_rules)
+
+
+def _about(c: Condition) -> tuple[str | None, list[str]]:
+    """The node group and nodes a condition is about, as its alert's finding will say them."""
+    group, node = c.subject.get("node_group"), c.subject.get("node")
+    return (str(group) if group else c.node_group), [*c.nodes, *([str(node)] if node else [])]
 
 
 class Analyzer:
@@ -79,9 +85,12 @@ class Analyzer:
         window_s: float = 600.0,
         step_s: float = STEP_S,
         clock: Callable[[], float] = time.time,
+        incremental: bool = True,
     ) -> None:
         self.store, self.records, self.queue, self.config = store, records, queue, config
         self.window_s, self.step_s, self.clock = window_s, step_s, clock
+        # each cluster's window, kept between runs while this container lives (`incremental`)
+        self.windows = ClusterWindows(store, window_s=window_s, step_s=step_s, incremental=incremental)
 
     def run(self) -> list[ClusterReport]:
         """One scheduled run over every cluster with a node that reported in the last week (a
@@ -105,20 +114,32 @@ class Analyzer:
         return report
 
     def run_cluster(
-        self, cluster: str, nodes: list[NodeInfo], params: dict[str, dict[str, Any]], now: float
+        self,
+        cluster: str,
+        nodes: list[NodeInfo],
+        params: dict[str, dict[str, Any]],
+        now: float,
+        *,
+        owns: Owns | None = None,
     ) -> ClusterReport:
-        """Analyse one cluster and settle its alerts. Never raises: what stops it is reported
-        (`ClusterReport.error`) and raised as its `analysis_failed` alert."""
+        """Analyse one cluster (or, with `owns`, one shard of it: `nodes` are its nodes, and only
+        the alerts it owns are settled) and settle its alerts. Never raises: what stops it is
+        reported (`ClusterReport.error`) and raised as its `analysis_failed` alert."""
         report = ClusterReport(cluster, no_spool=sorted(n.node for n in nodes if n.spool not in (None, "ok")))
         try:
-            window, conditions = self.evaluate(cluster, nodes, params, now, report)
+            shard = frozenset(n.node for n in nodes) if owns is not None else None
+            window, conditions = self.evaluate(cluster, nodes, params, now, report, shard=shard)
+            records = self.records
+            if owns is not None:
+                records = OwnedRecords(self.records, owns)
+                conditions = [c for c in conditions if owns(*_about(c))]
             t3 = time.perf_counter()
             report.published = settle(
-                self.records,
+                records,
                 self.queue,
                 cluster,
                 conditions,
-                self.rules(params),
+                self.live_rules(params),
                 window.end,
                 unseen=unseen(conditions, window),
             )
@@ -152,31 +173,29 @@ class Analyzer:
         params: dict[str, dict[str, Any]],
         now: float,
         report: ClusterReport | None = None,
+        *,
+        shard: frozenset[str] | None = None,
     ) -> tuple[Window, list[Condition]]:
         """The cluster's window at `now` and the conditions the enabled rules find in it (what
         a run would settle; the CLI's dry run shows it without settling). A chunk that does not
         decode is skipped (logged, counted in `report`); a rule that raises is its own
-        `analysis_failed` condition (`detect_all`)."""
+        `analysis_failed` condition (`detect_all`). With `shard`, only those nodes' data is read
+        into the window (a shard of the cluster, `gpulse.analyze.fanout`)."""
         report = report or ClusterReport(cluster)
-        t0 = time.perf_counter()
-        stored = self.store.read_chunks(cluster, now - self.window_s - STALE_S, now)
-        t1 = time.perf_counter()
-        chunks: list[Chunk] = []
-        for item in stored:
-            try:
-                chunks.append(codec.decode(item.data))
-            except codec.ChunkCorrupt as e:  # one bad item must not hide its node's other data
-                report.corrupt_chunks += 1
-                logger.warning(
-                    "chunk skipped: it does not decode",
-                    extra={"cluster": cluster, "node": item.node, "key": item.key, "reason": str(e)},
-                )
-        t2 = time.perf_counter()
-        report.chunks, report.read_s, report.decode_s = len(chunks), t1 - t0, t2 - t1
         registry = [NodeSeen(n.node, n.node_group, n.last_seen) for n in nodes]
-        window = window_for(cluster, chunks, registry, now, window_s=self.window_s, step_s=self.step_s)
+        tick = TickStats()
+        window = self.windows.window(cluster, registry, now, tick, nodes=shard)
+        t2 = time.perf_counter()
+        report.chunks, report.corrupt_chunks = tick.decoded, tick.corrupt
+        report.read_s, report.decode_s, report.cold = tick.read_s, tick.decode_s + tick.bin_s, tick.cold
         off = {name for name in CATALOGUE if self.config.switched_off(name)}
-        conditions = detect_all(window, params, skip=off, admit=admitter(self.config, window))
+        conditions = detect_all(
+            window,
+            params,
+            skip=off,
+            admit=admitter(self.config, window),
+            inhibitions=self.config.inhibitions(),
+        )
         report.failed_rules = [
             str(c.subject["detector"]) for c in conditions if c.rule == ANALYSIS_FAILED.name
         ]
@@ -188,10 +207,24 @@ class Analyzer:
         """What the state machine needs of each rule, with the `for` durations configured now,
         analyze's own rules included."""
         catalogue = {
-            name: Rule(name, det.title, for_s=state_for_s(name, params[name]), one_shot=det.one_shot)
+            name: Rule(
+                name,
+                det.title,
+                for_s=state_for_s(name, params[name]),
+                one_shot=det.one_shot,
+                keep_firing_for_s=keep_firing_for_s(params[name]),
+            )
             for name, det in CATALOGUE.items()
         }
         return {**catalogue, **OWN_RULES}
+
+    def live_rules(self, params: dict[str, dict[str, Any]]) -> dict[str, Rule]:
+        """`rules`, less the hold-down of a rule switched off: an operator who turns a rule off
+        ends its alerts now (its detector no longer runs; no pause is being waited out)."""
+        return {
+            name: replace(r, keep_firing_for_s=0.0) if self.config.switched_off(name) else r
+            for name, r in self.rules(params).items()
+        }
 
     def clusters(self, now: float) -> dict[str, list[NodeInfo]]:
         """Each cluster with a node that reported in the last week, and its nodes."""

@@ -7,20 +7,20 @@ PYTHON ?= python3
 VENV_DEMO := .venv-demo
 VENV_TEST := .venv
 
-.PHONY: demo test lint build clean bench fuzz drills
+.PHONY: demo test lint build clean bench fuzz drills bench-fleet bench-storage bench-ingest-load cost-model wheels wheel-test
 
-$(VENV_DEMO)/.installed: pyproject.toml
+$(VENV_DEMO)/.installed: pyproject.toml packages/wire/pyproject.toml packages/shipper/pyproject.toml
 	rm -rf $(VENV_DEMO)
 	$(PYTHON) -m venv $(VENV_DEMO)
 	$(VENV_DEMO)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VENV_DEMO)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[local]'
+	$(VENV_DEMO)/bin/python -m pip install --quiet --disable-pip-version-check -e packages/wire -e packages/shipper -e '.[local]'
 	touch $@
 
-$(VENV_TEST)/.installed: pyproject.toml
+$(VENV_TEST)/.installed: pyproject.toml packages/wire/pyproject.toml packages/shipper/pyproject.toml
 	rm -rf $(VENV_TEST)
 	$(PYTHON) -m venv $(VENV_TEST)
 	$(VENV_TEST)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VENV_TEST)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV_TEST)/bin/python -m pip install --quiet --disable-pip-version-check -e packages/wire -e packages/shipper -e '.[dev]'
 	touch $@
 
 demo: $(VENV_DEMO)/.installed
@@ -53,6 +53,36 @@ bench: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python bench/bench_codec.py
 	$(VENV_TEST)/bin/python bench/bench_analyze.py
 	$(VENV_TEST)/bin/python bench/bench_cold_start.py --baseline HEAD
+	$(VENV_TEST)/bin/python bench/bench_chart.py
+
+# stored bytes per sample (hot and long tier, as DynamoDB bills them) against Prometheus and
+# VictoriaMetrics (installed from Debian if missing), then $/GPU-month from the same code (~5 min)
+bench-storage: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python bench/bench_storage.py --out bench/out/storage.json
+
+cost-model: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python bench/cost_model.py --load bench/out/ingest_load.jsonl
+
+# 1,250 signed shippers against the local HTTP API on 127.0.0.1 for 60 s (and a 404 baseline)
+bench-ingest-load: $(VENV_TEST)/.installed
+	mkdir -p bench/out
+	$(VENV_TEST)/bin/python bench/bench_ingest_load.py | tee bench/out/ingest_load.jsonl
+
+# the node's wheels (gpulse-wire, gpulse-shipper) into dist/; a node installs them with
+# deploy/shipper-constraints.txt (docs/shipper.md)
+wheels: $(VENV_TEST)/.installed
+	rm -f dist/gpulse_wire-*.whl dist/gpulse_shipper-*.whl
+	$(VENV_TEST)/bin/python -m pip wheel --quiet --disable-pip-version-check --no-deps -w dist packages/wire packages/shipper
+
+# the shipper wheel installed alone into a clean venv with the constraints file, then run (~1 min)
+wheel-test: $(VENV_TEST)/.installed
+	GPULSE_WHEEL=1 $(VENV_TEST)/bin/python -m pytest -m wheel tests/integration/test_shipper_wheel.py -p no:cacheprovider
+
+# analyze at fleet scale (docs/operations.md, "Analyze at scale"): 100 to 1,250 nodes × 8 GPUs, HEAD's
+# code as the baseline, cold and warm ticks; then the warm-equals-cold checks at length. About 30 min.
+bench-fleet: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python bench/bench_fleet.py --nodes 100 250 500 1250 --warm-ticks 3 --moto
+	GPULSE_WINDOW_EXAMPLES=500 GPULSE_WINDOW_SCENARIOS=all $(VENV_TEST)/bin/python -m pytest tests/unit/test_window_incremental.py -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV_DEMO) $(VENV_TEST) .venv-sam .aws-sam .gpulse-local

@@ -155,6 +155,7 @@ def fake_deployment_env(root: Path) -> dict[str, dict[str, str]]:
         account_id=ACCOUNT,
         prefix="bench",
         topics={lid: f"arn:aws:sns:{REGION}:{ACCOUNT}:bench-{lid}" for lid in of(TOPIC_TYPE)},
+        buckets={lid: f"bench-{lid.lower()}" for lid in of("AWS::S3::Bucket")},
     )
     specs = function_specs(template, deployment)
     return {lid: dict(specs[lid].environment) for lid in FUNCTIONS}

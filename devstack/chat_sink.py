@@ -6,6 +6,13 @@ services check, records what they would show, and prints it legibly.
     GET  /messages          every accepted message, as JSON
     POST /_control/fail     {"kind", "status", "count", "retry_after"}: fail the next requests
 
+Pictures: like Slack and Jandi, the sink fetches every image a message links to (a Slack image
+block's `image_url`, a Jandi `connectInfo[].imageUrl`) and checks it is a PNG of the size gpulse
+states for its charts (signature, then IHDR width × height). A message is recorded with its text
+as `payload` (the picture parts taken out, so it reads as the text alone), what arrived as `raw`,
+and one entry per picture in `pictures`; with `pictures_dir` set, each fetched image is written
+there. Only loopback URLs are fetched: the local stack never reaches out.
+
 Run alone with `python -m devstack.chat_sink --port 8025`.
 """
 
@@ -13,19 +20,28 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import ipaddress
 import json
 import re
 import signal
+import struct
 import sys
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from gpulse.notify.chart import HEIGHT_PX, WIDTH_PX
 
 KINDS = ("slack", "jandi")
 JANDI_ACCEPT = "application/vnd.tosslab.jandi-v2+json"
@@ -47,6 +63,12 @@ SLACK_ERROR_BODY = {
     429: "rate_limited",
 }
 WIDTH = 96  # of the printed block: fits a 100-column terminal
+SLACK_MAX_IMAGE_URL_CHARS = 3000
+SLACK_MAX_ALT_TEXT_CHARS = 2000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PICTURE_SIZE = (WIDTH_PX, HEIGHT_PX)  # what gpulse states its charts are
+PICTURE_FETCH_TIMEOUT_S = 5.0
+PICTURE_MAX_BYTES = 5 * 1024 * 1024
 
 
 class Invalid(Exception):
@@ -100,6 +122,12 @@ def check_slack(payload: Any) -> None:
                         raise Invalid(f"block {n}: a field is not a text object")
                     if len(f["text"]) > SLACK_MAX_FIELD_CHARS:
                         raise Invalid(f"block {n}: field {len(f['text'])} chars > {SLACK_MAX_FIELD_CHARS}")
+        elif block["type"] == "image":
+            url, alt = block.get("image_url"), block.get("alt_text")
+            if not isinstance(url, str) or not 0 < len(url) <= SLACK_MAX_IMAGE_URL_CHARS:
+                raise Invalid(f"block {n}: image_url must be 1 to {SLACK_MAX_IMAGE_URL_CHARS} characters")
+            if not isinstance(alt, str) or not 0 < len(alt) <= SLACK_MAX_ALT_TEXT_CHARS:
+                raise Invalid(f"block {n}: alt_text must be 1 to {SLACK_MAX_ALT_TEXT_CHARS} characters")
         elif block["type"] == "context":
             elements = block.get("elements")
             if not isinstance(elements, list) or not 0 < len(elements) <= SLACK_MAX_CONTEXT_ELEMENTS:
@@ -131,6 +159,77 @@ def check_jandi(payload: Any, accept: str | None, content_type: str | None) -> N
     info = payload.get("connectInfo", [])
     if not isinstance(info, list) or not all(isinstance(i, dict) for i in info):
         raise Invalid("connectInfo must be a list of objects")
+
+
+# ---- pictures --------------------------------------------------------------------------------
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or None when `data` is not a PNG."""
+    if len(data) < 24 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+def picture_urls(kind: str, payload: dict[str, Any]) -> list[str]:
+    """The image URLs a message links to, in order."""
+    if kind == "slack":
+        items = payload.get("blocks") or []
+        return [
+            b["image_url"] for b in items if b.get("type") == "image" and isinstance(b.get("image_url"), str)
+        ]
+    items = payload.get("connectInfo") or []
+    return [i["imageUrl"] for i in items if isinstance(i, dict) and isinstance(i.get("imageUrl"), str)]
+
+
+def without_pictures(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The message as text alone: Slack's image blocks, Jandi's entries that carry an image, taken out."""
+    if kind == "slack" and "blocks" in payload:
+        return {**payload, "blocks": [b for b in payload["blocks"] if b.get("type") != "image"]}
+    if kind == "jandi" and "connectInfo" in payload:
+        return {**payload, "connectInfo": [i for i in payload["connectInfo"] if "imageUrl" not in i]}
+    return payload
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def fetch_picture(url: str, size: tuple[int, int] = PICTURE_SIZE) -> tuple[dict[str, Any], bytes]:
+    """GET `url` as a chat service would and check it: {"url", "status", "bytes", "width",
+    "height", "ok", "error"} and the body (b"" when it could not be fetched)."""
+    result: dict[str, Any] = {"url": url, "status": None, "bytes": 0, "width": None, "height": None}
+    body = b""
+    if not _loopback(url):
+        return result | {"ok": False, "error": "not fetched: the local sink fetches loopback URLs only"}, body
+    try:
+        with urllib.request.urlopen(
+            url, timeout=PICTURE_FETCH_TIMEOUT_S
+        ) as resp:  # loopback only (checked above)
+            result["status"] = resp.status
+            body = resp.read(PICTURE_MAX_BYTES + 1)
+    except urllib.error.HTTPError as e:
+        return result | {"status": e.code, "ok": False, "error": f"answered {e.code}"}, b""
+    except (urllib.error.URLError, OSError) as e:
+        return result | {"ok": False, "error": f"not fetched: {e}"}, b""
+    result["bytes"] = len(body)
+    dims = png_size(body)
+    if dims is not None:
+        result["width"], result["height"] = dims
+    if dims is None:
+        error = "not a PNG"
+    elif dims != size:
+        error = f"{dims[0]}×{dims[1]}, not the stated {size[0]}×{size[1]}"
+    elif len(body) > PICTURE_MAX_BYTES:
+        error = f"over {PICTURE_MAX_BYTES} bytes"
+    else:
+        error = None
+    return result | {"ok": error is None, "error": error}, body
 
 
 # ---- printing --------------------------------------------------------------------------------
@@ -295,6 +394,15 @@ def render_record(record: dict[str, Any], colour: bool = False) -> str:
     else:
         accent = _hex_colour(payload.get("connectColor"))
         lines = jandi_text(payload, paint, accent)
+    for p in record.get("pictures") or []:
+        if p["ok"]:
+            where = f" → {p['file']}" if p.get("file") else ""
+            lines += [
+                "",
+                f"🖼  chart: {p['width']}×{p['height']} PNG, {p['bytes'] / 1024:.1f} KiB, fetched{where}",
+            ]
+        else:
+            lines += ["", f"🖼  chart: {p['error']}"]
     stamp = datetime.fromtimestamp(record["received_at"], UTC).strftime("%H:%M:%S UTC")
     title = f" {record['kind']} · #{record['channel']} "
     top = "╭─" + title + "─" * max(WIDTH - 5 - len(title) - len(stamp), 2) + f" {stamp} ─"
@@ -398,8 +506,10 @@ class ChatSink:
     """A local Slack/Jandi webhook receiver on a real socket (127.0.0.1 only by default).
 
     `url` + "/slack/<channel>" or "/jandi/<channel>" is a webhook URL. Accepted messages are
-    recorded as {"kind", "channel", "payload", "headers", "received_at"} and printed to `out`
-    (ANSI colour only when `out` is a terminal; None prints nothing).
+    recorded as {"kind", "channel", "payload", "raw", "pictures", "headers", "received_at"} and
+    printed to `out` (ANSI colour only when `out` is a terminal; None prints nothing): `payload`
+    is the text (pictures taken out), `raw` what arrived, `pictures` what each linked image
+    turned out to be (see `fetch_picture`; "file" where it was written under `pictures_dir`).
     """
 
     def __init__(
@@ -409,8 +519,12 @@ class ChatSink:
         out: TextIO | None = sys.stdout,
         *,
         clock: Callable[[], float] = time.time,
+        pictures_dir: Path | None = None,
+        picture_size: tuple[int, int] = PICTURE_SIZE,
     ) -> None:
         self._host, self._port = host, port
+        self.pictures_dir = pictures_dir  # where fetched pictures are written (None: kept nowhere)
+        self.picture_size = picture_size
         self._out = out
         self._clock = clock
         self._messages: list[dict[str, Any]] = []
@@ -499,11 +613,28 @@ class ChatSink:
         with self._cond:
             self._attempts.append((kind, channel, status))
 
+    def _pictures(self, kind: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """Fetch and check each linked picture (outside the lock: a fetch may take a moment)."""
+        out = []
+        for url in picture_urls(kind, payload):
+            result, body = fetch_picture(url, self.picture_size)
+            if body and self.pictures_dir is not None:
+                self.pictures_dir.mkdir(parents=True, exist_ok=True)
+                # named by content: the same chart seen by Slack and Jandi is one file
+                path = self.pictures_dir / f"{hashlib.sha256(body).hexdigest()[:16]}.png"
+                path.write_bytes(body)
+                result["file"] = str(path)
+            out.append(result)
+        return out
+
     def _record(self, kind: str, channel: str, payload: Any, headers: dict[str, str]) -> None:
+        pictures = self._pictures(kind, payload)
         record = {
             "kind": kind,
             "channel": channel,
-            "payload": payload,
+            "payload": without_pictures(kind, payload),
+            "raw": payload,
+            "pictures": pictures,
             "headers": headers,
             "received_at": self._clock(),
         }

@@ -37,10 +37,13 @@ class DemoPlan:
     for_s: int = 30  # both rules' `for` in the demo (production defaults are longer)
     max_s: int = 200
     real: bool = False  # ship this machine's real GPUs instead of a simulated fleet
+    standin: bool = False  # also ship one node through the real NVML path, from stand-in GPUs
     rule_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def params(self) -> dict[str, dict[str, Any]]:
-        base = {"imbalance": {"for_s": self.for_s}, "idle_held": {"for_s": self.for_s}}
+        # the hold-down before a resolve scales with the demo's clock like `for` (production: minutes)
+        held = {"for_s": self.for_s, "keep_firing_for_s": self.for_s}
+        base = {"imbalance": dict(held), "idle_held": dict(held)}
         return base | self.rule_params
 
     def route(self, alert_env: dict[str, str]) -> dict[str, Any]:
@@ -132,7 +135,29 @@ def _echo_banner(log: Path, say: Callable[[str], None], timeout_s: float = 10.0)
         time.sleep(0.2)
 
 
-def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[dict[str, Any]]:
+class DemoRun(list[dict[str, Any]]):
+    """The chat messages received, in order, and the config changes operators made meanwhile
+    (`gpulse rules disable …` during the demo): with those, a missing alert is what was asked for."""
+
+    config_changes: list[str]
+
+
+def operator_changes(config: ConfigStore, *, demo_who: str = "demo") -> list[str]:
+    """The config table's changes by anyone but the demo itself, oldest first ("who put rule x")."""
+    return [
+        f"{a['who']} {a['action']} {a['kind']} {a['name']}"
+        for a in reversed(config.audit(200))
+        if a["who"] != demo_who
+    ]
+
+
+def gpulse_command() -> str:
+    """How to run this environment's `gpulse` from here (`.venv-demo/bin/gpulse` under make demo)."""
+    script = Path(sys.executable).parent / "gpulse"
+    return os.path.relpath(script) if script.exists() else "gpulse"
+
+
+def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> DemoRun:
     """Run the demo; returns the chat messages received, in order."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -144,7 +169,9 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
 
     say("starting moto on 127.0.0.1, tables and queues from template.yaml, the functions, the chat sink")
     stack = LocalStack(run_dir, time_scale=plan.time_scale, sink_out=out)
+    stack.sink.pictures_dir = run_dir / "pictures"  # the charts the messages carried, to open
     shipper: subprocess.Popen[bytes] | None = None
+    standin: subprocess.Popen[bytes] | None = None
     try:
         stack.start()
         say(
@@ -157,7 +184,7 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
             "default route: Slack and Jandi, grouped by cluster and rule, "
             f"group_wait {route['group_wait_s']:g}s, group_interval {route['group_interval_s']:g}s "
             "(Alertmanager's ÷ time scale). "
-            f"Change rules live: gpulse --local {run_dir} rules list"
+            f"Change rules live: {gpulse_command()} --local {run_dir} rules list"
         )
         secrets_dir = run_dir / "secrets"
         if plan.real:
@@ -174,6 +201,12 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
             stdout=shipper_log,
             stderr=subprocess.STDOUT,
         )
+        if plan.standin:
+            # imported here: standin_nvml lives in the repository, not in the installed packages
+            from devstack import standin_node
+
+            standin = standin_node.start_standin_node(stack, run_dir, batch_s=plan.batch_s, max_s=plan.max_s)
+            say(f"{standin_node.NODE} (cluster {standin_node.CLUSTER!r}): the real shipper, stand-in GPUs")
         ship_start = time.monotonic()
         ship_epoch = time.time()
         _echo_banner(run_dir / "logs" / "shipper.log", say)
@@ -199,9 +232,21 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
         for m in messages:
             print(f"   +{m['received_at'] - ship_epoch:6.1f}s  {m['kind']:<6} {headline(m)[:88]}", file=out)
         done = expected_done(messages, rules)
+        charts = [p for m in messages for p in m.get("pictures", [])]
+        files = sorted({p["file"] for p in charts if p.get("file")})
+        print(
+            f"   {sum(p['ok'] for p in charts)} of {len(charts)} linked charts fetched as PNGs; "
+            f"{len(files)} pictures written under {run_dir / 'pictures'}",
+            file=out,
+        )
+        run = DemoRun(messages)
+        run.config_changes = operator_changes(ConfigStore(stack.table("ConfigTable")))
+        if run.config_changes:
+            print(f"   config changed during the demo: {'; '.join(run.config_changes)}", file=out)
+        missing = "not every alert arrived" + (" (after those changes)" if run.config_changes else "")
         print(
             f"   {len(messages)} chat messages; "
-            f"{'every alert fired and resolved, in both formats' if done else 'not every alert arrived'}",
+            f"{'every alert fired and resolved, in both formats' if done else missing}",
             file=out,
         )
         if not plan.real:
@@ -212,12 +257,13 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> list[di
                 file=out,
                 flush=True,
             )
-        return messages
+        return run
     finally:
-        if shipper is not None and shipper.poll() is None:
-            shipper.send_signal(signal.SIGTERM)
-            try:
-                shipper.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                shipper.kill()
+        for proc in (shipper, standin):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         stack.stop()

@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -35,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 
@@ -47,7 +49,9 @@ from devstack.template import (
     deploy_local,
     function_specs,
     load_template,
+    local_api_url,
 )
+from gpulse import env
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_API_MAX_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API payload limit
@@ -102,15 +106,42 @@ class Function:
             return self.handler(event, ctx)
 
 
+def route_pattern(path: str) -> re.Pattern[str]:
+    """An HTTP API route path as a regex: `{name}` is one segment, `{name+}` the rest (greedy)."""
+    out = ""
+    for literal, name, greedy in re.findall(r"([^{]*)(?:\{(\w+)(\+?)\})?", path):
+        out += re.escape(literal)
+        if name:
+            out += f"(?P<{name}>.+)" if greedy else f"(?P<{name}>[^/]+)"
+    return re.compile(out)
+
+
+def match_route(
+    routes: list[HttpApiEvent], method: str, path: str
+) -> tuple[HttpApiEvent, dict[str, str]] | None:
+    """The route a request takes and its path parameters, as API Gateway picks them."""
+    for r in routes:
+        m = route_pattern(r.path).fullmatch(path)
+        if m is not None and r.method in (method, "ANY"):
+            return r, m.groupdict()
+    return None
+
+
 def http_api_event(
-    method: str, path: str, query: str, headers: dict[str, str], body: bytes, route: str
+    method: str,
+    path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes,
+    route: str,
+    path_parameters: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """An API Gateway HTTP API payload-format-2.0 event, as Lambda receives it."""
     now = datetime.now(UTC)
     text_types = ("application/json", "text/")
     ctype = headers.get("content-type", "")
     binary = bool(body) and (headers.get("content-encoding") or not ctype.startswith(text_types))
-    return {
+    event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route,
         "rawPath": path,
@@ -137,6 +168,11 @@ def http_api_event(
         "body": base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace"),
         "isBase64Encoded": bool(binary),
     }
+    if query:  # API Gateway joins a repeated parameter's values with commas
+        event["queryStringParameters"] = {k: ",".join(v) for k, v in parse_qs(query).items()}
+    if path_parameters:
+        event["pathParameters"] = path_parameters
+    return event
 
 
 def serve_http_api(fn: Function, routes: list[HttpApiEvent], port: int, stop: threading.Event) -> None:
@@ -165,12 +201,15 @@ def serve_http_api(fn: Function, routes: list[HttpApiEvent], port: int, stop: th
                 self.close_connection = True
                 return
             body = self.rfile.read(length) if length else b""
-            route = next((r for r in routes if r.path == path and r.method in (self.command, "ANY")), None)
-            if route is None:
+            matched = match_route(routes, self.command, path)
+            if matched is None:
                 self._answer(404, b'{"message":"Not Found"}', {"Content-Type": "application/json"})
                 return
+            route, params = matched
             headers = {k.lower(): v for k, v in self.headers.items()}
-            event = http_api_event(self.command, path, query, headers, body, f"{route.method} {route.path}")
+            event = http_api_event(
+                self.command, path, query, headers, body, f"{route.method} {route.path}", params
+            )
             if len(json.dumps(event)) > LAMBDA_SYNC_MAX_BYTES:  # what Lambda refuses before the handler
                 self._answer(
                     413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"}
@@ -346,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--param", action="append", default=[], help="template parameter override NAME=VALUE")
     ap.add_argument("--template", default=str(ROOT / "template.yaml"))
+    ap.add_argument(
+        "--api-url",
+        default="",
+        help="the local HTTP API's base URL, for what the template makes of ServerlessHttpApi",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -357,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     spec = function_specs(template, deployment)[args.function]
     os.environ.update(spec.environment)  # exactly what the template gives this function
+    if env.ANALYZE_MINUTE_S in spec.environment:  # analyze's minute runs as fast as its schedule
+        minute_s = int(spec.environment[env.ANALYZE_MINUTE_S])
+        os.environ[env.ANALYZE_MINUTE_S] = str(max(1, round(minute_s / args.time_scale)))
+    if args.api_url:  # ... save that the API is on 127.0.0.1, not execute-api
+        aws_url = local_api_url(deployment.region)
+        os.environ.update({k: v.replace(aws_url, args.api_url) for k, v in spec.environment.items()})
     fn = Function(spec, deployment.region, deployment.account_id)
 
     stop = threading.Event()

@@ -27,7 +27,14 @@ from devstack.template import LocalDeployment, deploy_local, function_specs, loa
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = "local"
 REGION = "us-east-1"
-FUNCTIONS = ("IngestFunction", "AnalyzeFunction", "AlertFunction")
+FUNCTIONS = (
+    "IngestFunction",
+    "AnalyzeFunction",
+    "AnalyzeWorkerFunction",
+    "AlertFunction",
+    "CompactorFunction",
+    "ChartsFunction",
+)
 
 
 def free_port() -> int:
@@ -63,6 +70,7 @@ class LocalStack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoint = ""
         self.api_url = ""
+        self.charts_url = ""  # where chart links point locally (the charts function's port)
         self.deployment: LocalDeployment | None = None
         self._moto: object | None = None
 
@@ -96,10 +104,21 @@ class LocalStack:
                 Type="SecureString",
                 Overwrite=True,
             )
+        # the key chart links are signed with: the deployer's one-time `aws ssm put-parameter` in AWS
+        ssm.put_parameter(
+            Name=self.specs["AlertFunction"].environment["GPULSE_CHART_LINK_KEY_PARAM"],
+            Value=secrets.token_hex(32),
+            Type="SecureString",
+            Overwrite=True,
+        )
         self._write_outputs()
-        api_port = free_port()
+        # each HttpApi function serves its routes on a port of its own (one process each); alert's
+        # chart links point at the charts function's (in AWS, one API: the same host as ingest)
+        api_port, charts_port = free_port(), free_port()
+        self.charts_url = f"http://127.0.0.1:{charts_port}"
+        ports = {"IngestFunction": api_port, "ChartsFunction": charts_port}
         for name in FUNCTIONS:
-            self._spawn(name, api_port if name == "IngestFunction" else 0)
+            self._spawn(name, ports.get(name, 0))
         self.api_url = f"http://127.0.0.1:{api_port}"
         for name in FUNCTIONS:
             self._wait_ready(name)
@@ -136,6 +155,8 @@ class LocalStack:
                 str(port),
                 "--time-scale",
                 str(self.time_scale),
+                "--api-url",
+                self.charts_url,
                 *[a for k, v in self.parameters.items() for a in ("--param", f"{k}={v}")],
             ],
             cwd=ROOT,

@@ -35,6 +35,7 @@ TABLE_TYPE = "AWS::DynamoDB::Table"
 QUEUE_TYPE = "AWS::SQS::Queue"
 FUNCTION_TYPE = "AWS::Serverless::Function"
 TOPIC_TYPE = "AWS::SNS::Topic"
+BUCKET_TYPE = "AWS::S3::Bucket"
 # What the local stack knowingly does not create, and why (anything else unknown is the runners'):
 SKIPPED_TYPES: dict[str, str] = {
     # the functions run as local processes: neither Lambda's metrics nor their EMF reach moto's
@@ -48,6 +49,17 @@ SKIPPED_TYPES: dict[str, str] = {
 
 PARTITION = "aws"
 URL_SUFFIX = "amazonaws.com"
+# The implicit HTTP API SAM makes from the HttpApi events: a Ref to it resolves to this id; the
+# local runtime swaps the URL it makes (`local_api_url`) for the 127.0.0.1 one it serves on.
+IMPLICIT_HTTP_API = "ServerlessHttpApi"
+LOCAL_API_ID = "local"
+
+
+def local_api_url(region: str) -> str:
+    """What `https://${ServerlessHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}` resolves to."""
+    return f"https://{LOCAL_API_ID}.execute-api.{region}.{URL_SUFFIX}"
+
+
 # AWS's documented defaults for a function that states neither (SAM passes them through).
 DEFAULT_TIMEOUT_S = 3
 DEFAULT_MEMORY_MB = 128
@@ -158,6 +170,7 @@ class LocalDeployment:
     account_id: str
     prefix: str = "gpulse-local"  # also what AWS::StackName resolves to
     topics: dict[str, str] = field(default_factory=dict)  # logical id → topic ARN
+    buckets: dict[str, str] = field(default_factory=dict)  # logical id → bucket name
 
 
 @dataclass(frozen=True)
@@ -290,8 +303,10 @@ class _Resolver:
         account_id: str | None,
         stack_name: str,
         topics: dict[str, str] | None = None,
+        buckets: dict[str, str] | None = None,
     ) -> None:
         self.parameters = parameters
+        self.buckets = buckets if buckets is not None else {}
         self.tables = tables
         self.queues = queues
         self.topics = topics if topics is not None else {}
@@ -336,6 +351,10 @@ class _Resolver:
             return self.queues[target]["url"]
         if target in self.topics:
             return self.topics[target]
+        if target in self.buckets:
+            return self.buckets[target]
+        if target == IMPLICIT_HTTP_API:
+            return LOCAL_API_ID
         pseudo = {
             "AWS::Region": lambda: self.region,
             "AWS::AccountId": lambda: self._account(where),
@@ -347,7 +366,7 @@ class _Resolver:
             return pseudo[target]()
         raise TemplateError(
             f"{where}: Ref {target} names nothing the local stack creates "
-            "(it resolves parameters, pseudo parameters, tables, queues and topics)"
+            "(it resolves parameters, pseudo parameters, tables, queues, topics and buckets)"
         )
 
     def _get_att(self, arg: Any, where: str) -> str:
@@ -365,6 +384,8 @@ class _Resolver:
         if resource in self.topics and attribute in ("TopicArn", "TopicName"):
             arn = self.topics[resource]
             return arn if attribute == "TopicArn" else arn.rsplit(":", 1)[1]
+        if resource in self.buckets and attribute == "Arn":
+            return f"arn:{PARTITION}:s3:::{self.buckets[resource]}"
         raise TemplateError(f"{where}: Fn::GetAtt {resource}.{attribute} is not available in the local stack")
 
     def _sub(self, arg: Any, where: str) -> str:
@@ -590,17 +611,69 @@ def _create_topic(sns: Any, logical_id: str, name: str, props: dict[str, Any]) -
     return str(sns.create_topic(Name=name, Attributes=attributes)["TopicArn"])
 
 
+# A bucket's settings that moto keeps and a test can read back; the rest changes nothing locally.
+_BUCKET_PROPERTIES_USED = {"PublicAccessBlockConfiguration", "BucketEncryption", "LifecycleConfiguration"}
+_BUCKET_PROPERTIES_IGNORED = {"BucketName", "Tags", "OwnershipControls", "VersioningConfiguration"}
+
+
+def _create_bucket(s3: Any, logical_id: str, name: str, props: dict[str, Any]) -> None:
+    """Create (or reuse) one bucket with the template's public-access block, default encryption
+    and lifecycle rules (CloudFormation's property shapes turned into S3's API shapes)."""
+    _check_properties(logical_id, props, _BUCKET_PROPERTIES_USED | _BUCKET_PROPERTIES_IGNORED)
+    region = s3.meta.region_name
+    create: dict[str, Any] = {"Bucket": name}
+    if region != "us-east-1":  # S3 refuses a LocationConstraint of us-east-1
+        create["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**create)
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+            raise
+    if "PublicAccessBlockConfiguration" in props:
+        block = {k: bool(v) for k, v in props["PublicAccessBlockConfiguration"].items()}
+        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=block)
+    if "BucketEncryption" in props:
+        rules = [  # CloudFormation's ServerSideEncryptionByDefault is the API's Apply…ByDefault
+            {
+                ("ApplyServerSideEncryptionByDefault" if k == "ServerSideEncryptionByDefault" else k): v
+                for k, v in r.items()
+            }
+            for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        ]
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+    rules = (props.get("LifecycleConfiguration") or {}).get("Rules") or []
+    if rules:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(logical_id, r) for r in rules]}
+        )
+
+
+def _lifecycle_rule(logical_id: str, rule: Mapping[str, Any]) -> dict[str, Any]:
+    known = {"Id", "Status", "Prefix", "ExpirationInDays"}
+    unknown = sorted(set(rule) - known)
+    if unknown:
+        raise TemplateError(f"{logical_id}: lifecycle rule properties {unknown} are not supported locally")
+    out: dict[str, Any] = {"Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
+    if "Id" in rule:
+        out["ID"] = rule["Id"]
+    if "ExpirationInDays" in rule:
+        out["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    return out
+
+
 def deploy_local(
     template: Mapping[str, Any],
     *,
     dynamodb: DynamoDBClient,
     sqs: SQSClient,
     sns: Any | None = None,
+    s3: Any | None = None,
     prefix: str = "gpulse-local",
     parameters: Mapping[str, str] | None = None,
 ) -> LocalDeployment:
-    """Create every AWS::DynamoDB::Table, AWS::SQS::Queue and AWS::SNS::Topic of `template`
-    through the given clients (`sns` defaults to one at the dynamodb client's endpoint).
+    """Create every AWS::DynamoDB::Table, AWS::SQS::Queue, AWS::SNS::Topic and AWS::S3::Bucket of
+    `template` through the given clients (`sns` and `s3` default to one at the dynamodb client's
+    endpoint).
 
     Resources are named ``{prefix}-{LogicalId}`` (``.fifo`` appended for FIFO queues); queues are
     created after the queues they reference (a dead-letter queue before its source). Running it
@@ -656,6 +729,17 @@ def deploy_local(
         props = resolver.resolve(resource.get("Properties") or {}, f"{logical_id}.Properties")
         topics[logical_id] = _create_topic(sns, logical_id, f"{prefix}-{logical_id}", props)
 
+    declared_buckets = _resources_of_type(template, BUCKET_TYPE)
+    if declared_buckets:
+        s3 = s3 or boto3.client("s3", region_name=region, endpoint_url=dynamodb.meta.endpoint_url)
+    buckets: dict[str, str] = {}
+    for logical_id, resource in declared_buckets.items():
+        props = resolver.resolve(resource.get("Properties") or {}, f"{logical_id}.Properties")
+        name = f"{prefix}-{logical_id}".lower()  # bucket names are lower case
+        _create_bucket(s3, logical_id, name, props)
+        buckets[logical_id] = name
+    resolver.buckets = buckets
+
     if resolver.account_id is None:
         raise TemplateError("the template declares no table or queue for the local stack to create")
     return LocalDeployment(
@@ -666,6 +750,7 @@ def deploy_local(
         account_id=resolver.account_id,
         prefix=prefix,
         topics=topics,
+        buckets=buckets,
     )
 
 
@@ -757,6 +842,7 @@ def function_specs(template: Mapping[str, Any], deployment: LocalDeployment) -> 
         account_id=deployment.account_id,
         stack_name=deployment.prefix,
         topics=deployment.topics,
+        buckets=deployment.buckets,
     )
     globals_: dict[str, Any] = (template.get("Globals") or {}).get("Function") or {}
     specs: dict[str, FunctionSpec] = {}

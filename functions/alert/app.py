@@ -43,6 +43,10 @@ SLACK_WEBHOOK_PARAM = env.require(env.SLACK_WEBHOOK_PARAM)
 JANDI_WEBHOOK_PARAM = env.require(env.JANDI_WEBHOOK_PARAM)
 CONFIG_TABLE = env.require(env.CONFIG_TABLE)
 CONFIG_CACHE_S = env.optional_int(env.CONFIG_CACHE_S, 30)
+CHARTS_BUCKET = env.require(env.CHARTS_BUCKET)
+CHART_LINK_S = env.optional_int(env.CHART_LINK_S, 604_800)
+API_URL = env.require(env.API_URL)  # chart links point at the API's /v1/charts route
+CHART_LINK_KEY_PARAM = env.require(env.CHART_LINK_KEY_PARAM)
 
 
 class Wiring(NamedTuple):
@@ -59,6 +63,7 @@ class Wiring(NamedTuple):
 def _wire() -> Wiring:
     import boto3
     from aws_lambda_powertools.utilities.parameters import SSMProvider
+    from botocore.config import Config
 
     from gpulse.alerting.deliver import DeadLetters, SentLog
     from gpulse.alerting.dispatch import Dispatcher, GroupStore, WakeQueue
@@ -71,17 +76,24 @@ def _wire() -> Wiring:
     from gpulse.config.store import ConfigStore
     from gpulse.errors import ConfigurationError
     from gpulse.health.crash import CrashReporter
+    from gpulse.notify.chart import ChartStore, Pictures
     from gpulse.notify.errors import RetryableDeliveryError
     from gpulse.notify.http import make_session
+    from gpulse.notify.links import ChartLinks
     from gpulse.notify.registry import ChannelRegistry
     from gpulse.secrets import SsmParameters
 
     dynamodb, sqs, ssm = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("ssm")  # one each
+    s3 = boto3.client("s3", config=Config(signature_version="s3v4"))  # presigned links: SigV4 only
+    parameters = SsmParameters(provider=SSMProvider(boto3_client=ssm))
+    # signed API links; without the key in SSM, presigned URLs (logged once)
+    links = ChartLinks(API_URL, lambda: parameters.get(CHART_LINK_KEY_PARAM), link_s=CHART_LINK_S)
     channels = ChannelRegistry(
-        SsmParameters(provider=SSMProvider(boto3_client=ssm)),
+        parameters,
         make_session(total_retries=3, max_retry_after_s=10),  # worst case stays inside the 60 s timeout
         pacer=TablePacer(STATE_TABLE, client=dynamodb),
         fallback=(ChannelRef("slack", SLACK_WEBHOOK_PARAM), ChannelRef("jandi", JANDI_WEBHOOK_PARAM)),
+        pictures=Pictures(ChartStore(CHARTS_BUCKET, link_s=CHART_LINK_S, client=s3, links=links)),
     )
     config = LiveConfig(
         DynamoDBStore(ConfigStore(CONFIG_TABLE, client=dynamodb), max_age=CONFIG_CACHE_S),
@@ -131,6 +143,12 @@ def _report(received: Received) -> dict[str, Any]:
         )
     if received.dead_lettered:
         telemetry.emit(metrics, "MessagesDeadLettered", received.dead_lettered)
+    pictures = wired().channels.pictures
+    stored, failed = pictures.take_counts() if pictures is not None else (0, 0)
+    if stored:
+        telemetry.emit(metrics, "ChartsStored", stored)
+    if failed:
+        telemetry.emit(metrics, "ChartsFailed", failed)
     for why in received.ignored:
         logger.info("notification announces nothing", reason=why)
     return {"groups": len(received.flushed), "sent": sum(1 for r in received.flushed if r.notification)}

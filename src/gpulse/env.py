@@ -20,11 +20,23 @@ NODE_SECRETS_PREFIX = "GPULSE_NODE_SECRETS_PREFIX"  # SSM path: {prefix}/{cluste
 SLACK_WEBHOOK_PARAM = "GPULSE_SLACK_WEBHOOK_PARAM"  # SSM SecureString name holding the URL
 JANDI_WEBHOOK_PARAM = "GPULSE_JANDI_WEBHOOK_PARAM"
 SERIES_TTL_DAYS = "GPULSE_SERIES_TTL_DAYS"
+SERIES_HOT_TTL_S = "GPULSE_SERIES_HOT_TTL_S"  # seconds a hot-tier chunk lives (store.py)
+SERIES_SHARDS = "GPULSE_SERIES_SHARDS"  # shards per series partition (store.py): writers and readers alike
 ANALYZE_WINDOW_S = "GPULSE_ANALYZE_WINDOW_S"
+ANALYZE_QUEUE_URL = "GPULSE_ANALYZE_QUEUE_URL"  # where analyze's dispatcher sends one task per cluster/shard
+ANALYZE_SHARD_NODES = "GPULSE_ANALYZE_SHARD_NODES"  # most nodes per shard (whole node groups; default 500)
+ANALYZE_TICKS_PER_MINUTE = "GPULSE_ANALYZE_TICKS_PER_MINUTE"  # 1 or 2: the second tick is delayed 30 s
+# seconds in analyze's "minute" (60; the local stack shortens it with its time scale)
+ANALYZE_MINUTE_S = "GPULSE_ANALYZE_MINUTE_S"
 CONFIG_CACHE_S = "GPULSE_CONFIG_CACHE_S"  # how long analyze and alert keep a read of the config table
 # Optional: a URL analyze GETs after each completed run (a dead-man's switch); unset or empty, none.
 # It often holds the watcher's token: never logged.
 HEARTBEAT_URL = "GPULSE_HEARTBEAT_URL"
+CHARTS_BUCKET = "GPULSE_CHARTS_BUCKET"  # where alert stores the charts its messages link to
+CHART_LINK_S = "GPULSE_CHART_LINK_S"  # how long a chart's link works (≤ 604800)
+# SSM SecureString holding the key chart links are signed with (gpulse.notify.links)
+CHART_LINK_KEY_PARAM = "GPULSE_CHART_LINK_KEY_PARAM"
+API_URL = "GPULSE_API_URL"  # the HTTP API's base URL: chart links point at its /v1/charts route
 
 
 def require(name: str) -> str:

@@ -36,6 +36,10 @@ class Evidence:
     reference: float | None = None  # the line it was held against (group median, threshold)
     reference_label: str | None = None  # "group median"
     scale_max: float = 100.0  # the full-bar value
+    # the window the values span, evenly, oldest first (unix s): the time axis of a chart; set by
+    # analyze for every detector (None in findings written before charts existed)
+    start: float | None = None
+    end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,26 @@ class Finding:
     evidence: Evidence | None = None
     one_shot: bool = False  # an event (an XID, a crash): told once, never repeated, no resolve follows
     version: int = 1
+    # Additive to v1 (readers of older messages get the defaults):
+    # the severity it was announced with before it turned more severe (a firing told again), or None
+    escalated_from: str | None = None
+    # the incident's other alerts, which this one (the root cause) explains and which are not
+    # announced on their own: [{"rule", "subject", "summary"}, ...]
+    symptoms: list[dict[str, str]] = field(default_factory=list)
+    # the fingerprints of the alerts whose transitions the same analyze run published for this
+    # cluster (this one's included): a group holding one of them at an older state waits a moment
+    # for its news rather than telling it as it was (`gpulse.alerting.groups.awaiting`)
+    decided_with: list[str] = field(default_factory=list)
+    # the rule's `for` when it fired: how long after `since` it could have fired at the earliest
+    # (a firing decided later than that has waited already: `gpulse.alerting.groups.due_at`)
+    for_s: float | None = None
 
     @property
     def transition_id(self) -> str:
-        """Unique per transition: the key under which a delivery is recorded once per channel."""
-        return f"{self.fingerprint}:{self.state}:{int(self.since)}"
+        """Unique per transition: the key under which a delivery is recorded once per channel.
+        An escalation is a transition of its own (the severity it rose to is part of it)."""
+        base = f"{self.fingerprint}:{self.state}:{int(self.since)}"
+        return f"{base}:{self.severity}" if self.escalated_from and self.state == "firing" else base
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False)

@@ -26,8 +26,15 @@ CATALOGUE: dict[str, tuple[MetricUnit, str]] = {
     "AnalysisFailures": (MetricUnit.Count, "analyze: clusters, and rules on a cluster, that raised in a run"),
     "ChunksCorrupt": (MetricUnit.Count, "analyze: stored chunks that did not decode (skipped)"),
     "HeartbeatsFailed": (MetricUnit.Count, "analyze: heartbeat pings that got no 2xx"),
+    "AnalyzeTasksSent": (MetricUnit.Count, "analyze dispatcher: cluster/shard tasks enqueued in a tick"),
+    "AnalyzeTasksStale": (MetricUnit.Count, "analyze worker: tasks dropped, their tick over 120 s old"),
+    "AnalyzeTasksTaken": (MetricUnit.Count, "analyze worker: tasks dropped, their tick (or a later) claimed"),
+    "BlocksWritten": (MetricUnit.Count, "compactor: long-tier blocks written (new, or rebuilt)"),
+    "BlocksFailed": (MetricUnit.Count, "compactor: node-hours that could not be made a block (logged)"),
     "MessagesDelivered": (MetricUnit.Count, "alert: messages a webhook accepted"),
     "MessagesDeadLettered": (MetricUnit.Count, "alert: messages refused (4xx) and sent to the DLQ"),
+    "ChartsStored": (MetricUnit.Count, "alert: charts drawn and stored in the charts bucket"),
+    "ChartsFailed": (MetricUnit.Count, "alert: charts that could not be drawn or stored (sent without)"),
 }
 
 

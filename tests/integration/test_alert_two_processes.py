@@ -39,7 +39,7 @@ def test_fire_resolve_refire_in_two_processes_at_once_is_told_once_each(
     deployment = deploy(moto_server, monkeypatch)
     with ChatSink(out=None) as sink:
         chat_webhooks(deployment, sink.url)
-        # every change flushes at once (1 s group_interval, steps 2 s apart): the test is about
+        # every change flushes at once (1 s group_interval, steps 4 s apart): the test is about
         # who sends, not about waiting
         ConfigStore(deployment.tables["ConfigTable"]).put(
             "route",
@@ -65,8 +65,11 @@ def test_fire_resolve_refire_in_two_processes_at_once_is_told_once_each(
         fired = replace(Finding.from_json(load_event("alert_sqs")["Records"][0]["body"]), since=now, at=now)
         resolved = with_state(fired, "resolved", now + 1)
         refired = replace(fired, since=now + 2, at=now + 2)
-        start = time.time() + 5  # both processes imported and waiting by then (an import is ~1 s)
-        steps = [[start + 2.0 * i, sqs_event(f)] for i, f in enumerate((fired, resolved, refired))]
+        # both processes imported, a first chart drawn (alert_worker), and waiting by then: ~2 s
+        start = time.time() + 8
+        # 4 s apart: a delivery (a chart drawn and stored, two posts) ends before the next step,
+        # even on a busy machine
+        steps = [[start + 4.0 * i, sqs_event(f)] for i, f in enumerate((fired, resolved, refired))]
         env = {
             **env_of("AlertFunction", deployment),
             "AWS_ENDPOINT_URL": moto_server,

@@ -12,6 +12,7 @@ from mypy_boto3_dynamodb import DynamoDBClient
 from mypy_boto3_sqs import SQSClient
 
 from devstack.template import (
+    BUCKET_TYPE,
     FUNCTION_TYPE,
     QUEUE_TYPE,
     SKIPPED_TYPES,
@@ -63,7 +64,13 @@ def test_deployment_names_every_table_and_queue(
     assert deployed.parameters == {
         "Stage": "it",
         "SeriesTtlDays": "14",
+        "SeriesShards": "8",
+        "SeriesHotTtlSeconds": "14400",
+        "Tracing": "PassThrough",
         "AnalyzeWindowSeconds": "600",
+        "AnalyzeTicksPerMinute": "2",
+        "AnalyzeShardNodes": "500",
+        "AnalyzeWorkerConcurrency": "20",
         "ConfigCacheSeconds": "30",
         "LogLevel": "INFO",
         "LogRetentionDays": "30",
@@ -71,6 +78,8 @@ def test_deployment_names_every_table_and_queue(
         "ApiThrottlingRateLimit": "100",
         "HeartbeatUrl": "",
         "AlarmEmail": "",
+        "ChartRetentionDays": "8",
+        "ChartLinkSeconds": "604800",
     }
 
 
@@ -146,6 +155,21 @@ def test_findings_queue_redrives_to_the_dlq_after_five_receives(
     assert attributes["VisibilityTimeout"] == "360"
 
 
+def test_analyze_queue_redrives_to_its_dlq_after_two_receives_and_keeps_tasks_briefly(
+    deployed: LocalDeployment, clients: tuple[DynamoDBClient, SQSClient]
+) -> None:
+    _, sqs = clients
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=deployed.queues["AnalyzeQueue"]["url"],
+        AttributeNames=["VisibilityTimeout", "RedrivePolicy", "MessageRetentionPeriod"],
+    )["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"]) == {
+        "deadLetterTargetArn": deployed.queues["AnalyzeDLQ"]["arn"],
+        "maxReceiveCount": 2,
+    }
+    assert (attributes["VisibilityTimeout"], attributes["MessageRetentionPeriod"]) == ("330", "300")
+
+
 def test_deploying_again_reuses_what_exists(
     deployed: LocalDeployment, clients: tuple[DynamoDBClient, SQSClient]
 ) -> None:
@@ -172,6 +196,8 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.IDEMPOTENCY_TABLE: f"{PREFIX}-IdempotencyTable",
             env.NODE_SECRETS_PREFIX: "/gpulse/it/nodes",
             env.SERIES_TTL_DAYS: "14",
+            env.SERIES_HOT_TTL_S: "14400",
+            env.SERIES_SHARDS: "8",
             env.STATE_TABLE: f"{PREFIX}-StateTable",
             env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
             env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
@@ -183,9 +209,24 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.STATE_TABLE: f"{PREFIX}-StateTable",
             env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
             env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
+            env.ANALYZE_QUEUE_URL: deployed.queues["AnalyzeQueue"]["url"],
+            env.ANALYZE_SHARD_NODES: "500",
+            env.ANALYZE_TICKS_PER_MINUTE: "2",
+            env.ANALYZE_MINUTE_S: "60",
             env.ANALYZE_WINDOW_S: "600",
+            env.SERIES_SHARDS: "8",
             env.CONFIG_CACHE_S: "30",
             env.HEARTBEAT_URL: "",
+        },
+        "AnalyzeWorkerFunction": {
+            **powertools,
+            env.SERIES_TABLE: f"{PREFIX}-SeriesTable",
+            env.STATE_TABLE: f"{PREFIX}-StateTable",
+            env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
+            env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
+            env.ANALYZE_WINDOW_S: "600",
+            env.SERIES_SHARDS: "8",
+            env.CONFIG_CACHE_S: "30",
         },
         "AlertFunction": {
             **powertools,
@@ -196,6 +237,22 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
             env.SLACK_WEBHOOK_PARAM: "/gpulse/it/webhooks/slack",
             env.JANDI_WEBHOOK_PARAM: "/gpulse/it/webhooks/jandi",
+            env.CHARTS_BUCKET: f"{PREFIX}-chartsbucket".lower(),
+            env.CHART_LINK_S: "604800",
+            env.API_URL: "https://local.execute-api.us-east-1.amazonaws.com",
+            env.CHART_LINK_KEY_PARAM: "/gpulse/it/charts/link-key",
+        },
+        "ChartsFunction": {
+            **powertools,
+            env.CHARTS_BUCKET: f"{PREFIX}-chartsbucket".lower(),
+            env.CHART_LINK_KEY_PARAM: "/gpulse/it/charts/link-key",
+        },
+        "CompactorFunction": {
+            **powertools,
+            env.SERIES_TABLE: f"{PREFIX}-SeriesTable",
+            env.SERIES_TTL_DAYS: "14",
+            env.SERIES_HOT_TTL_S: "14400",
+            env.SERIES_SHARDS: "8",
         },
     }
 
@@ -212,5 +269,12 @@ def test_topics_are_created_and_what_moto_cannot_run_is_skipped_by_name(
         attributes = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
         assert attributes["DisplayName"] == RESOURCES[lid]["Properties"]["DisplayName"]
     # every resource type is created here, run by the local runtime, or knowingly skipped
-    handled = {TABLE_TYPE, QUEUE_TYPE, TOPIC_TYPE, FUNCTION_TYPE, "AWS::Serverless::LayerVersion"}
+    handled = {
+        TABLE_TYPE,
+        QUEUE_TYPE,
+        TOPIC_TYPE,
+        BUCKET_TYPE,
+        FUNCTION_TYPE,
+        "AWS::Serverless::LayerVersion",
+    }
     assert {r["Type"] for r in RESOURCES.values()} - handled == set(SKIPPED_TYPES)

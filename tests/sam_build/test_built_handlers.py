@@ -115,6 +115,9 @@ def stub_deployment() -> LocalDeployment:
             for lid, r in resources.items()
             if r["Type"] == "AWS::SNS::Topic"
         },
+        buckets={
+            lid: f"gpulse-{lid.lower()}" for lid, r in resources.items() if r["Type"] == "AWS::S3::Bucket"
+        },
     )
 
 

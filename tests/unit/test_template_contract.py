@@ -70,6 +70,12 @@ def test_grants_name_actions_and_resources_never_wildcards() -> None:
                     target, attribute = resource["Fn::GetAtt"]
                     assert RESOURCES[target]["Type"] in (TABLE_TYPE, QUEUE_TYPE), (function_id, target)
                     assert attribute == "Arn"
+                elif resource["Fn::Sub"].startswith("${"):
+                    # objects under one fixed prefix of a bucket of the template (alert's charts: a
+                    # key per message, so the key itself is the only wildcard)
+                    bucket, _, key = resource["Fn::Sub"].partition(".Arn}/")
+                    assert RESOURCES[bucket[2:]]["Type"] == "AWS::S3::Bucket", (function_id, bucket)
+                    assert key == "charts/*", (function_id, key)
                 else:
                     arn = resource["Fn::Sub"]
                     assert arn.startswith(
@@ -95,10 +101,23 @@ def test_each_ssm_name_a_function_is_told_is_one_it_may_read() -> None:
     }
     # routes in the config table name webhooks under the path the template's two live in
     webhooks = "/gpulse/${Stage}/webhooks/"
-    assert ssm_grants("AlertFunction") == {webhooks + "*", "/gpulse/${Stage}/alertmanager/*"}
+    link_key = "/gpulse/${Stage}/charts/link-key"
+    assert ssm_grants("AlertFunction") == {webhooks + "*", "/gpulse/${Stage}/alertmanager/*", link_key}
     for name in (env.SLACK_WEBHOOK_PARAM, env.JANDI_WEBHOOK_PARAM):
         assert variables["AlertFunction"][name]["Fn::Sub"].startswith(webhooks)
+    # the chart link key: alert signs with it, charts checks with it, and neither reads more
+    assert ssm_grants("ChartsFunction") == {link_key}
+    for function_id in ("AlertFunction", "ChartsFunction"):
+        assert variables[function_id][env.CHART_LINK_KEY_PARAM] == {"Fn::Sub": link_key}
     assert ssm_grants("AnalyzeFunction") == set()
+
+
+def test_the_charts_function_may_only_read_charts_and_the_link_key() -> None:
+    assert [(st["Sid"], st["Action"]) for st in statements("ChartsFunction")] == [
+        ("ReadCharts", "s3:GetObject"),
+        ("ReadChartLinkKey", "ssm:GetParameter"),
+    ]
+    assert statements("ChartsFunction")[0]["Resource"] == {"Fn::Sub": "${ChartsBucket.Arn}/charts/*"}
 
 
 def test_every_table_and_queue_is_an_output() -> None:

@@ -43,6 +43,9 @@ def http_route() -> HttpApiEvent:
         region="us-east-1",
         account_id="123456789012",
         topics={lid: lid for lid, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::SNS::Topic"},
+        buckets={
+            lid: lid.lower() for lid, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::S3::Bucket"
+        },
     )
     (route,) = function_specs(TEMPLATE, stub)["IngestFunction"].events
     assert isinstance(route, HttpApiEvent)
@@ -50,7 +53,7 @@ def http_route() -> HttpApiEvent:
 
 
 def test_every_function_has_its_sample() -> None:
-    assert event_names() == ["alert_sns_alarm", "alert_sqs", "analyze_schedule", "ingest_batch"]
+    assert event_names() == ["alert_sns_alarm", "alert_sqs", "analyze_schedule", "charts_get", "ingest_batch"]
 
 
 def test_load_event_returns_a_fresh_copy_and_names_what_exists() -> None:

@@ -20,6 +20,7 @@ from devstack.template import (
     TemplateError,
     function_specs,
     load_template,
+    local_api_url,
     parse_rate,
     resolve_parameters,
 )
@@ -54,6 +55,7 @@ def deployment(template: dict[str, Any], **parameters: str) -> LocalDeployment:
             for lid, r in resources.items()
             if r["Type"] == "AWS::SNS::Topic"
         },
+        buckets={lid: f"b-{lid.lower()}" for lid, r in resources.items() if r["Type"] == "AWS::S3::Bucket"},
     )
 
 
@@ -80,6 +82,8 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.IDEMPOTENCY_TABLE: "t-IdempotencyTable",
                 env.NODE_SECRETS_PREFIX: "/gpulse/dev/nodes",
                 env.SERIES_TTL_DAYS: "3",
+                env.SERIES_HOT_TTL_S: "14400",
+                env.SERIES_SHARDS: "8",
                 env.STATE_TABLE: "t-StateTable",
                 env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
                 env.CONFIG_TABLE: "t-ConfigTable",
@@ -100,11 +104,44 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.STATE_TABLE: "t-StateTable",
                 env.CONFIG_TABLE: "t-ConfigTable",
                 env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
+                env.ANALYZE_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-AnalyzeQueue",
+                env.ANALYZE_SHARD_NODES: "500",
+                env.ANALYZE_TICKS_PER_MINUTE: "2",
+                env.ANALYZE_MINUTE_S: "60",
                 env.ANALYZE_WINDOW_S: "600",
+                env.SERIES_SHARDS: "8",
                 env.CONFIG_CACHE_S: "30",
                 env.HEARTBEAT_URL: "",
             },
             events=(ScheduleEvent(rate_seconds=60, enabled=True, name="EveryMinute"),),
+        ),
+        "AnalyzeWorkerFunction": FunctionSpec(
+            logical_id="AnalyzeWorkerFunction",
+            code_uri="functions/analyze_worker/",
+            handler="app.handler",
+            runtime="python3.12",
+            timeout=55,
+            memory=1024,
+            environment={
+                **POWERTOOLS,
+                env.SERIES_TABLE: "t-SeriesTable",
+                env.STATE_TABLE: "t-StateTable",
+                env.CONFIG_TABLE: "t-ConfigTable",
+                env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
+                env.ANALYZE_WINDOW_S: "600",
+                env.SERIES_SHARDS: "8",
+                env.CONFIG_CACHE_S: "30",
+            },
+            events=(
+                SqsEvent(
+                    queue_logical_id="AnalyzeQueue",
+                    queue_url=f"http://127.0.0.1:9/{ACCOUNT}/q-AnalyzeQueue",
+                    batch_size=1,
+                    report_batch_item_failures=True,
+                    enabled=True,
+                    name="Tasks",
+                ),
+            ),
         ),
         "AlertFunction": FunctionSpec(
             logical_id="AlertFunction",
@@ -122,6 +159,10 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
                 env.SLACK_WEBHOOK_PARAM: "/gpulse/dev/webhooks/slack",
                 env.JANDI_WEBHOOK_PARAM: "/gpulse/dev/webhooks/jandi",
+                env.CHARTS_BUCKET: "b-chartsbucket",
+                env.CHART_LINK_S: "604800",
+                env.API_URL: f"https://local.execute-api.{REGION}.amazonaws.com",
+                env.CHART_LINK_KEY_PARAM: "/gpulse/dev/charts/link-key",
             },
             events=(
                 SqsEvent(
@@ -140,6 +181,36 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 ),
             ),
         ),
+        "ChartsFunction": FunctionSpec(
+            logical_id="ChartsFunction",
+            code_uri="functions/charts/",
+            handler="app.handler",
+            runtime="python3.12",
+            timeout=10,
+            memory=256,
+            environment={
+                **POWERTOOLS,
+                env.CHARTS_BUCKET: "b-chartsbucket",
+                env.CHART_LINK_KEY_PARAM: "/gpulse/dev/charts/link-key",
+            },
+            events=(HttpApiEvent(method="GET", path="/v1/charts/{key+}", name="GetChart"),),
+        ),
+        "CompactorFunction": FunctionSpec(
+            logical_id="CompactorFunction",
+            code_uri="functions/compactor/",
+            handler="app.handler",
+            runtime="python3.12",
+            timeout=600,
+            memory=1024,
+            environment={
+                **POWERTOOLS,
+                env.SERIES_TABLE: "t-SeriesTable",
+                env.SERIES_TTL_DAYS: "3",
+                env.SERIES_HOT_TTL_S: "14400",
+                env.SERIES_SHARDS: "8",
+            },
+            events=(ScheduleEvent(rate_seconds=3600, enabled=True, name="EveryHour"),),
+        ),
     }
     assert (specs["IngestFunction"].handler_module, specs["IngestFunction"].handler_name) == (
         "app",
@@ -154,7 +225,13 @@ def test_parameter_defaults_apply_and_come_back_as_strings() -> None:
     assert resolve_parameters(TEMPLATE) == {
         "Stage": "prod",
         "SeriesTtlDays": "14",
+        "SeriesShards": "8",
+        "SeriesHotTtlSeconds": "14400",
+        "Tracing": "PassThrough",
         "AnalyzeWindowSeconds": "600",
+        "AnalyzeTicksPerMinute": "2",
+        "AnalyzeShardNodes": "500",
+        "AnalyzeWorkerConcurrency": "20",
         "ConfigCacheSeconds": "30",
         "LogLevel": "INFO",
         "LogRetentionDays": "30",
@@ -162,6 +239,8 @@ def test_parameter_defaults_apply_and_come_back_as_strings() -> None:
         "ApiThrottlingRateLimit": "100",
         "HeartbeatUrl": "",
         "AlarmEmail": "",
+        "ChartRetentionDays": "8",
+        "ChartLinkSeconds": "604800",
     }
 
 
@@ -242,12 +321,21 @@ def test_sub_getatt_join_and_pseudo_parameters_resolve() -> None:
     assert (spec.timeout, spec.memory, spec.runtime) == (3, 256, "python3.12")
 
 
+def test_the_implicit_http_apis_url_resolves_to_the_one_the_local_runtime_replaces() -> None:
+    url = {"Fn::Sub": "https://${ServerlessHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"}
+    assert (
+        probe({"X": url}).environment["X"]
+        == local_api_url(REGION)
+        == (f"https://local.execute-api.{REGION}.amazonaws.com")
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
         ({"Fn::ImportValue": "shared-vpc"}, r"Probe\.Environment\.X: Fn::ImportValue is not supported"),
         ({"Ref": "CoreLayer"}, r"Probe\.Environment\.X: Ref CoreLayer names nothing the local stack creates"),
-        ({"Fn::Sub": "${ServerlessHttpApi}"}, r"Probe\.Environment\.X: Ref ServerlessHttpApi names nothing"),
+        ({"Fn::Sub": "${CoreLayer}"}, r"Probe\.Environment\.X: Ref CoreLayer names nothing"),
         (
             {"Fn::GetAtt": ["SeriesTable", "StreamArn"]},
             r"Probe\.Environment\.X: Fn::GetAtt SeriesTable\.StreamArn",

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from gpulse.analyze.inhibit import inhibit
+from gpulse.analyze.inhibit import Inhibition, inhibit
 from gpulse.analyze.own_rules import failure_condition
 from gpulse.codec import Chunk
 from gpulse.detect.base import Condition, Detector, NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE
+from gpulse.detect.jobs import condition_nodes, job_of, node_jobs
 from gpulse.window import build_window, readable, window_end
 
 logger = logging.getLogger(__name__)
@@ -29,8 +31,12 @@ def bin_step(chunks: list[Chunk], base: float = STEP_S) -> float:
     """The bin width: `base`, or the slowest node's sample interval rounded up to a multiple of
     it (at most MAX_BIN_S). Bins narrower than the samples are mostly empty, and an empty bin
     breaks every run."""
-    intervals = [float(np.median(np.diff(c.timestamps))) for c in chunks if c.timestamps.size > 1]
-    slowest = min(max(intervals, default=base), MAX_BIN_S)
+    return step_for([float(np.median(np.diff(c.timestamps))) for c in chunks if c.timestamps.size > 1], base)
+
+
+def step_for(intervals: list[float | None], base: float = STEP_S) -> float:
+    """`bin_step` from each chunk's median sample interval (None: a chunk of one sample)."""
+    slowest = min(max((i for i in intervals if i is not None), default=base), MAX_BIN_S)
     if not math.isfinite(slowest):  # a chunk `readable` has not seen: NaN timestamps
         slowest = base
     return max(base, math.ceil(slowest / base - 1e-6) * base)
@@ -66,6 +72,15 @@ def window_for(
     )
 
 
+def with_span(c: Condition, window: Window) -> Condition:
+    """The condition with its evidence's time axis (the window's span) filled in where the
+    detector left it out: a chart of the evidence needs it, the text table does not."""
+    ev = c.evidence
+    if ev is None or ev.start is not None:
+        return c
+    return replace(c, evidence=replace(ev, start=window.start, end=window.end))
+
+
 def detect_all(
     window: Window,
     params: dict[str, dict[str, Any]],
@@ -73,6 +88,7 @@ def detect_all(
     skip: set[str] | frozenset[str] = frozenset(),
     admit: Callable[[Condition], Condition | None] | None = None,
     detectors: Mapping[str, Detector] = CATALOGUE,
+    inhibitions: Iterable[Inhibition] | None = None,
 ) -> list[Condition]:
     """Every detector but `skip` over one window; what `admit` makes of each condition
     (labelled, or None when its rule's flag says no), the muted ones marked (`inhibit`).
@@ -86,7 +102,7 @@ def detect_all(
         if name in skip:
             continue
         try:
-            found = det.detect(window, params[name])
+            found = [with_span(c, window) for c in det.detect(window, params[name])]
             if admit is not None:
                 found = [a for a in map(admit, found) if a is not None]
         except Exception as e:  # the boundary of one rule: the others must still run
@@ -94,4 +110,18 @@ def detect_all(
             failed.append(failure_condition(window.cluster, e, window.end, rule=name))
             continue
         out.extend(found)
-    return [*inhibit(out), *failed]
+    return [*inhibit(with_jobs(out, window), inhibitions, cluster=window.cluster), *failed]
+
+
+def with_jobs(conditions: list[Condition], window: Window) -> list[Condition]:
+    """Each condition with `job` set (gpulse.detect.jobs) where one job holds every node it names
+    and its detector has not set it already."""
+    if not conditions:
+        return conditions
+    keys = node_jobs(window)
+    out = []
+    for c in conditions:
+        nodes = condition_nodes(c)
+        job = job_of(window, nodes, keys) if c.job is None and nodes else None
+        out.append(replace(c, job=job) if job is not None else c)
+    return out

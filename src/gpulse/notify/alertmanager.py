@@ -32,6 +32,7 @@ import requests
 from gpulse.finding import Finding
 from gpulse.notification import Notification
 from gpulse.notify.base import Webhook
+from gpulse.notify.chart import Pictures
 from gpulse.notify.http import PacerLike
 
 API_PATH = "/api/v2/alerts"
@@ -39,10 +40,10 @@ SOURCE = "gpulse"  # the `source` label: lets an Alertmanager route or inhibit g
 # Beyond one repeat_interval: a repeat flush waits for the minute tick, a delivery retry (up to a
 # minute each), a cold start. Prometheus leaves a few resend periods; ours are hours long.
 RESEND_MARGIN_S = 900.0
-PICTURE_ANNOTATION = "picture_url"  # the chart of issue 12 item 1, once there is one
+PICTURE_ANNOTATION = "picture_url"  # the finding's chart (gpulse.notify.chart): an expiring link
 
-# Where a finding's picture can be fetched (an expiring link), or None. The hook for the charts
-# of issue 12 item 1: until they exist nothing passes one, and no picture annotation is sent.
+# Where a finding's picture can be fetched (an expiring link), or None: by default the channel's
+# `pictures` (the alert function's charts); none for a resolved alert.
 PictureLink = Callable[[Finding], str | None]
 
 
@@ -143,12 +144,16 @@ class AlertmanagerWebhook(Webhook):
         resend_s: float,
         clock: Callable[[], float] = time.time,
         picture: PictureLink | None = None,
+        pictures: Pictures | None = None,
     ) -> None:
         del pacer  # accepted like every channel's, never used: Alertmanager has no rate to keep
-        super().__init__(name, alerts_url(url), session, pacer=None, pace_key=pace_key)
+        super().__init__(name, alerts_url(url), session, pacer=None, pace_key=pace_key, pictures=pictures)
         self.lifetime_s = resend_s + RESEND_MARGIN_S
         self._clock = clock
         self._picture = picture
 
     def render(self, notification: Notification) -> list[dict[str, Any]]:
-        return render(notification, now=self._clock(), lifetime_s=self.lifetime_s, picture=self._picture)
+        picture = self._picture
+        if picture is None and self.pictures is not None:
+            picture = self.pictures.link(notification.id)  # each alert's own chart
+        return render(notification, now=self._clock(), lifetime_s=self.lifetime_s, picture=picture)

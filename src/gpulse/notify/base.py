@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
 from gpulse.notification import Notification
 from gpulse.notify.errors import DeliveryError
 from gpulse.notify.http import SHARED_PACER, PacerLike, post_json
+
+if TYPE_CHECKING:
+    from gpulse.notify.chart import Picture, Pictures
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,10 @@ class Webhook(ABC):
         *,
         pacer: PacerLike | None = SHARED_PACER,
         pace_key: str | None = None,
+        pictures: Pictures | None = None,
     ) -> None:
         self.name = name
+        self.pictures = pictures  # charts for the messages (None: text only)
         self._url = url  # the secret: kept private, out of repr, logs, errors and the pacer
         self._session = session
         self._pacer = pacer
@@ -58,6 +63,10 @@ class Webhook(ABC):
     def render(self, notification: Notification) -> dict[str, Any] | list[dict[str, Any]]:
         """The JSON payload this service should receive for `notification` (an object for chat
         webhooks, an array for Alertmanager)."""
+
+    def picture(self, notification: Notification) -> Picture | None:
+        """The chart this message carries, if any (drawn and stored once, shared by channels)."""
+        return self.pictures.for_notification(notification) if self.pictures is not None else None
 
     def send(self, notification: Notification) -> None:
         """Render and POST `notification`; raise DeliveryError if it was not accepted."""

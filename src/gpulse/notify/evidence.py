@@ -269,7 +269,7 @@ def facts(finding: Finding, *, repeat: bool = False) -> Facts:
         headline=(
             f"[RESOLVED] {finding.title} — was: {finding.summary}"
             if resolved
-            else f"[{'STILL FIRING' if repeat else 'FIRING'}] {finding.title} — {finding.summary}"
+            else f"[{_firing_word(finding, repeat)}] {finding.title} — {finding.summary}"
         ),
         where="\n".join(where),
         who="\n".join(who) or "—",
@@ -277,6 +277,30 @@ def facts(finding: Finding, *, repeat: bool = False) -> Facts:
         severity=f"Resolved (was {word.lower()})" if resolved else word,
         context=f"rule {finding.rule} · fingerprint {finding.fingerprint} · cluster {finding.cluster}",
     )
+
+
+def _firing_word(finding: Finding, repeat: bool) -> str:
+    """FIRING, STILL FIRING, or ESCALATED (a firing alert told again because it turned more severe)."""
+    if finding.escalated_from and not repeat:
+        return f"ESCALATED from {finding.escalated_from}"
+    return "STILL FIRING" if repeat else "FIRING"
+
+
+MAX_SYMPTOMS_SHOWN = 10  # symptom lines in a message before "and N more"
+
+
+def symptoms_text(finding: Finding, most: int = MAX_SYMPTOMS_SHOWN) -> str | None:
+    """The incident's symptoms under its root cause, one line each (`idle_held · n3/0 · GPU 0
+    idle …`), then how many more; None when the finding has none."""
+    if not finding.symptoms:
+        return None
+    lines = [f"• {s['rule']} · {s['subject']} · {s['summary']}" for s in finding.symptoms[:most]]
+    rest = len(finding.symptoms) - most
+    if rest > 0:
+        lines.append(f"… and {rest} more")
+    n = len(finding.symptoms)
+    head = f"{n} symptom{'s' if n != 1 else ''} of this cause, not told apart:"
+    return "\n".join([head, *lines])
 
 
 # ---- groups ------------------------------------------------------------------------------------

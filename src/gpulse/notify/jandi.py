@@ -17,6 +17,7 @@ from gpulse.finding import Finding
 from gpulse.notification import Notification
 from gpulse.notify import evidence as ev
 from gpulse.notify.base import Webhook
+from gpulse.notify.chart import Picture
 
 MAX_DESCRIPTION_CHARS = 1999  # "under 2000"
 MAX_SUMMARY_CHARS = 1500  # of one listed alert's summary: room left for who and how long
@@ -24,6 +25,7 @@ MAX_LISTED = 10  # alerts a group message lists, one connectInfo entry each; the
 HEADERS = {"Accept": "application/vnd.tosslab.jandi-v2+json", "Content-Type": "application/json"}
 COLOR = {"critical": "#E01E5A", "warning": "#ECB22E", "info": "#36C5F0"}
 RESOLVED_COLOR = "#2EB67D"
+CHART_TITLE = "Chart"
 EMOJI = ev.SEVERITY_EMOJI
 RESOLVED_EMOJI = ev.RESOLVED_EMOJI
 
@@ -64,6 +66,9 @@ def render_finding(finding: Finding, mentions: Sequence[str] = (), *, repeat: bo
         _info("Since", facts.since),
         _info("Severity", facts.severity),
     ]
+    listed = ev.symptoms_text(finding)
+    if listed is not None:  # an incident: what this cause explains, in the same message
+        info.append(_info("Symptoms", listed))
     if finding.evidence is not None:
         info.append(
             {
@@ -112,6 +117,15 @@ def render_group(notification: Notification) -> dict[str, Any]:
     }
 
 
+def with_picture(payload: dict[str, Any], picture: Picture | None) -> dict[str, Any]:
+    """`payload` with one more connectInfo entry showing the chart (`imageUrl`); unchanged
+    without a picture. The entries before it stay complete without the image."""
+    if picture is None:
+        return payload
+    chart = {"title": CHART_TITLE, "description": ev.truncate(picture.alt, MAX_DESCRIPTION_CHARS)}
+    return {**payload, "connectInfo": [*payload["connectInfo"], {**chart, "imageUrl": picture.url}]}
+
+
 class JandiWebhook(Webhook):
     """A Jandi incoming webhook."""
 
@@ -119,4 +133,4 @@ class JandiWebhook(Webhook):
     headers = HEADERS
 
     def render(self, notification: Notification) -> dict[str, Any]:
-        return render(notification)
+        return with_picture(render(notification), self.picture(notification))

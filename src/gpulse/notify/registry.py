@@ -21,6 +21,7 @@ from gpulse.alerting.routes import ChannelRef, Route
 from gpulse.errors import ConfigurationError
 from gpulse.notify.alertmanager import AlertmanagerWebhook
 from gpulse.notify.base import Webhook
+from gpulse.notify.chart import Pictures
 from gpulse.notify.http import PacerLike
 from gpulse.notify.jandi import JandiWebhook
 from gpulse.notify.slack import SlackWebhook
@@ -47,12 +48,14 @@ class ChannelRegistry:
         pacer: PacerLike | None,
         fallback: tuple[ChannelRef, ...] = (),
         clock: Callable[[], float] = time.time,
+        pictures: Pictures | None = None,
     ) -> None:
         unknown = sorted({ref.kind for ref in fallback} - set(KINDS))
         if unknown:
             raise ConfigurationError(f"no channel kind {unknown}; known: {sorted(KINDS)}")
         self.parameters, self.session, self.pacer, self.fallback = parameters, session, pacer, fallback
         self.clock = clock
+        self.pictures = pictures  # the charts every channel's messages carry (None: text only)
 
     def fallback_channels(self) -> tuple[ChannelRef, ...]:
         """The fallback webhooks whose parameter is set (read through the cache)."""
@@ -78,5 +81,6 @@ class ChannelRegistry:
                 pace_key=ref.secret,
                 resend_s=route.repeat_interval_s,
                 clock=self.clock,
+                pictures=self.pictures,
             )
-        return kind(name, url, self.session, pacer=self.pacer, pace_key=ref.secret)
+        return kind(name, url, self.session, pacer=self.pacer, pace_key=ref.secret, pictures=self.pictures)

@@ -21,8 +21,11 @@ from gpulse.finding import Evidence, Finding
 from gpulse.notification import Notification
 from gpulse.notify import evidence as ev
 from gpulse.notify.base import Webhook
+from gpulse.notify.chart import Picture
 
-MAX_BLOCKS = 50  # a single finding uses at most 7 blocks, a group at most MAX_LISTED + 6
+MAX_BLOCKS = 50  # a single finding uses at most 7 blocks, a group at most MAX_LISTED + 6; a chart adds one
+MAX_IMAGE_URL_CHARS = 3000  # an image block's image_url
+MAX_ALT_CHARS = 2000  # an image block's alt_text
 MAX_HEADER_CHARS = 150
 MAX_SECTION_CHARS = 3000
 MAX_FIELD_CHARS = 2000
@@ -132,6 +135,9 @@ def render_finding(finding: Finding, mentions: Sequence[str] = (), *, repeat: bo
             ],
         },
     ]
+    listed = ev.symptoms_text(finding)
+    if listed is not None:  # an incident: what this cause explains, in the same message
+        blocks.append(_section(escape(listed)))
     if finding.evidence is not None:
         prefix = _code_prefix(finding.evidence)
         code = ev.fit_table(
@@ -198,10 +204,23 @@ def render_group(notification: Notification) -> dict[str, Any]:
     return {**_text(f"{emoji} {escape(g.headline)}", cc), "blocks": blocks}
 
 
+def image_block(picture: Picture) -> dict[str, Any]:
+    """The chart as an image block: after the text blocks, which stay complete without it."""
+    return {"type": "image", "image_url": picture.url, "alt_text": ev.truncate(picture.alt, MAX_ALT_CHARS)}
+
+
+def with_picture(payload: dict[str, Any], picture: Picture | None) -> dict[str, Any]:
+    """`payload` with the chart's image block appended (unchanged without a picture, or when the
+    link is longer than an image block takes)."""
+    if picture is None or len(picture.url) > MAX_IMAGE_URL_CHARS:
+        return payload
+    return {**payload, "blocks": [*payload["blocks"], image_block(picture)]}
+
+
 class SlackWebhook(Webhook):
     """A Slack incoming webhook. `requests` sets Content-Type: application/json."""
 
     kind = "slack"
 
     def render(self, notification: Notification) -> dict[str, Any]:
-        return render(notification)
+        return with_picture(render(notification), self.picture(notification))

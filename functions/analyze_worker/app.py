@@ -53,27 +53,22 @@ class Wiring(NamedTuple):
 def _wire() -> Wiring:
     import boto3
 
-    from gpulse.alerting.records import AlertRecords
     from gpulse.alerting.settle import FindingsQueue
-    from gpulse.analyze import Analyzer
     from gpulse.analyze.fanout import TickClaims
-    from gpulse.config.flags import DynamoDBStore
-    from gpulse.config.live import LiveConfig
-    from gpulse.config.store import ConfigStore
+    from gpulse.analyze.run import wired_analyzer
     from gpulse.health.crash import CrashReporter
-    from gpulse.store import DEFAULT_SHARDS, SeriesStore
+    from gpulse.store import DEFAULT_SHARDS
 
     dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
     findings = FindingsQueue(FINDINGS_QUEUE_URL, client=sqs)
-    analyzer = Analyzer(
-        SeriesStore(
-            SERIES_TABLE,
-            shards=env.optional_int(env.SERIES_SHARDS, DEFAULT_SHARDS),
-            client=dynamodb,
-        ),
-        AlertRecords(STATE_TABLE, client=dynamodb),
+    analyzer = wired_analyzer(
+        dynamodb,
         findings,
-        LiveConfig(DynamoDBStore(ConfigStore(CONFIG_TABLE, client=dynamodb), max_age=CONFIG_CACHE_S)),
+        series_table=SERIES_TABLE,
+        state_table=STATE_TABLE,
+        config_table=CONFIG_TABLE,
+        shards=env.optional_int(env.SERIES_SHARDS, DEFAULT_SHARDS),
+        config_cache_s=CONFIG_CACHE_S,
         window_s=WINDOW_S,
     )
     return Wiring(

@@ -233,3 +233,29 @@ class Analyzer:
             if now - info.last_seen <= REGISTRY_S:
                 by_cluster[info.cluster].append(info)
         return dict(sorted(by_cluster.items()))
+
+
+def wired_analyzer(
+    dynamodb: Any,
+    findings: FindingsQueue,
+    *,
+    series_table: str,
+    state_table: str,
+    config_table: str,
+    shards: int,
+    config_cache_s: int,
+    window_s: float,
+) -> Analyzer:
+    """The Analyzer of analyze's dispatcher and worker alike (the template gives both the same
+    tables, shards, window and config cache), on one shared DynamoDB client."""
+    from gpulse.config.flags import DynamoDBStore  # the config reader: imported where it is wired
+    from gpulse.config.live import LiveConfig
+    from gpulse.config.store import ConfigStore
+
+    return Analyzer(
+        SeriesStore(series_table, shards=shards, client=dynamodb),
+        AlertRecords(state_table, client=dynamodb),
+        findings,
+        LiveConfig(DynamoDBStore(ConfigStore(config_table, client=dynamodb), max_age=config_cache_s)),
+        window_s=window_s,
+    )

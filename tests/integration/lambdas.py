@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from devstack.stack import aws_env
 from devstack.template import LocalDeployment, deploy_local, function_specs, load_template
 from gpulse.config.store import ConfigStore
 
@@ -91,3 +95,23 @@ def chat_webhooks(deployment: LocalDeployment, sink_url: str, *, group_wait_s: f
         who="test",
         expected_version=None,
     )
+
+
+def start_ingest(moto: str, port: int, stage: str, log: Path) -> subprocess.Popen[bytes]:
+    """The real ingest handler (devstack.runtime, from the template) serving 127.0.0.1:`port` over
+    moto in its own process, returned once its log says it is ready; the caller stops it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPULSE_")} | aws_env(moto)
+    runtime = ["devstack.runtime", "IngestFunction", "--endpoint", moto, "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *runtime, "--param", f"Stage={stage}"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while b"ready " not in log.read_bytes():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "ingest did not start"
+        time.sleep(0.1)
+    return proc

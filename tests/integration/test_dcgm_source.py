@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,9 +18,10 @@ import boto3
 import numpy as np
 import pytest
 
-from devstack.stack import aws_env, free_port
+from devstack.stack import free_port
 from devstack.template import deploy_local, function_specs, load_template
 from gpulse import codec
+from tests.integration.lambdas import start_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -80,21 +80,8 @@ def ingest(
     secret_file.chmod(0o600)
     port = free_port()
     log = tmp_path / "ingest.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPULSE_")} | aws_env(moto_server)
-    runtime = ["devstack.runtime", "IngestFunction", "--endpoint", moto_server, "--port", str(port)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *runtime, "--param", f"Stage={STAGE}"],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_ingest(moto_server, port, STAGE, log)
     try:
-        deadline = time.monotonic() + 60
-        while b"ready " not in log.read_bytes():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "ingest did not start"
-            time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", deployment.tables["SeriesTable"], secret_file, cluster
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -34,10 +34,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, multiple, rule
 
-from devstack.stack import aws_env, free_port
+from devstack.stack import free_port
 from devstack.template import deploy_local, function_specs, load_template
 from gpulse import codec
 from standin_nvml.build import BuildError, build, exports, missing_in
+from tests.integration.lambdas import start_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -362,23 +363,8 @@ def stack(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         ]
         port = free_port()
         log = tmp / "ingest.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPULSE_")} | aws_env(moto_server)
-        ingest = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "devstack.runtime", "IngestFunction", "--endpoint", moto_server),
-                *("--port", str(port), "--param", f"Stage={STAGE}"),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        ingest = start_ingest(moto_server, port, STAGE, log)
         try:
-            deadline = time.monotonic() + 60
-            while b"ready " not in log.read_bytes():
-                assert ingest.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "ingest did not start"
-                time.sleep(0.1)
             secrets = tmp / "secrets"
             secrets.mkdir(mode=0o700)
             cluster = f"standin-{os.urandom(4).hex()}"

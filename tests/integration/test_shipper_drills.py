@@ -31,9 +31,10 @@ from typing import Any
 import boto3
 import pytest
 
-from devstack.stack import aws_env, free_port
+from devstack.stack import free_port
 from devstack.template import deploy_local, function_specs, load_template
 from gpulse import codec
+from tests.integration.lambdas import start_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -92,30 +93,7 @@ class Drill:
     def start_ingest(self) -> None:
         self.ingest_starts += 1
         log = self.tmp / f"ingest-{self.ingest_starts}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPULSE_")} | aws_env(self.moto)
-        self.ingest = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devstack.runtime",
-                "IngestFunction",
-                "--endpoint",
-                self.moto,
-                "--port",
-                str(self.port),
-                "--param",
-                f"Stage={STAGE}",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while b"ready " not in log.read_bytes():
-            assert self.ingest.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "ingest did not start"
-            time.sleep(0.1)
+        self.ingest = start_ingest(self.moto, self.port, STAGE, log)
 
     def stop_ingest(self) -> None:
         if self.ingest is not None and self.ingest.poll() is None:

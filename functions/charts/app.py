@@ -21,7 +21,7 @@ from gpulse.errors import GpulseError, InvalidInput
 from gpulse.lazy import Lazy, attributes
 
 if TYPE_CHECKING:
-    from gpulse.secrets import SsmParameters
+    from gpulse.notify.links import LinkKeys
 
 logger = Logger()
 tracer = telemetry.tracer()
@@ -38,18 +38,20 @@ class Wiring(NamedTuple):
     """Built by the first request, then kept for the container's life."""
 
     s3: Any
-    parameters: SsmParameters
+    link_keys: LinkKeys
 
 
 def _wire() -> Wiring:
     import boto3
     from aws_lambda_powertools.utilities.parameters import SSMProvider
 
+    from gpulse.notify.links import LinkKeys
     from gpulse.secrets import SsmParameters
 
+    parameters = SsmParameters(provider=SSMProvider(boto3_client=boto3.client("ssm")))
     return Wiring(
         s3=boto3.client("s3"),
-        parameters=SsmParameters(provider=SSMProvider(boto3_client=boto3.client("ssm"))),
+        link_keys=LinkKeys(CHART_LINK_KEY_PARAM, parameters.get),
     )
 
 
@@ -81,19 +83,11 @@ def read_png(key: str) -> bytes:
 @app.get("/v1/charts/.+")
 @tracer.capture_method
 def get_chart() -> Response:
-    from gpulse.notify.links import LinkRefused, check_key, verify
-
     event = app.current_event
     name = (event.path_parameters or {}).get("key") or event.path.removeprefix("/v1/charts/")
     query = event.query_string_parameters or {}
-    raw_key = wired().parameters.get(CHART_LINK_KEY_PARAM)
-    try:
-        link_key = check_key(raw_key or "")
-    except ValueError:  # no key, or one too short to be one: the deployment's fault (docs/deploy.md)
-        logger.warning("no usable chart link key in SSM", parameter=CHART_LINK_KEY_PARAM)
-        raise LinkRefused("chart links are not enabled on this deployment", status=403) from None
     now = clock()
-    key = verify(link_key, name, query.get("exp"), query.get("sig"), now=now)
+    key = wired().link_keys.verify(name, query.get("exp"), query.get("sig"), now=now)
     png = read_png(key)
     max_age = max(0, min(MAX_AGE_S, int(query["exp"]) - int(now)))
     logger.info("chart served", key=key, bytes=len(png))

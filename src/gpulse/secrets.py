@@ -89,12 +89,13 @@ class SsmParameters:
         self.clock = clock
         self._missing: BoundedCache[str, float] = BoundedCache()
 
-    def get(self, name: str) -> str | None:
+    def get(self, name: str, fresh: bool = False) -> str | None:
+        """The value, from the cache unless `fresh` (the caller rate-limits those reads)."""
         missing_at = self._missing.get(name)
-        if missing_at is not None and self.clock() - missing_at < UNKNOWN_NODE_MAX_AGE_S:
+        if not fresh and missing_at is not None and self.clock() - missing_at < UNKNOWN_NODE_MAX_AGE_S:
             return None
         try:
-            value: Any = self.provider.get(name, decrypt=True, max_age=self.max_age)
+            value: Any = self.provider.get(name, decrypt=True, max_age=self.max_age, force_fetch=fresh)
         except GetParameterError as e:
             if _not_found(e):
                 self._missing.put(name, self.clock())

@@ -276,3 +276,36 @@ def test_without_the_key_alert_falls_back_to_presigned_links_and_charts_refuses(
         403,
         {"error": "chart links are not enabled on this deployment"},
     )
+
+
+def test_a_rotated_key_keeps_links_already_sent_until_the_previous_key_ends(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rotation docs/deploy.md gives: the old key to `.previous` with an `until`, then a new
+    current key. Links signed before (old key) and after (new key, which the charts container has
+    not cached yet) are both served; once `until` passes, only the new key's."""
+    ssm = boto3.client("ssm")
+    param = env_of("ChartsFunction", stack.deployment)["GPULSE_CHART_LINK_KEY_PARAM"]
+    old_url = stored(stack, NAME, b"png")
+    assert requests.get(old_url, timeout=5).status_code == 200  # the old key is cached now
+    until = int(time.time()) + 3600
+    new = secrets.token_hex(32).encode()
+    ssm.put_parameter(
+        Name=param + ".previous",
+        Value=json.dumps({"secret": stack.key.decode(), "until": until}),
+        Type="SecureString",
+        Overwrite=True,
+    )
+    ssm.put_parameter(Name=param, Value=new.decode(), Type="SecureString", Overwrite=True)
+    old, stack.key = stack.key, new  # what alert signs with from now on (the later tests too)
+    new_url = stored(stack, NAME, b"png")
+    monkeypatch.setattr(stack.charts.link_keys, "refresh_s", 0.0)  # an earlier test's re-read is recent
+    assert requests.get(new_url, timeout=5).status_code == 200  # one re-read found the new key
+    assert requests.get(old_url, timeout=5).status_code == 200  # the previous key, before `until`
+    name, _, _ = parts(old_url)
+    later = until + 10
+    old_late = f"{stack.api}/v1/charts/{name}?exp={later + 60}&sig={signature(old, name, later + 60)}"
+    new_late = f"{stack.api}/v1/charts/{name}?exp={later + 60}&sig={signature(new, name, later + 60)}"
+    stack.charts.clock = lambda: float(later)
+    assert refusal(old_late) == (403, "application/json", "this chart link's signature is not valid")
+    assert requests.get(new_late, timeout=5).status_code == 200

@@ -105,8 +105,9 @@ def test_each_ssm_name_a_function_is_told_is_one_it_may_read() -> None:
     assert ssm_grants("AlertFunction") == {webhooks + "*", "/gpulse/${Stage}/alertmanager/*", link_key}
     for name in (env.SLACK_WEBHOOK_PARAM, env.JANDI_WEBHOOK_PARAM):
         assert variables["AlertFunction"][name]["Fn::Sub"].startswith(webhooks)
-    # the chart link key: alert signs with it, charts checks with it, and neither reads more
-    assert ssm_grants("ChartsFunction") == {link_key}
+    # the chart link key: alert signs with it, charts checks with it (and with the key before a
+    # rotation, until its `until`), and neither reads more
+    assert ssm_grants("ChartsFunction") == {link_key, link_key + ".previous"}
     for function_id in ("AlertFunction", "ChartsFunction"):
         assert variables[function_id][env.CHART_LINK_KEY_PARAM] == {"Fn::Sub": link_key}
     assert ssm_grants("AnalyzeFunction") == set()
@@ -118,6 +119,10 @@ def test_the_charts_function_may_only_read_charts_and_the_link_key() -> None:
         ("ReadChartLinkKey", "ssm:GetParameter"),
     ]
     assert statements("ChartsFunction")[0]["Resource"] == {"Fn::Sub": "${ChartsBucket.Arn}/charts/*"}
+    ssm = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
+    arn = ssm + "/gpulse/${Stage}/charts/link-key"
+    # charts also reads the key before a rotation; alert signs with the current one only
+    assert statements("ChartsFunction")[1]["Resource"] == [{"Fn::Sub": arn}, {"Fn::Sub": arn + ".previous"}]
 
 
 def test_every_table_and_queue_is_an_output() -> None:

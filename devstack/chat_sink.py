@@ -1,10 +1,15 @@
 """The local stand-in for Slack and Jandi: a real HTTP server on 127.0.0.1 that checks what the
 services check, records what they would show, and prints it legibly.
 
-    POST /slack/<channel>   Block Kit limits checked → 200 "ok", else 400 "invalid_payload"
-    POST /jandi/<channel>   Jandi's Accept/Content-Type and `body` checked → 200 {}, else 400
-    GET  /messages          every accepted message, as JSON
-    POST /_control/fail     {"kind", "status", "count", "retry_after"}: fail the next requests
+    POST <url>/slack/<channel>   Block Kit limits checked → 200 "ok", else 400 "invalid_payload"
+    POST <url>/jandi/<channel>   Jandi's Accept/Content-Type and `body` checked → 200 {}, else 400
+    GET  <url>/messages          every accepted message, as JSON
+    POST <url>/_control/fail     {"kind", "status", "count", "retry_after"}: fail the next requests
+
+`<url>` is the sink's `url`: `http://127.0.0.1:<port>/<token>`, a random token per sink, as a real
+webhook URL carries a secret path. A request under any other path is 404: a process still
+posting to a webhook of an earlier (or another) sink that has since lost its port to this one is
+refused, never recorded as this sink's message.
 
 Pictures: like Slack and Jandi, the sink fetches every image a message links to (a Slack image
 block's `image_url`, a Jandi `connectInfo[].imageUrl`) and checks it is a PNG of the size gpulse
@@ -24,6 +29,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import secrets
 import signal
 import struct
 import sys
@@ -439,16 +445,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, doc: Any, extra: dict[str, str] | None = None) -> None:
         self._answer(status, json.dumps(doc, ensure_ascii=False), "application/json", extra)
 
+    def _parts(self) -> list[str] | None:
+        """The path's parts after this sink's token; None for a path under another token."""
+        parts = self.path.split("?")[0].strip("/").split("/")
+        return parts[1:] if parts[0] == self.server.sink.token else None
+
     def do_GET(self) -> None:
-        if self.path.split("?")[0] == "/messages":
+        if self._parts() == ["messages"]:
             self._json(200, self.server.sink.messages())
         else:
             self._json(404, {"error": "not found"})
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        parts = self.path.split("?")[0].strip("/").split("/")
-        if parts == ["_control", "fail"]:
+        parts = self._parts()
+        if parts is None:
+            self._json(404, {"error": "not found"})
+        elif parts == ["_control", "fail"]:
             self._control(raw)
         elif len(parts) == 2 and parts[0] in KINDS and parts[1]:
             self._deliver(parts[0], parts[1], raw)
@@ -523,6 +536,7 @@ class ChatSink:
         picture_size: tuple[int, int] = PICTURE_SIZE,
     ) -> None:
         self._host, self._port = host, port
+        self.token = secrets.token_hex(8)  # the path every URL of this sink starts with
         self.pictures_dir = pictures_dir  # where fetched pictures are written (None: kept nowhere)
         self.picture_size = picture_size
         self._out = out
@@ -567,11 +581,11 @@ class ChatSink:
 
     @property
     def url(self) -> str:
-        """`http://127.0.0.1:<port>` of the running sink."""
+        """`http://127.0.0.1:<port>/<token>` of the running sink."""
         if self._server is None:
             raise RuntimeError("chat sink is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://{host!s}:{port}/{self.token}"
 
     def messages(self) -> list[dict[str, Any]]:
         """A copy of every accepted message, oldest first."""
@@ -666,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with ChatSink(port=args.port) as sink:
-        print(f"chat sink on {sink.url}: POST /slack/<channel> or /jandi/<channel>", flush=True)
+        print(f"chat sink: POST {sink.url}/slack/<channel> or {sink.url}/jandi/<channel>", flush=True)
         stop.wait()
     return 0
 

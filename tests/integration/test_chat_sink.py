@@ -359,3 +359,14 @@ def test_the_sink_checks_block_ids_and_context_blocks(sink: ChatSink, out: io.St
     assert post([section("alert-1"), section("alert-2"), context(*["x"] * 10)]).text == "ok"
     assert len(sink.messages()) == 1
     assert "✗ slack #x: refused, block 1: block_id 'alert-1' is not unique" in out.getvalue()
+
+
+def test_a_post_under_another_sinks_path_is_404_and_not_recorded() -> None:
+    # a process still posting to an earlier sink's webhook, whose port this sink now has
+    with ChatSink(out=None) as sink:
+        root = sink.url.rsplit("/", 1)[0]
+        for path in ("/slack/ops", "/0123456789abcdef/slack/ops", f"/{sink.token}x/slack/ops"):
+            assert requests.post(root + path, json={"text": "x"}, timeout=5).status_code == 404
+        assert requests.get(root + "/messages", timeout=5).status_code == 404
+        assert requests.post(f"{sink.url}/slack/ops", json={"text": "x"}, timeout=5).status_code == 200
+        assert [m["channel"] for m in sink.messages()] == ["ops"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -25,6 +26,8 @@ from devstack.chat_sink import ChatSink
 from devstack.template import LocalDeployment, deploy_local, function_specs, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
+READY = re.compile(rb"^ready (\S+)", re.MULTILINE)  # devstack.runtime's line once a source is up
+HTTP_READY = re.compile(rb"^ready (http://127\.0\.0\.1:\d+)", re.MULTILINE)
 STAGE = "local"
 REGION = "us-east-1"
 FUNCTIONS = (
@@ -35,9 +38,12 @@ FUNCTIONS = (
     "CompactorFunction",
     "ChartsFunction",
 )
+HTTP_FUNCTIONS = frozenset({"IngestFunction", "ChartsFunction"})  # HttpApi events: a port each
 
 
 def free_port() -> int:
+    """A port free now, for an in-process server that cannot report the one it binds (the stack
+    binds port 0 instead: a port found free here may be taken before it is used)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -82,10 +88,10 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request log drowns the chat
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "logs").mkdir(exist_ok=True)
-        port = free_port()
-        self._moto = server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        # port 0 everywhere: the OS's port is taken at bind, so two stacks never race for one
+        self._moto = server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
-        self.endpoint = f"http://127.0.0.1:{port}"
+        self.endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
         os.environ.update(aws_env(self.endpoint))
         template = load_template(ROOT / "template.yaml")
         self.deployment = deploy_local(
@@ -113,15 +119,15 @@ class LocalStack:
         )
         self._write_outputs()
         # each HttpApi function serves its routes on a port of its own (one process each); alert's
-        # chart links point at the charts function's (in AWS, one API: the same host as ingest)
-        api_port, charts_port = free_port(), free_port()
-        self.charts_url = f"http://127.0.0.1:{charts_port}"
-        ports = {"IngestFunction": api_port, "ChartsFunction": charts_port}
-        for name in FUNCTIONS:
-            self._spawn(name, ports.get(name, 0))
-        self.api_url = f"http://127.0.0.1:{api_port}"
-        for name in FUNCTIONS:
-            self._wait_ready(name)
+        # chart links point at the charts function's (in AWS, one API: the same host as ingest),
+        # so charts starts first and the others are told where it listens
+        self._spawn("ChartsFunction")
+        self.charts_url = self._wait_ready("ChartsFunction")
+        others = [name for name in FUNCTIONS if name != "ChartsFunction"]
+        for name in others:
+            self._spawn(name)
+        ready = {name: self._wait_ready(name) for name in others}
+        self.api_url = ready["IngestFunction"]
 
     def _write_outputs(self) -> None:
         """RUN_DIR/outputs.json: the endpoint and the stack outputs the CLI reads (`gpulse --local`),
@@ -131,7 +137,6 @@ class LocalStack:
             "SeriesTableName": self.table("SeriesTable"),
             "StateTableName": self.table("StateTable"),
             "ConfigTableName": self.table("ConfigTable"),
-            "IdempotencyTableName": self.table("IdempotencyTable"),
             "NodeSecretsPrefix": self.specs["IngestFunction"].environment["GPULSE_NODE_SECRETS_PREFIX"],
             "FindingsQueueUrl": self.queue_url("FindingsQueue"),
             "FindingsDlqUrl": self.queue_url("FindingsDLQ"),
@@ -140,7 +145,7 @@ class LocalStack:
         doc = {"endpoint": self.endpoint, "region": REGION, "outputs": outputs}
         (self.run_dir / "outputs.json").write_text(json.dumps(doc, indent=2) + "\n")
 
-    def _spawn(self, name: str, port: int) -> None:
+    def _spawn(self, name: str) -> None:
         log = open(self.run_dir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPULSE_")} | aws_env(self.endpoint)
         self.procs[name] = subprocess.Popen(
@@ -152,7 +157,7 @@ class LocalStack:
                 "--endpoint",
                 self.endpoint,
                 "--port",
-                str(port),
+                "0",
                 "--time-scale",
                 str(self.time_scale),
                 "--api-url",
@@ -165,12 +170,16 @@ class LocalStack:
             stderr=subprocess.STDOUT,
         )
 
-    def _wait_ready(self, name: str, timeout: float = 60.0) -> None:
+    def _wait_ready(self, name: str, timeout: float = 60.0) -> str:
+        """What the function said once ready: for an HttpApi function the URL its routes are
+        served on (`ready http://127.0.0.1:<port>`), for the others their first event source."""
         log = self.run_dir / "logs" / f"{name}.log"
+        said_by = HTTP_READY if name in HTTP_FUNCTIONS else READY
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if b"ready " in log.read_bytes():
-                return
+            said = said_by.search(log.read_bytes())
+            if said:
+                return said.group(1).decode()
             if self.procs[name].poll() is not None:
                 raise RuntimeError(f"{name} exited during start-up; see {log}")
             time.sleep(0.1)

@@ -17,10 +17,12 @@ from tests.integration.test_cli import stack as stack  # the fixture
 pytestmark = pytest.mark.integration
 
 BUILTIN_ROWS = [
-    'imbalance_idle_held  built-in  rule="imbalance"    rule=~"idle_held|mig_idle"  node   -',
-    'imbalance_network    built-in  rule="imbalance"    rule="network"              node   -',
-    'silent_node          built-in  rule="silent_node"  rule!="silent_node"         node   -',
+    'gpu_imbalance_idle_held  built-in  rule="gpu_imbalance"  rule="idle_held"            node,user  -',
+    'imbalance_idle_held      built-in  rule="imbalance"      rule=~"idle_held|mig_idle"  node       -',
+    'imbalance_network        built-in  rule="imbalance"      rule="network"              node       -',
+    'silent_node              built-in  rule="silent_node"    rule!="silent_node"         node       -',
 ]
+BUILTINS = ["gpu_imbalance_idle_held", "imbalance_idle_held", "imbalance_network", "silent_node"]
 
 
 def in_force(stack: Stack) -> list[str]:
@@ -32,11 +34,12 @@ def test_list_shows_the_built_in_rules(stack: Stack) -> None:
     r = stack.gpulse("inhibit", "list")
     assert (r.code, r.err) == (0, "")
     assert r.lines == [
-        "NAME                 ORIGIN    SOURCE              TARGET                      EQUAL  VERSION",
+        "NAME                     ORIGIN    SOURCE                TARGET                      EQUAL      "
+        "VERSION",
         *BUILTIN_ROWS,
     ]
     rows = json.loads(stack.gpulse("inhibit", "list", "--json").out)
-    assert rows[0] == {
+    assert rows[1] == {
         "name": "imbalance_idle_held",
         "origin": "built-in",
         "active": True,
@@ -78,21 +81,17 @@ def test_add_stores_the_exact_document_and_analyze_holds_it_in_force(stack: Stac
         "description": "a GPU that fell off the bus also stops throttling",
     }
     assert stack.gpulse("inhibit", "list").lines == [
-        "NAME                 ORIGIN    SOURCE                  TARGET                      EQUAL     "
+        "NAME                     ORIGIN    SOURCE                  TARGET                      EQUAL      "
         "VERSION",
-        'imbalance_idle_held  built-in  rule="imbalance"        rule=~"idle_held|mig_idle"  node      -',
-        'imbalance_network    built-in  rule="imbalance"        rule="network"              node      -',
-        'silent_node          built-in  rule="silent_node"      rule!="silent_node"         node      -',
-        'xid_over_throttling  table     rule="hardware_errors"  rule="throttling"           node,job  1',
+        'gpu_imbalance_idle_held  built-in  rule="gpu_imbalance"    rule="idle_held"            node,user  -',
+        'imbalance_idle_held      built-in  rule="imbalance"        rule=~"idle_held|mig_idle"  node       -',
+        'imbalance_network        built-in  rule="imbalance"        rule="network"              node       -',
+        'silent_node              built-in  rule="silent_node"      rule!="silent_node"         node       -',
+        'xid_over_throttling      table     rule="hardware_errors"  rule="throttling"           node,job   1',
     ]
     names = [row["name"] for row in json.loads(stack.gpulse("inhibit", "list", "--json").out)]
-    assert names == ["imbalance_idle_held", "imbalance_network", "silent_node", "xid_over_throttling"]
-    assert in_force(stack) == [
-        "imbalance_idle_held",
-        "imbalance_network",
-        "silent_node",
-        "xid_over_throttling",
-    ]
+    assert names == [*BUILTINS, "xid_over_throttling"]
+    assert in_force(stack) == [*BUILTINS, "xid_over_throttling"]
 
     # a second add of the same name is refused: remove it first
     again = stack.gpulse("inhibit", "add", "xid_over_throttling", "--source", "rule=a", "--target", "rule=b")
@@ -104,7 +103,7 @@ def test_add_stores_the_exact_document_and_analyze_holds_it_in_force(stack: Stac
     r = stack.gpulse("inhibit", "remove", "xid_over_throttling", "--who", "alice")
     assert (r.code, r.lines) == (0, ["inhibit xid_over_throttling: deleted (was version 1) by alice"])
     assert stack.doc("inhibit", "xid_over_throttling") is None
-    assert in_force(stack) == ["imbalance_idle_held", "imbalance_network", "silent_node"]
+    assert in_force(stack) == BUILTINS
 
 
 def test_a_built_in_rule_is_disabled_replaced_and_brought_back(stack: Stack) -> None:
@@ -115,9 +114,9 @@ def test_a_built_in_rule_is_disabled_replaced_and_brought_back(stack: Stack) -> 
         "inhibit imbalance_idle_held: version 1 written by bob",
     )
     assert stack.doc("inhibit", "imbalance_idle_held") == {"disabled": True}
-    assert in_force(stack) == ["imbalance_network", "silent_node"]
+    assert in_force(stack) == ["gpu_imbalance_idle_held", "imbalance_network", "silent_node"]
     listed = stack.gpulse("inhibit", "list").lines
-    assert listed[1].split() == [
+    assert listed[2].split() == [
         "imbalance_idle_held",
         "built-in,",
         "disabled",
@@ -150,7 +149,7 @@ def test_a_built_in_rule_is_disabled_replaced_and_brought_back(stack: Stack) -> 
         "--equal", "job", "--who", "carol",
     )  # fmt: skip
     assert (r.code, r.lines[0]) == (0, "inhibit imbalance_network: replaces the built-in rule of that name")
-    assert stack.gpulse("inhibit", "list").lines[2].split() == [
+    assert stack.gpulse("inhibit", "list").lines[3].split() == [
         "imbalance_network",
         "table,",
         "over",
@@ -173,8 +172,8 @@ def test_bad_input_is_refused_with_a_clear_message(stack: Stack) -> None:
     r = stack.gpulse("inhibit", "remove", "nothing")
     assert (r.code, r.err) == (
         2,
-        "error: no inhibit rule named 'nothing' (built-in: imbalance_idle_held, imbalance_network, "
-        "silent_node; `gpulse inhibit list`)\n",
+        "error: no inhibit rule named 'nothing' (built-in: gpu_imbalance_idle_held, imbalance_idle_held, "
+        "imbalance_network, silent_node; `gpulse inhibit list`)\n",
     )
     # an item written around the CLI that disables what is not built in: rejected when read
     boto3.client("dynamodb").put_item(
@@ -190,6 +189,7 @@ def test_bad_input_is_refused_with_a_clear_message(stack: Stack) -> None:
     listed = stack.gpulse("inhibit", "list")
     assert listed.lines[-1] == (
         "rejected: inhibit mine: only a built-in rule can be disabled "
-        "(imbalance_idle_held, imbalance_network, silent_node); delete the item instead"
+        "(gpu_imbalance_idle_held, imbalance_idle_held, imbalance_network, silent_node); delete the item "
+        "instead"
     )
-    assert in_force(stack) == ["imbalance_idle_held", "imbalance_network", "silent_node"]
+    assert in_force(stack) == BUILTINS

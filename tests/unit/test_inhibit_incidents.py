@@ -152,9 +152,15 @@ def test_labels_of_a_condition() -> None:
 
 
 def test_the_built_in_rules_can_be_replaced_or_disabled_by_name() -> None:
-    assert [i.name for i in effective({})] == ["imbalance_idle_held", "imbalance_network", "silent_node"]
+    assert [i.name for i in effective({})] == [
+        "gpu_imbalance_idle_held",
+        "imbalance_idle_held",
+        "imbalance_network",
+        "silent_node",
+    ]
     mine = Inhibition("mine", parse_all(['rule="a"']), parse_all(['rule="b"']))
     assert effective({"silent_node": None, "mine": mine}) == [
+        DEFAULT_INHIBITIONS["gpu_imbalance_idle_held"],
         DEFAULT_INHIBITIONS["imbalance_idle_held"],
         DEFAULT_INHIBITIONS["imbalance_network"],
         mine,
@@ -198,3 +204,33 @@ def test_an_inhibited_condition_never_fires_but_fingerprints_stay_apart() -> Non
     marked = inhibit(stalled_ranks(), cluster="c1")
     fps = {fingerprint(c.rule, **c.subject) for c in marked}
     assert len(fps) == 17
+
+
+def test_a_job_idling_most_of_its_gpus_is_one_alert_but_another_users_idle_gpu_is_not_muted() -> None:
+    """gpu_imbalance (alice's job computes on GPU 0 of n1 and holds 1–3 idle) mutes alice's
+    idle_held alerts on n1: one message, not four. Bob's idle GPU on the same node, and alice's
+    on another node, are still their own alerts."""
+    job = Condition(
+        "gpu_imbalance",
+        {"cluster": "c1", "node": "n1", "container": "abc"},
+        1000,
+        "warning",
+        "n1: 1 of 4 GPUs of alice's job busy",
+        "use all the GPUs",
+        nodes=["n1"],
+        gpus=[f"n1/{i}" for i in range(4)],
+        users=["alice"],
+    )
+    alice = [replace(idle("n1", i, job=None), users=["alice"]) for i in (1, 2, 3)]
+    bob = replace(idle("n1", 5, job=None), users=["bob"])
+    elsewhere = replace(idle("n2", 1, job=None), users=["alice"])
+    marked = inhibit([job, *alice, bob, elsewhere], cluster="c1")
+    assert [c.muted_by for c in marked] == [
+        None,
+        "gpu_imbalance",
+        "gpu_imbalance",
+        "gpu_imbalance",
+        None,
+        None,
+    ]
+    assert [s["subject"] for s in symptoms(marked)[0]] == ["n1/1", "n1/2", "n1/3"]

@@ -40,7 +40,8 @@ def _builtin(
 # exchanging, and the imbalance alert already names them; a rank that stalls with its memory held
 # IS an idle, held GPU (one per GPU of the node: 16 pages for two stalled 8-GPU ranks), and the
 # imbalance alert says why and what to do (the rank's logs, NCCL), which "end the notebook kernel"
-# does not.
+# does not; likewise a job that computes on one of its GPUs and holds the others idle is one
+# gpu_imbalance alert, not one idle_held page per GPU — the same user's, on the same node only.
 DEFAULT_INHIBITIONS: dict[str, Inhibition] = {
     i.name: i
     for i in (
@@ -66,6 +67,14 @@ DEFAULT_INHIBITIONS: dict[str, Inhibition] = {
             "a stalled rank's GPUs sit idle with memory held: one alert (imbalance) for the job, "
             "not one per GPU",
         ),
+        _builtin(
+            "gpu_imbalance_idle_held",
+            ['rule="gpu_imbalance"'],
+            ['rule="idle_held"'],
+            ["node", "user"],
+            "a job that computes on one GPU and holds the others idle: one alert (gpu_imbalance), "
+            "not one per idle GPU",
+        ),
     )
 }
 # The built-in rules as (source rule, target rule) pairs; None as target: every other rule.
@@ -74,6 +83,7 @@ INHIBITIONS: tuple[tuple[str, str | None], ...] = (
     ("imbalance", "network"),
     ("imbalance", "idle_held"),
     ("imbalance", "mig_idle"),
+    ("gpu_imbalance", "idle_held"),
 )
 
 

@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV_DEMO := .venv-demo
 VENV_TEST := .venv
 
-.PHONY: demo test lint build clean bench fuzz drills bench-fleet bench-storage bench-ingest-load cost-model wheels wheel-test
+.PHONY: demo test lint build clean bench fuzz drills incident-e2e bench-fleet bench-detect bench-storage bench-ingest-load cost-model wheels wheel-test
 
 $(VENV_DEMO)/.installed: pyproject.toml packages/wire/pyproject.toml packages/shipper/pyproject.toml
 	rm -rf $(VENV_DEMO)
@@ -49,9 +49,14 @@ drills: $(VENV_TEST)/.installed
 	GPULSE_DRILLS=1 $(VENV_TEST)/bin/python -m pytest -m drill tests/integration/test_shipper_drills.py -s -p no:cacheprovider
 	GPULSE_MODEL_EXAMPLES=500 $(VENV_TEST)/bin/python -m pytest tests/integration/test_alert_model.py -p no:cacheprovider --timeout 3600
 
+# two stalled ranks end to end (ingest → analyze → alert → a local webhook), analyze every minute
+# of the fleet's clock; the default suite runs it at the 7 minutes where something changes
+incident-e2e: $(VENV_TEST)/.installed
+	GPULSE_INCIDENT_E2E=1 $(VENV_TEST)/bin/python -m pytest -m incident tests/integration/test_incident_e2e.py -p no:cacheprovider
+
 bench: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python bench/bench_codec.py
-	$(VENV_TEST)/bin/python bench/bench_analyze.py
+	$(VENV_TEST)/bin/python bench/bench_fleet.py --quick --modes full incremental  # a rebuild every tick is the baseline
 	$(VENV_TEST)/bin/python bench/bench_cold_start.py --baseline HEAD
 	$(VENV_TEST)/bin/python bench/bench_chart.py
 
@@ -83,6 +88,12 @@ wheel-test: $(VENV_TEST)/.installed
 bench-fleet: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python bench/bench_fleet.py --nodes 100 250 500 1250 --warm-ticks 3 --moto
 	GPULSE_WINDOW_EXAMPLES=500 GPULSE_WINDOW_SCENARIOS=all $(VENV_TEST)/bin/python -m pytest tests/unit/test_window_incremental.py -p no:cacheprovider
+
+# the rules alone on one warm window of 250 and 1,250 nodes: CPU per detector against HEAD, and the
+# findings compared with the plain code path's, field for field (docs/operations.md). About 15 min
+# the first time (it builds and keeps the windows in the temp dir).
+bench-detect: $(VENV_TEST)/.installed
+	$(VENV_TEST)/bin/python bench/profile_detect.py --nodes 250 1250
 
 clean:
 	rm -rf $(VENV_DEMO) $(VENV_TEST) .venv-sam .aws-sam .gpulse-local

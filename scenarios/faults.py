@@ -3,9 +3,10 @@
 An injector is a frozen dataclass of where and when (node names, GPU indexes, scenario seconds);
 it edits the fleet (`plan`) and the batches (`shape`, `finish`, `deliver`: see
 `scenarios.fleet.Injector`), and `truth` states what a detector should report: the rule, the
-subject labels {node, gpu?, mig?}, and the span [start, end] in unix seconds. `also` names the
-rules the same fault rightly sets off as well (a node that lost its rank also sends no traffic),
-so that their alarms are not counted as false; `allow_s` is latency the fault itself imposes
+subject labels {node, gpu?, mig?}, and the span [start, end] in unix seconds. Other rules the
+fault rightly sets off as well (a stalled rank's idle GPUs, a lost rank's silent network) are not
+listed here: scenarios.run counts such an alarm as correct when it rides in the incident of the
+fault's own alarm (same job or node, while that alarm fires). `allow_s` is latency the fault itself imposes
 before any rule could see it, beyond the rule's `for_s` (a flat node inside its group's swing is
 seen only once the correlation window has slid past the change).
 
@@ -47,7 +48,6 @@ class GroundTruth:
     start: float
     end: float
     what: str
-    also: tuple[str, ...] = ()
     allow_s: float = 0.0
 
 
@@ -145,7 +145,6 @@ class RanksLost(Fault):
                 self.start,
                 self.end,
                 "rank exited: node idle",
-                also=("network",),
             )
             for n in self.nodes
         ]
@@ -231,7 +230,6 @@ class StalledRanks(Fault):
             frame.net[:, mask] *= 0.01
 
     def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
-        also = ("idle_held", "network", "gpu_imbalance")
         return [
             _truth(
                 self,
@@ -241,7 +239,6 @@ class StalledRanks(Fault):
                 self.start,
                 self.end,
                 "rank stalled, memory held",
-                also=also,
             )
             for n in self.nodes
         ]
@@ -762,11 +759,7 @@ class OneGpuWorks(Fault):
 
     def truth(self, fleet: Fleet, scenario: str) -> list[GroundTruth]:
         what = f"GPU {self.gpus[0]} busy, GPUs {list(self.gpus[1:])} held at 0 %"
-        return [
-            _truth(
-                self, fleet, scenario, {"node": self.node}, self.start, self.end, what, also=("idle_held",)
-            )
-        ]
+        return [_truth(self, fleet, scenario, {"node": self.node}, self.start, self.end, what)]
 
 
 # -- hardware_errors ------------------------------------------------------------------------------

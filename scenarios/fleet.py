@@ -755,7 +755,8 @@ class NodeSim:
                     f.gpu[name][g, frozen] = self._frozen.setdefault(name, float(f.gpu[name][g, frozen][0]))
         fail = rng.random((g_count, n)) < 0.003
         for extra in (1, 2):  # a failed read often takes the next one or two with it
-            fail[:, extra:] |= fail[:, :-extra] & (rng.random((g_count, n - extra)) < 0.5)
+            if n > extra:  # a batch of one or two samples (a short last batch) has no next
+                fail[:, extra:] |= fail[:, :-extra] & (rng.random((g_count, n - extra)) < 0.5)
         for values in f.gpu.values():
             values[fail] = np.nan
         host_fail = rng.random(n) < 0.002

@@ -117,11 +117,10 @@ class Fleet:
         t1: float,
         what: str,
         *,
-        also: tuple[str, ...] = (),
         allow_s: float = 0.0,
     ) -> None:
         self.truths.append(
-            GroundTruth(self.name, rule, subject, self.start + t0, self.start + t1, what, also, allow_s)
+            GroundTruth(self.name, rule, subject, self.start + t0, self.start + t1, what, allow_s=allow_s)
         )
 
 
@@ -184,9 +183,7 @@ def f_groups_24(rng: np.random.Generator) -> Fleet:
             p.end = min(p.end, 15 * MIN)
         node.net[dead] = 25e3
         node.cpu_busy[dead] = 0.5
-        f.truth(
-            "imbalance", {"node": node.name}, 15 * MIN, f.n, "ranks exited, peers busy", also=("network",)
-        )
+        f.truth("imbalance", {"node": node.name}, 15 * MIN, f.n, "ranks exited, peers busy")
     return f
 
 
@@ -377,7 +374,6 @@ def f_lab_3(rng: np.random.Generator) -> Fleet:
         6 * MIN,
         36 * MIN,
         "fay holds 3 GPUs, computes on 1",
-        also=("idle_held",),
     )
     l3.gpus[3].mem[int(8 * MIN) :] = 30 * GIB
     f.truth("idle_held", {"node": "lab-3", "gpu": 3}, 8 * MIN, n, "30 GiB held, no process: zombie")
@@ -429,7 +425,6 @@ def f_dp_mistake_4(rng: np.random.Generator) -> Fleet:
         5 * MIN,
         30 * MIN,
         "1 of 4 GPUs busy, 3 held idle",
-        also=("idle_held",),
     )
     # d3: torchrun, ranks 3-7 stalled from minute 15 to 30 while 0-2 compute
     ddp([d3], rng, 60, n, user="jon")
@@ -444,7 +439,6 @@ def f_dp_mistake_4(rng: np.random.Generator) -> Fleet:
         15 * MIN,
         30 * MIN,
         "ranks 3-7 stalled, 0-2 busy",
-        also=("idle_held",),
     )
     # d4: every rank pinned to NUMA 1's cores by a bad cpuset: GPUs 0-3 driven from the far socket
     ddp([d4], rng, 3 * MIN, n, user="kim")
@@ -765,7 +759,6 @@ def f_jobs_8(rng: np.random.Generator) -> Fleet:
         40 * MIN,
         48 * MIN,
         "rank stalled, memory held",
-        also=("idle_held", "network", "gpu_imbalance"),
     )
     for node in nodes:
         derive(node, rng)

@@ -13,17 +13,20 @@ Scoring, per rule (`score`):
 - recall: the faults of that rule with at least one firing alarm of that rule whose subject
   matches the fault's (node, GPU, MIG instance: the labels both name must agree; a group-level
   alarm matches through the nodes it lists), published within [start, end + GRACE_S];
-- precision: the firing alarms of that rule that match a fault (of that rule, or of a fault that
-  names the rule among its expected co-symptoms, `also`) over all its firing alarms;
+- precision: the firing alarms of that rule that match a fault of that rule, or that ride in the
+  incident of a fault's alarm as a co-symptom (`same_incident`: another rule, the same job or a
+  node in common, firing while it fires), over all its firing alarms; an alarm outside every
+  fault's incident is a false alarm;
 - delay: first matching publication − fault start, median and max, against the bound
   for_s + 2 × every_s (+ the fault's own `allow_s`, e.g. silent_s for a silent node);
 - false alarms per node-day over the healthy scenarios;
 - firing share: per fault, the share of its span with an alarm of its rule firing on it (a rule
   that resolves in each pause of a persistent fault scores low), averaged;
-- messages per incident: per fault, the transitions published about it (fire, escalation and
-  resolve of its own alarms and of its expected co-symptoms, `also`), averaged. An escalation
-  (the same alert told again, more severe) is a message, not another alarm. Inhibited (muted) conditions are
-  not published and do not count.
+- messages per incident: per fault, the transitions published about it (fire, escalation, join
+  and resolve of its own alarms and of the co-symptoms in their incidents), averaged. An
+  escalation (the same alert told again, more severe) or a join (told again, nodes joined) is a
+  message, not another alarm. Inhibited (muted) conditions ride under their root, are not
+  published and do not count.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ class Alarm:
     summary: str
     resolved: float | None = None
     escalations: int = 0  # told again, more severe (warning → critical): the same alarm
+    joins: int = 0  # told again because nodes joined it: the same alarm, its `nodes` grown
+    job: str | None = None  # the job of the condition that raised it (`Condition.job`), if one
+    joined_at: dict[str, float] = field(default_factory=dict)  # node → the run that told it joined
 
 
 @dataclass
@@ -100,6 +106,7 @@ class Replay:
         self.rules = Analyzer.rules(self.params)  # analyze's own (a rule that raised) included
         self._open: dict[str, Alarm] = {}
         self._subjects: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, str | None] = {}
 
     def ingest(self, doc: dict[str, Any]) -> None:
         """Store one batch as ingest does: encoded (split if it must be), registry updated."""
@@ -122,7 +129,9 @@ class Replay:
         window = window_for(cluster, chunks, nodes, now, window_s=self.window_s, step_s=self.step_s)
         conditions = detect_all(window, self.params)
         for cond in conditions:
-            self._subjects[fingerprint(cond.rule, **cond.subject)] = dict(cond.subject)
+            fp = fingerprint(cond.rule, **cond.subject)
+            self._subjects[fp] = dict(cond.subject)
+            self._jobs[fp] = cond.job
         held = unseen(conditions, window)
         self.settle(
             cluster, decide(cluster, conditions, self.records, self.rules, window.end, unseen=held), now
@@ -157,8 +166,11 @@ class Replay:
                 alarm.resolved = now
             return
         open_alarm = self._open.get(f.fingerprint)
-        if open_alarm is not None and f.escalated_from is not None:  # one alert, told again
-            open_alarm.escalations += 1
+        if open_alarm is not None and (f.escalated_from is not None or f.newly_joined):  # told again
+            open_alarm.escalations += f.escalated_from is not None
+            open_alarm.joins += bool(f.newly_joined)
+            open_alarm.nodes = tuple(dict.fromkeys([*open_alarm.nodes, *f.newly_joined]))
+            open_alarm.joined_at.update({n: now for n in f.newly_joined})
             return
         alarm = Alarm(
             scenario=self.scenario,
@@ -172,6 +184,7 @@ class Replay:
             at=f.at,
             published=now,
             summary=f.summary,
+            job=self._jobs.get(f.fingerprint),
         )
         self.alarms.append(alarm)
         self._open[f.fingerprint] = alarm
@@ -226,19 +239,57 @@ def subject_matches(alarm: Alarm, truth: GroundTruth) -> bool:
     return mig is None or said_mig is None or said_mig == mig
 
 
+def told_at(alarm: Alarm, truth: GroundTruth) -> float:
+    """When the alarm told of the fault's node: its publication, or the run that told the node
+    joined it (an alert already firing that a second stalled rank joins)."""
+    node = truth.subject.get("node")
+    return alarm.joined_at.get(str(node), alarm.published) if node is not None else alarm.published
+
+
 def in_time(alarm: Alarm, truth: GroundTruth, grace_s: float = GRACE_S) -> bool:
-    return truth.start <= alarm.published <= truth.end + grace_s
+    return truth.start <= told_at(alarm, truth) <= truth.end + grace_s
 
 
-def matches(alarm: Alarm, truth: GroundTruth, *, also: bool = False) -> bool:
-    """The alarm is this fault's: its rule (or, with `also`, an expected co-symptom), subject and time."""
-    rules = (truth.rule, *truth.also) if also else (truth.rule,)
+def matches(alarm: Alarm, truth: GroundTruth) -> bool:
+    """The alarm is this fault's: its rule, subject and time."""
     return (
         alarm.scenario == truth.scenario
-        and alarm.rule in rules
+        and alarm.rule == truth.rule
         and subject_matches(alarm, truth)
         and in_time(alarm, truth)
     )
+
+
+def _named(alarm: Alarm) -> set[str]:
+    node = alarm.subject.get("node")
+    return set(alarm.nodes) | ({str(node)} if node is not None else set())
+
+
+def same_incident(alarm: Alarm, root: Alarm, grace_s: float = GRACE_S) -> bool:
+    """`alarm` rides in `root`'s incident: another rule's alarm about the same job (both name
+    it) or a node in common, firing at some point while `root` fires (give or take `grace_s`:
+    a symptom may fire a run before its cause, or resolve a run after)."""
+    if alarm is root or alarm.rule == root.rule or alarm.scenario != root.scenario:
+        return False
+    if not ((alarm.job is not None and alarm.job == root.job) or _named(alarm) & _named(root)):
+        return False
+    a_end = alarm.resolved if alarm.resolved is not None else math.inf
+    r_end = root.resolved if root.resolved is not None else math.inf
+    return alarm.published <= r_end + grace_s and root.published <= a_end + grace_s
+
+
+def incidents(alarms: list[Alarm], truths: list[GroundTruth]) -> dict[int, list[Alarm]]:
+    """Per fault (its index in `truths`): its co-symptoms, the alarms of other rules that ride in
+    the incident of one of its own alarms, in order."""
+    by_scenario: dict[str, list[Alarm]] = {}
+    for a in alarms:
+        by_scenario.setdefault(a.scenario, []).append(a)
+    out: dict[int, list[Alarm]] = {}
+    for i, t in enumerate(truths):
+        near = by_scenario.get(t.scenario, [])
+        own = [a for a in near if matches(a, t)]
+        out[i] = [a for a in near if not matches(a, t) and any(same_incident(a, root) for root in own)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -332,6 +383,7 @@ def score(results: list[ScenarioResult], rules: Iterable[str]) -> dict[str, Rule
     alarms = [a for r in results for a in r.alarms]
     healthy = {r.name for r in results if r.healthy}
     node_days = sum(r.node_days for r in results if r.healthy)
+    every_incident = incidents(alarms, truths)
     out = {}
     for rule in rules:
         for_s = float(params_for(rule)["for_s"]) if rule in CATALOGUE else 0.0
@@ -340,22 +392,21 @@ def score(results: list[ScenarioResult], rules: Iterable[str]) -> dict[str, Rule
         bound = for_s + BOUND_RUNS * EVERY_S
         delays, late, extra = [], 0, 0
         shares = tuple(firing_share(t, [a for a in mine if matches(a, t)]) for t in own)
+        co = incidents(alarms, own)
         messages = tuple(
-            sum(1 + a.escalations + (a.resolved is not None) for a in alarms if matches(a, t, also=True))
-            for t in own
+            sum(_told(a) for a in alarms if matches(a, t)) + sum(_told(a) for a in co[i])
+            for i, t in enumerate(own)
         )
         for t in own:
-            hits = [a.published for a in mine if matches(a, t)]
+            hits = [told_at(a, t) for a in mine if matches(a, t)]
             if hits:
                 delay = min(hits) - t.start
                 delays.append(delay)
                 late += delay > bound + t.allow_s
                 extra += len(hits) - 1
         matched = sum(any(matches(a, t) for t in own) for a in mine)
-        explained = sum(
-            not any(matches(a, t) for t in own) and any(matches(a, t, also=True) for t in truths)
-            for a in mine
-        )
+        riding = {id(a) for symptoms in every_incident.values() for a in symptoms}
+        explained = sum(not any(matches(a, t) for t in own) and id(a) in riding for a in mine)
         out[rule] = RuleScore(
             rule=rule,
             for_s=for_s,
@@ -377,6 +428,11 @@ def score(results: list[ScenarioResult], rules: Iterable[str]) -> dict[str, Rule
     return out
 
 
+def _told(a: Alarm) -> int:
+    """The messages one alarm published: its firing, escalations, joins and resolve."""
+    return 1 + a.escalations + a.joins + (a.resolved is not None)
+
+
 def firing_share(truth: GroundTruth, alarms: list[Alarm]) -> float:
     """The share of the fault's span [start, end) during which one of `alarms` was firing (from its
     publication to its resolve, or the fault's end when it did not resolve before)."""
@@ -384,7 +440,10 @@ def firing_share(truth: GroundTruth, alarms: list[Alarm]) -> float:
     if span <= 0:
         return 0.0
     spans = sorted(
-        (max(a.published, truth.start), min(a.resolved if a.resolved is not None else truth.end, truth.end))
+        (
+            max(told_at(a, truth), truth.start),
+            min(a.resolved if a.resolved is not None else truth.end, truth.end),
+        )
         for a in alarms
     )
     covered, reach = 0.0, truth.start
@@ -397,9 +456,11 @@ def firing_share(truth: GroundTruth, alarms: list[Alarm]) -> float:
 
 
 def unmatched(results: list[ScenarioResult]) -> list[Alarm]:
-    """Alarms that match no fault, not even as an expected co-symptom."""
+    """Alarms that match no fault and ride in no fault's incident: the false alarms."""
     truths = [t for r in results for t in r.truths]
-    return [a for r in results for a in r.alarms if not any(matches(a, t, also=True) for t in truths)]
+    alarms = [a for r in results for a in r.alarms]
+    riding = {id(a) for symptoms in incidents(alarms, truths).values() for a in symptoms}
+    return [a for a in alarms if id(a) not in riding and not any(matches(a, t) for t in truths)]
 
 
 def missed(results: list[ScenarioResult]) -> list[GroundTruth]:
@@ -585,10 +646,11 @@ def report(
             }
         )
     truths = [t for r in results for t in r.truths]
+    symptoms = incidents([a for r in results for a in r.alarms], truths)
     for r in results:
         for a in r.alarms:
             own = [t for t in truths if matches(a, t)]
-            co = [t for t in truths if matches(a, t, also=True)]
+            co = [t for i, t in enumerate(truths) if any(s is a for s in symptoms[i])]
             fault = (own or co)[:1]
             said = {"rule": fault[0].rule, **fault[0].subject, "what": fault[0].what} if fault else None
             lines(
@@ -650,9 +712,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
     parser.add_argument("--no-trace", action="store_true", help="skip the real trace")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument(
+        "--batch-s", type=float, default=None, help="shippers batch this often (default: each fleet's own)"
+    )
     args = parser.parse_args(argv)
 
     scenarios = suite(quick=args.quick)
+    if args.batch_s is not None:  # item 6 of issue 14: delays are bounded at 10, 30 and 60 s batches
+        if not 1.0 <= args.batch_s <= 60.0:
+            parser.error("--batch-s must be between 1 and 60 seconds")
+        scenarios = [replace(s, fleet=replace(s.fleet, batch_s=args.batch_s)) for s in scenarios]
     if args.list:
         for s in scenarios:
             kind = "healthy" if s.healthy else ", ".join(sorted({f.rule for f in s.faults}))

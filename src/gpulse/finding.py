@@ -26,6 +26,14 @@ class EvidenceRow:
     values: list[float | None]  # downsampled to a few dozen points, oldest first; None = no data
     level: float  # the figure the detector compared (e.g. mean utilisation over the `for` span)
     flagged: bool  # this row is what the finding is about
+    # Additive to v1: how to draw this row again from a later window (a resolve shows the
+    # recovery, `gpulse.analyze.recovery`). `series`: which window series it plots, one of
+    # `recovery.SERIES` ("node.util_gpu", "gpu.temp_c", ...); `subject`: the row's identity in the
+    # window ("node-03", "node-03/2"); `reduce`: how `level` sums the series up ("mean", "median",
+    # "last"). None where the detector did not say: such a picture is never re-drawn.
+    series: str | None = None
+    subject: str | None = None
+    reduce: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,14 @@ class Evidence:
     # analyze for every detector (None in findings written before charts existed)
     start: float | None = None
     end: float | None = None
+    # Additive to v1: the seconds before `end` the levels were taken over (None: the rows' own
+    # spans, e.g. since the fault began), and what `reference` is: "peers" (the median of the
+    # unflagged rows, re-computed with them) or None (a fixed line: a threshold)
+    level_s: float | None = None
+    reference_of: str | None = None
+    # True when analyze re-drew this evidence at a resolve from the window of that run: values,
+    # levels and reference are the recovery's, and `flagged` still marks the rows that were at fault
+    recovery: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,13 +94,26 @@ class Finding:
     # the rule's `for` when it fired: how long after `since` it could have fired at the earliest
     # (a firing decided later than that has waited already: `gpulse.alerting.groups.due_at`)
     for_s: float | None = None
+    # a resolve's end of the fault span: the last analyze run at which the condition held (the
+    # alert stayed firing after it only for its hold-down); None on firings and older resolves
+    ended: float | None = None
+    # the nodes that joined the alert after it was first announced, in the order they were told
+    # (`nodes` keeps the first announcement's, so the alert's labels never change)
+    joined: list[str] = field(default_factory=list)
+    # the nodes of `joined` this transition announces (a firing told again: nodes joined), or []
+    newly_joined: list[str] = field(default_factory=list)
 
     @property
     def transition_id(self) -> str:
         """Unique per transition: the key under which a delivery is recorded once per channel.
-        An escalation is a transition of its own (the severity it rose to is part of it)."""
+        An escalation is a transition of its own (the severity it rose to is part of it); so is a
+        join (`joined` only grows, so its length tells one join from the next)."""
         base = f"{self.fingerprint}:{self.state}:{int(self.since)}"
-        return f"{base}:{self.severity}" if self.escalated_from and self.state == "firing" else base
+        if self.state != "firing":
+            return base
+        if self.escalated_from:
+            base = f"{base}:{self.severity}"
+        return f"{base}:joined{len(self.joined)}" if self.newly_joined else base
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False)

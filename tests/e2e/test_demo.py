@@ -66,11 +66,9 @@ def test_imbalance_and_idle_held_fire_and_resolve_in_both_formats(tmp_path: Path
                 if m["kind"] == kind and title in headline(m)
             }
             assert times[False] < times[True]
-    # every firing message carried a chart the sink fetched: a PNG of the stated size, kept on disk
+    # every message carried a chart the sink fetched: a PNG of the stated size, kept on disk (a
+    # resolve's shows the recovery: analyze re-drew its picture from the window that resolved it)
     for m in messages:
-        if "RESOLVED" in headline(m):
-            assert m["pictures"] == [], headline(m)
-            continue
         (picture,) = m["pictures"]
         assert (picture["ok"], picture["width"], picture["height"]) == (True, 800, 400), picture
         assert "/v1/charts/" in picture["url"] and "&sig=" in picture["url"]  # gpulse's signed link

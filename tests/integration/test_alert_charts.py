@@ -160,3 +160,44 @@ def test_a_chart_that_cannot_be_stored_is_counted_and_the_message_goes_without_i
     ]
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert [doc["ChartsFailed"] for doc in emitted if "ChartsFailed" in doc] == [[1.0]]  # once for both
+
+
+def test_a_resolve_that_shows_the_recovery_carries_its_own_chart(
+    alert: tuple[ModuleType, ChatSink, LocalDeployment],
+) -> None:
+    module, sink, deployment = alert
+    f = firing()
+    assert f.evidence is not None
+    # as analyze resolves it (gpulse.analyze.recovery): its picture re-drawn, the fault span ended
+    back = [replace(r, values=[*r.values[:-2], 90.0, 90.0], level=90.0) for r in f.evidence.rows]
+    resolved = replace(
+        f,
+        state="resolved",
+        at=f.at + 180,
+        ended=f.at + 60,
+        evidence=replace(f.evidence, rows=back, recovery=True),
+    )
+    assert module.handler(sqs_event(f.to_json()), FakeContext()) == {"batchItemFailures": []}
+    told = len(sink.messages())  # the firing, with its own chart
+    assert module.handler(sqs_event(resolved.to_json()), FakeContext()) == {"batchItemFailures": []}
+    groups = module.dispatcher.groups
+    for key in groups.list_keys():  # group_interval is over: the resolve is due now
+        group = groups.load(key)
+        assert group.last_flush_at is not None
+        later = dataclasses.replace(group, last_flush_at=group.last_flush_at - 3600)
+        groups.save(later, group.version, time.time())
+    module.handler(load_event("analyze_schedule"), FakeContext())
+    png = render_png(resolved)
+    assert png != render_png(f)
+    n = single(resolved, route="default")
+    messages = sink.messages()[told:]
+    assert [(m["kind"], m["payload"]) for m in messages] == [
+        ("slack", slack.render(n)),
+        ("jandi", jandi.render(n)),
+    ]
+    assert png in bucket_objects(deployment.buckets["ChartsBucket"]).values()
+    image = messages[0]["raw"]["blocks"][-1]
+    assert image["type"] == "image" and "after it, the recovery" in image["alt_text"]
+    for m in messages:
+        (p,) = m["pictures"]
+        assert (p["ok"], p["width"], p["height"], p["bytes"]) == (True, 800, 400, len(png))

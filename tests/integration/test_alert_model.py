@@ -12,7 +12,10 @@ What the model demands:
 - analyze: an unmuted condition held for its rule's `for` fires; one that ended resolves once it
   has been gone for its rule's hold-down (`keep_firing_for_s`, counted from the last run it held,
   muted or not), and one that comes back before that is the same alert (no resolve, no re-fire);
-  a muted one changes nothing; a firing alert that turns critical is published again, once;
+  a muted one changes nothing; a firing alert that turns critical is published again, once; a
+  node that joins a firing alert is published (as joined) once in the alert's life, at most once
+  per JOIN_EVERY_S since the alert was last published, and only while it is still in the
+  condition; a node that leaves is not news;
 - per channel, a notification id is delivered once (once more for each time the process died
   between the webhook's answer and its record: at-least-once then, as Alertmanager), a firing is
   told as new at most once until its resolve is told, a resolve only to a channel that was told
@@ -46,7 +49,7 @@ from gpulse.alerting.records import AlertRecords
 from gpulse.alerting.routes import ChannelRef, Route
 from gpulse.alerting.settle import FindingsQueue, settle
 from gpulse.alerting.silences import Silence
-from gpulse.alerting.state import Rule
+from gpulse.alerting.state import JOIN_EVERY_S, Rule
 from gpulse.detect.base import Condition
 from gpulse.finding import Finding, fingerprint
 from gpulse.notification import Notification
@@ -58,6 +61,7 @@ pytestmark = pytest.mark.integration
 T0 = 1_900_000_000.0
 CLUSTER = "c1"
 SUBJECTS = (("idle_held", "n1"), ("imbalance", "n1"), ("imbalance", "n3"))
+JOINERS = ("n7", "n8")  # nodes that join (and leave) a subject's condition: a second rank stalls
 TITLES = {"idle_held": "GPU held but idle", "imbalance": "Cross-node imbalance"}
 GPU_ROUTE = Route(
     "gpu",
@@ -208,6 +212,9 @@ class AlertPath(RuleBasedStateMachine):
         self.held_at: dict[tuple[str, str], float] = {}  # the last run its (firing) condition held
         self.muted: set[tuple[str, str]] = set()
         self.published: dict[str, list[Finding]] = {}  # fingerprint → transitions, in order
+        self.extra: dict[tuple[str, str], set[str]] = {}  # condition → nodes that joined it now
+        self.announced: dict[tuple[str, str], set[str]] = {}  # firing alert → nodes told in its life
+        self.told_at: dict[tuple[str, str], float] = {}  # firing alert → when last published
         self.inflight: list[str] = []  # receipt handles of messages taken by a process that died
         self.routed: dict[str, set[str]] = {}  # firing transition id → the channels it was routed to
 
@@ -235,6 +242,32 @@ class AlertPath(RuleBasedStateMachine):
         self.critical.discard(subject)
         if then_analyze:
             self.analyze()
+
+    @rule(
+        subject=st.sampled_from(SUBJECTS),
+        node=st.sampled_from(JOINERS),
+        joins=st.booleans(),
+        then_analyze=st.booleans(),
+    )
+    def node_joins_or_leaves(
+        self, subject: tuple[str, str], node: str, joins: bool, then_analyze: bool
+    ) -> None:
+        (
+            self.extra.setdefault(subject, set()).add
+            if joins
+            else self.extra.setdefault(subject, set()).discard
+        )(node)
+        if then_analyze:
+            self.analyze()
+
+    @rule(subject=st.sampled_from(SUBJECTS), node=st.sampled_from(JOINERS))
+    def a_rank_joins_later(self, subject: tuple[str, str], node: str) -> None:
+        """The join path in one step, so that it is common: the condition holds (and fires when
+        its `for` allows), a node joins it, and analyze runs once JOIN_EVERY_S has passed."""
+        self.condition_starts(subject, then_analyze=True)
+        self.node_joins_or_leaves(subject, node, joins=True, then_analyze=False)
+        self.now += JOIN_EVERY_S
+        self.analyze()
 
     @rule(subject=st.sampled_from(SUBJECTS), muted=st.booleans())
     def inhibition(self, subject: tuple[str, str], muted: bool) -> None:
@@ -270,7 +303,7 @@ class AlertPath(RuleBasedStateMachine):
                 severity="critical" if (r, n) in self.critical else "warning",
                 summary=f"{r} on {n}",
                 action="look",
-                nodes=[n],
+                nodes=[n, *sorted(self.extra.get((r, n), set()))],
                 muted_by="silent_node" if (r, n) in self.muted else None,
             )
             for (r, n), since in sorted(self.present.items())
@@ -297,14 +330,29 @@ class AlertPath(RuleBasedStateMachine):
                 assert firing and not told, f"{subject} resolved inside its hold-down"
             else:
                 assert not firing, f"{subject} ended but still fires"
+            nodes = {subject[1], *self.extra.get(subject, set())}
             if firing and subject in self.present and (subject in self.muted or was_firing):
-                # the same alert all along: at most an escalation is published, and only the first time
-                rose = subject in self.critical and subject not in self.muted and was_firing
-                rose = rose and was is not None and was.finding.severity == "warning"
-                assert [(f.state, f.severity) for f in told] == ([("firing", "critical")] if rose else []), (
-                    subject,
-                    told,
+                # the same alert all along: at most an escalation is published, and only the first
+                # time; and nodes that joined, each once in its life, at most every JOIN_EVERY_S
+                live = subject not in self.muted and was_firing
+                rose = (
+                    live
+                    and subject in self.critical
+                    and was is not None
+                    and was.finding.severity == "warning"
                 )
+                new = nodes - self.announced[subject] if live else set()
+                joined = new if new and self.now - self.told_at[subject] >= JOIN_EVERY_S else set()
+                expected = [("firing", "critical" if rose else was.finding.severity, joined)] if was else []
+                assert [(f.state, f.severity, set(f.newly_joined)) for f in told] == (
+                    expected if rose or joined else []
+                ), (subject, told)
+                if rose or joined:
+                    self.told_at[subject] = self.now
+                    self.announced[subject] |= joined
+            elif firing and not was_firing:
+                assert [(f.state, f.newly_joined) for f in told] == [("firing", [])], (subject, told)
+                self.announced[subject], self.told_at[subject] = nodes, self.now
             if firing and subject in self.present:
                 self.held_at[subject] = self.now
             assert all(r.outbox is None for r in after.values())
@@ -540,5 +588,30 @@ def test_the_model_catches_a_refire_after_its_group_was_deleted(aws: None) -> No
         {fp_of(subject): "firing"},
         {fp_of(subject): "resolved"},
         {fp_of(subject): "firing"},
+    ]
+    m.teardown()
+
+
+def test_the_model_hears_a_rank_that_joins_a_firing_alert(aws: None) -> None:
+    """A second rank stalls while the job's alert fires: the channels hear it joined, once; it
+    leaving and coming back is not news."""
+    m = AlertPath()
+    m.deploy()
+    subject = ("imbalance", "n1")
+    m.rule_for_changes("imbalance", 0.0)
+    m.condition_starts(subject, then_analyze=True)
+    for joins in (True, False, True):
+        m.node_joins_or_leaves(subject, "n7", joins=joins, then_analyze=False)
+        m.clock_moves(301.0)
+        m.analyze()
+        m.alert_receives(0, True)
+        m.clock_moves(61.0)
+        m.tick(0)
+        m.told_once()
+    fp = fp_of(subject)
+    assert [(f.state, f.newly_joined) for f in m.published[fp]] == [("firing", []), ("firing", ["n7"])]
+    assert [t.new for t in m.chat.log if t.channel == "default/slack:ops"] == [
+        [f"{fp}:firing:{int(T0)}"],
+        [f"{fp}:firing:{int(T0)}:joined1"],
     ]
     m.teardown()

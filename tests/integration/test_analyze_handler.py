@@ -180,6 +180,14 @@ def test_imbalance_and_idle_held_fire_once_then_resolve(
             ("imbalance", "resolved", imbalance.fingerprint, imbalance.since),
         ]
     )
+    # each resolve shows the recovery, drawn from the window of the run that resolved it
+    assert [(f.ended, f.evidence and f.evidence.recovery) for f in resolved] == [(start + 235, True)] * 2
+    ev = next(f for f in resolved if f.rule == "imbalance").evidence
+    assert ev is not None and (ev.start, ev.end, ev.reference) == (start - 305, start + 295, 90.0)
+    assert [(r.label, r.level, r.flagged) for r in ev.rows] == [
+        (n, 90.0, n in ("node-03", "node-06")) for n in NODES
+    ]
+    assert ev.rows[2].values[15:] == [90.0] * 4 + [67.8] + [1.0] * 7 + [67.8, 90.0, 90.0]  # node-03 is back
     state_items = boto3.client("dynamodb").scan(TableName=deployment.tables["StateTable"])["Items"]
     assert [
         json.loads(i["finding"]["S"])["rule"] for i in state_items if i["pk"]["S"].startswith("alert#")

@@ -283,3 +283,93 @@ def test_an_escalation_is_announced_as_its_own_transition_and_never_twice() -> N
     held_step(records, [], now=1400)
     out = records[FP].outbox
     assert out is not None and out.transition_id == f"{FP}:resolved:1000"
+
+
+# --- nodes joining an alert already firing -------------------------------------------------------
+
+
+def published(records: dict[str, AlertRecord]) -> list[str] | None:
+    """The nodes the record's outbox announces as joined (None: nothing to publish), then clears it."""
+    out = records[FP].outbox
+    records[FP] = replace(records[FP], outbox=None)
+    return None if out is None else list(out.newly_joined)
+
+
+def test_a_node_that_joins_a_firing_alert_is_announced_once_in_its_life() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000, ["node-03"])], now=1060)
+    assert published(records) == []  # the firing itself
+    assert records[FP].told_at == 1060
+
+    grown = replace(cond(1000, ["node-03", "node-06"]), summary="2 of 8 nodes idle")
+    step(records, [grown], now=1360)  # 300 s after the firing was told
+    out = records[FP].outbox
+    assert out is not None
+    assert (
+        out.state,
+        out.since,
+        out.nodes,
+        out.joined,
+        out.newly_joined,
+        out.summary,
+        out.escalated_from,
+    ) == (
+        "firing",
+        1000,
+        ["node-03"],  # the first announcement's: the alert's identity
+        ["node-06"],
+        ["node-06"],
+        "2 of 8 nodes idle",
+        None,
+    )
+    assert out.transition_id == f"{FP}:firing:1000:joined1"
+    published(records)
+    # it leaves while the alert holds: not news; it comes back: told before, not news either
+    step(records, [cond(1000, ["node-03"])], now=1720)
+    assert published(records) is None
+    step(records, [grown], now=1780)
+    assert published(records) is None
+    # the resolve closes the one alert, and says nothing of a join
+    step(records, [], now=1840)
+    out = records[FP].outbox
+    assert out is not None
+    assert (out.transition_id, out.joined, out.newly_joined) == (f"{FP}:resolved:1000", ["node-06"], [])
+
+
+def test_joins_are_told_at_most_once_per_interval_and_only_if_still_there() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000, ["node-03"])], now=1060)
+    published(records)
+    # node-05 joins 60 s after the firing was told: it waits for JOIN_EVERY_S
+    step(records, [cond(1000, ["node-03", "node-05"])], now=1120)
+    assert published(records) is None
+    # it left before the interval was up: never told; node-07 is there when it is up
+    step(records, [cond(1000, ["node-03", "node-07"])], now=1360)
+    assert published(records) == ["node-07"]
+    # node-01 and node-05 join 60 s later: told together, 300 s after node-07 was
+    step(records, [cond(1000, ["node-01", "node-03", "node-05"])], now=1420)
+    assert published(records) is None
+    step(records, [cond(1000, ["node-01", "node-03", "node-05"])], now=1660)
+    out = records[FP].outbox
+    assert out is not None
+    assert (out.joined, out.newly_joined, out.transition_id) == (
+        ["node-07", "node-01", "node-05"],
+        ["node-01", "node-05"],
+        f"{FP}:firing:1000:joined3",
+    )
+
+
+def test_a_join_and_an_escalation_in_one_run_are_one_transition() -> None:
+    records: dict[str, AlertRecord] = {}
+    step(records, [cond(1000, ["node-03"])], now=1060)
+    published(records)
+    worse = replace(cond(1000, ["node-03", "node-06"]), severity="critical")
+    step(records, [worse], now=1360)
+    out = records[FP].outbox
+    assert out is not None
+    assert (out.severity, out.escalated_from, out.newly_joined, out.transition_id) == (
+        "critical",
+        "warning",
+        ["node-06"],
+        f"{FP}:firing:1000:critical:joined1",
+    )

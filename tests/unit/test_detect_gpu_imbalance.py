@@ -113,8 +113,13 @@ def test_a_dataparallel_job_computes_on_one_of_its_eight_gpus() -> None:
                 ),
                 unit="%",
                 rows=[
-                    EvidenceRow("node-06/0", busy_row, 97.0, False),
-                    *[EvidenceRow(f"node-06/{i}", idle_row, 0.0, True) for i in range(1, 8)],
+                    EvidenceRow("node-06/0", busy_row, 97.0, False, "gpu.util_gpu", "node-06/0", "mean"),
+                    *[
+                        EvidenceRow(
+                            f"node-06/{i}", idle_row, 0.0, True, "gpu.util_gpu", f"node-06/{i}", "mean"
+                        )
+                        for i in range(1, 8)
+                    ],
                 ],
                 reference=10.0,
                 reference_label="idle threshold",

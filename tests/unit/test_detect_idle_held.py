@@ -111,8 +111,16 @@ def test_a_notebook_holds_a_gpu_at_zero_percent() -> None:
             title="node-05/7: utilisation (%) and memory in use (% of 80.0 GiB), last 10m",
             unit="%",
             rows=[
-                EvidenceRow("utilisation", [*[95.0] * 20, 47.5, *[0.0] * 9], 0.0, True),
-                EvidenceRow("memory in use", [27.5] * 30, 27.5, False),
+                EvidenceRow(
+                    "utilisation",
+                    [*[95.0] * 20, 47.5, *[0.0] * 9],
+                    0.0,
+                    True,
+                    "gpu.util_gpu",
+                    "node-05/7",
+                    "mean",
+                ),
+                EvidenceRow("memory in use", [27.5] * 30, 27.5, False, "gpu.mem_pct", "node-05/7", "last"),
             ],
             reference=5.0,
             reference_label="idle threshold",

@@ -147,7 +147,7 @@ def test_a_leak_on_a_straight_line_warns_before_the_oom() -> None:
         evidence=Evidence(
             title="node-03/2: memory in use (% of 80.0 GiB), last 10m",
             unit="%",
-            rows=[EvidenceRow("node-03/2", values, 87.3, True)],
+            rows=[EvidenceRow("node-03/2", values, 87.3, True, "gpu.mem_pct", "node-03/2", "last")],
             reference=95.0,
             reference_label="full line",
         ),

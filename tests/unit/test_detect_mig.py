@@ -140,8 +140,12 @@ def test_carol_holds_a_slice_at_zero_percent() -> None:
             ),
             unit="%",
             rows=[
-                EvidenceRow("SM utilisation", [*[70.0] * 15, *[0.0] * 15], 0.0, True),
-                EvidenceRow("memory in use", [42.1] * 30, 42.1, False),  # 4.1 GiB of 9,984 MiB
+                EvidenceRow(
+                    "SM utilisation", [*[70.0] * 15, *[0.0] * 15], 0.0, True, "mig.util_sm", UUIDS[0], "mean"
+                ),
+                EvidenceRow(  # 4.1 GiB of 9,984 MiB
+                    "memory in use", [42.1] * 30, 42.1, False, "mig.mem_pct", UUIDS[0], "last"
+                ),
             ],
             reference=5.0,
             reference_label="idle threshold",

@@ -101,17 +101,28 @@ def test_two_of_eight_nodes_fall_silent_on_the_wire() -> None:
             title="Network traffic (in + out) per node in demo, last 10 min",
             unit="MB/s",
             rows=[
-                EvidenceRow("node-01", flat, 2400.0, False),
-                EvidenceRow("node-02", flat, 2400.0, False),
-                EvidenceRow("node-03", [*[2400.0] * 20, *[0.1] * 10], 0.1, True),
-                EvidenceRow("node-04", flat, 2400.0, False),
-                EvidenceRow("node-05", flat, 2400.0, False),
-                EvidenceRow("node-06", [*[2400.0] * 22, 1201.5, *[3.0] * 7], 3.0, True),
-                EvidenceRow("node-07", flat, 2400.0, False),
-                EvidenceRow("node-08", flat, 2400.0, False),
+                EvidenceRow("node-01", flat, 2400.0, False, "node.net_mbps", "node-01", "median"),
+                EvidenceRow("node-02", flat, 2400.0, False, "node.net_mbps", "node-02", "median"),
+                EvidenceRow(
+                    "node-03", [*[2400.0] * 20, *[0.1] * 10], 0.1, True, "node.net_mbps", "node-03", "median"
+                ),
+                EvidenceRow("node-04", flat, 2400.0, False, "node.net_mbps", "node-04", "median"),
+                EvidenceRow("node-05", flat, 2400.0, False, "node.net_mbps", "node-05", "median"),
+                EvidenceRow(
+                    "node-06",
+                    [*[2400.0] * 22, 1201.5, *[3.0] * 7],
+                    3.0,
+                    True,
+                    "node.net_mbps",
+                    "node-06",
+                    "median",
+                ),
+                EvidenceRow("node-07", flat, 2400.0, False, "node.net_mbps", "node-07", "median"),
+                EvidenceRow("node-08", flat, 2400.0, False, "node.net_mbps", "node-08", "median"),
             ],
             reference=2400.0,
             reference_label="group median",
+            reference_of="peers",
             scale_max=2400.0,
         ),
     )
@@ -133,7 +144,9 @@ def test_a_straggler_at_a_tenth_of_its_peers() -> None:
     )
     assert cond.values["group_median_bps"] == round(peers)
     assert cond.values["ratio"] == round(40 * MBPS / peers, 3)
-    assert cond.evidence is not None and cond.evidence.scale_max == 415.5  # the busiest node's level
+    # the busiest node's level: its median over the same 12 bins
+    busiest = round(float(np.median(levels[:, -12:], axis=1).max()) / MBPS, 1)
+    assert cond.evidence is not None and cond.evidence.scale_max == busiest
 
 
 def test_node_groups_are_judged_apart() -> None:
@@ -304,3 +317,24 @@ def test_a_simulated_fleet_healthy_then_with_two_nodes_dropping_out() -> None:
     # the demo's fault: node-03 and node-06 lose their ranks from 150 s while the others go on
     [cond] = detect_window(window_of(Scenario.named("demo", fault_start_s=150, fault_end_s=900, **small)))
     assert (cond.nodes, cond.since) == (["node-03", "node-06"], t0 + 150)
+
+
+def test_a_flagged_nodes_level_is_its_median_over_the_span_judged() -> None:
+    """Every figure is what the rule judged: over the flagged run (at most for_s = 12 bins), the
+    node's median, not its mean (8 bins at 1 MB/s, bursts of 10 and 40 MB/s: mean 6.5 MB/s)."""
+    levels = np.full((6, BINS), 2.4 * GBPS)
+    levels[2, 100:] = 1 * MBPS
+    levels[2, BINS - 4 : BINS - 1] = 10 * MBPS
+    levels[2, BINS - 1] = 40 * MBPS
+    [c] = detect(levels)
+    assert c.values["bps:node-03"] == c.values["worst_bps"] == 1e6
+    assert c.values["group_median_bps"] == 2.4e9
+    assert c.values["ratio"] == round(1e6 / 2.4e9, 3)
+    assert c.summary.startswith(
+        "1 of 6 nodes in demo at 1.0 MB/s network traffic (in + out) while their peers"
+    )
+    assert c.evidence is not None
+    assert [(r.label, r.level, r.reduce) for r in c.evidence.rows if r.flagged] == [
+        ("node-03", 1.0, "median")
+    ]
+    assert {r.level for r in c.evidence.rows if not r.flagged} == {2400.0}

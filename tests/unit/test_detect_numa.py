@@ -113,7 +113,7 @@ def test_a_rank_pinned_to_the_other_socket() -> None:
         evidence=Evidence(
             title="node-02/3 (NUMA 1): utilisation, last 10m",
             unit="%",
-            rows=[EvidenceRow("utilisation", [90.0] * 30, 90.0, True)],
+            rows=[EvidenceRow("utilisation", [90.0] * 30, 90.0, True, "gpu.util_gpu", "node-02/3", "mean")],
             reference=20.0,
             reference_label="busy threshold",
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -23,6 +24,12 @@ START = END - STEP * BINS
 DETECTOR = SilentNodeDetector()
 
 
+def last_sample(util: np.ndarray) -> float:
+    """The time of a node's last sample in the window: the end of its last bin with data."""
+    bins = np.flatnonzero(np.isfinite(util).any(axis=0))
+    return START + (int(bins[-1]) + 1) * STEP - 1 if bins.size else math.nan
+
+
 def make_window(registry: list[NodeSeen], util: dict[str, np.ndarray] | None = None) -> Window:
     """A window whose data holds the nodes of `util` (node -> (4 GPUs × bins)), and the given registry."""
     util = util or {}
@@ -36,7 +43,7 @@ def make_window(registry: list[NodeSeen], util: dict[str, np.ndarray] | None = N
         end=END,
         nodes=nodes,
         node_groups=[None] * len(nodes),
-        node_last_seen=np.full(len(nodes), END),
+        node_last_seen=np.array([last_sample(util[n]) for n in nodes]),
         host={},
         cpu_count=np.full(len(nodes), 64.0),
         host_mem_total=np.full(len(nodes), 2.0 * 2**40),
@@ -84,7 +91,17 @@ def test_a_node_that_stopped_reporting_six_minutes_ago() -> None:
             evidence=Evidence(
                 title="node-04: mean GPU utilisation (%), last 10m",
                 unit="%",
-                rows=[EvidenceRow("node-04", [*[80.0] * 12, *[None] * 18], 80.0, True)],
+                rows=[
+                    EvidenceRow(
+                        "node-04",
+                        [*[80.0] * 12, *[None] * 18],
+                        80.0,
+                        True,
+                        "node.util_gpu",
+                        "node-04",
+                        "last",
+                    )
+                ],
             ),
         )
     ]
@@ -294,7 +311,7 @@ def test_nodes_with_nothing_in_the_last_bin_are_unseen_and_their_firing_alerts_h
     late = replace(window, node_last_seen=np.array([END - 1, END - 61]))  # node-02's batch is late
     [silent] = detect(make_window([NodeSeen("node-09", None, END - 400)]))
     assert unseen([silent], late) == frozenset({"node-02", "node-09"})
-    assert unseen([], window) == frozenset()
+    assert unseen([], replace(window, node_last_seen=np.full(2, END))) == frozenset()  # a later batch in
     # node-02 sent a later batch, but the one covering the last bin is not in yet (a retry after
     # its successor): past the window's end, and still nothing known of now
     hole = {k: v.copy() for k, v in window.gpu.items()}
@@ -311,5 +328,14 @@ def test_nodes_with_nothing_in_the_last_bin_are_unseen_and_their_firing_alerts_h
     rec = AlertRecord("demo", "fp", "idle_held", "firing", START, f, version=3)
     rules = {"idle_held": Rule("idle_held", "t", 300.0)}
     assert decide("demo", [], {"fp": rec}, rules, END, unseen=unseen([], late)) == []  # held
-    [resolved] = decide("demo", [], {"fp": rec}, rules, END, unseen=unseen([], window))
+    seen = replace(window, node_last_seen=np.full(2, END))
+    [resolved] = decide("demo", [], {"fp": rec}, rules, END, unseen=unseen([], seen))
     assert resolved.record.state == "resolved"
+
+
+def test_a_registry_entry_behind_the_windows_data_is_not_silence() -> None:
+    # ingest rewrites the registry every few minutes only: the window's data says the node is live
+    registry = [NodeSeen("node-01", None, END - 290)]
+    assert detect(make_window(registry, {"node-01": busy()})) == []
+    [cond] = detect(make_window(registry))  # no data in the window: the registry's word stands
+    assert (cond.subject, cond.since) == ({"cluster": "demo", "node": "node-01"}, END - 290)

@@ -16,6 +16,7 @@ import requests
 from PIL import Image
 
 from devstack import chat_sink
+from gpulse.analyze.recovery import recovered
 from gpulse.finding import Evidence, EvidenceRow, Finding
 from gpulse.notification import Notification, single
 from gpulse.notify import alertmanager, jandi, slack
@@ -216,12 +217,68 @@ def test_a_finding_without_a_time_axis_still_charts() -> None:
     assert image(c.render_png(old)).size == (800, 400)
 
 
-def test_resolved_findings_and_findings_without_evidence_get_no_chart() -> None:
-    resolved = replace(line_finding(), state="resolved")
+def test_resolves_still_showing_the_faults_picture_and_findings_without_evidence_get_no_chart() -> None:
+    resolved = replace(line_finding(), state="resolved")  # not re-drawn: the picture is the fault's
+    silent = replace(resolved, ended=T0 - 60)  # analyze had no data to re-draw it with
     bare = replace(line_finding(), evidence=None)
-    assert not c.chartable(resolved) and not c.chartable(bare)
+    assert not c.chartable(resolved) and not c.chartable(silent) and not c.chartable(bare)
     with pytest.raises(ValueError, match="no evidence to chart"):
         c.render_png(resolved)
+
+
+def recovered_imbalance() -> tuple[Finding, Finding]:
+    """(firing, resolved): the imbalance alert of `test_notify_recovery`, resolved at T0 + 780 by
+    analyze, its picture re-drawn from that run's window (T0 + 180 to T0 + 780); the fault held
+    from T0 + 200 to T0 + 650, then node-03 came back at 88 %."""
+    from tests.unit import test_notify_recovery as r
+
+    firing, _ = r._firing()
+    assert firing.evidence is not None  # its time axis, as analyze gives it (`detection.with_span`)
+    firing = replace(firing, evidence=replace(firing.evidence, start=r.T0, end=r.T0 + 600))
+    resolved = recovered(
+        replace(firing, state="resolved", at=r.T0 + 780), r._window(r._timeline(), 36, 156), r.T0 + 650
+    )
+    return firing, resolved
+
+
+def test_a_resolve_is_charted_from_its_recovery_with_the_fault_span_ending_where_it_ended() -> None:
+    firing, resolved = recovered_imbalance()
+    t0 = firing.since - 200
+    ev = resolved.evidence
+    assert ev is not None and ev.recovery and c.chartable(resolved)
+    # what the drawing is given: the recovery's rows, the fault span since → ended, its subtitle
+    assert [r.values[-1] for r in ev.rows] == [92.0, 92.0, 88.0, 92.0, 92.0, 92.0, 92.0, 92.0]
+    assert [r.label for r in ev.rows if r.flagged] == ["node-03"]
+    assert (ev.start, ev.end) == (t0 + 180, t0 + 780)
+    assert c.fault_span_s(resolved) == (t0 + 200, t0 + 650)
+    assert c.fault_span_s(firing) == (t0 + 200, t0 + 600)  # firing: to the window's end
+    assert c.subtitle(resolved) == (
+        "RESOLVED Cross-node imbalance · fault 02:43 UTC–02:50 UTC (shaded), recovery after it"
+    )
+    assert c.alt_text(resolved) == (
+        "Heatmap: GPU utilisation per node in demo, last 10 min. Flagged (marked in vermillion): node-03. "
+        "Shaded: the fault, 02:43 UTC to 02:50 UTC; after it, the recovery (resolved at 02:53 UTC)."
+    )
+    png = c.render_png(resolved)
+    same_data_firing = c.render_png(replace(resolved, state="firing", ended=None))
+    assert png != c.render_png(firing) and png != same_data_firing
+    img = image(png)
+    assert img.size == (800, 400)
+    from matplotlib import colormaps  # after the chart drew: it is what imported matplotlib
+
+    cmap = colormaps[c.HEATMAP_CMAP]
+    y = box_y(c.HEATMAP_BOX, 2.5 / 8)  # node-03's row
+    in_fault, recovered_x = box_x(c.HEATMAP_BOX, 0.5), box_x(c.HEATMAP_BOX, 0.92)
+    assert near(px(img, in_fault, y), tuple(round(255 * v) for v in cmap(0.01)[:3]), tol=40)
+    assert near(px(img, recovered_x, y), tuple(round(255 * v) for v in cmap(0.88)[:3]))
+    # the fault's end is marked in bluish green, 470 s into the 600 s window
+    ended_x = box_x(c.HEATMAP_BOX, 470 / 600)
+    row0 = box_y(c.HEATMAP_BOX, 0.5 / 8)
+    assert any(near(px(img, x, row0), rgb(c.BLUISH_GREEN), tol=40) for x in range(ended_x - 2, ended_x + 3))
+    as_firing = image(same_data_firing)
+    assert not any(
+        near(px(as_firing, x, row0), rgb(c.BLUISH_GREEN), tol=40) for x in range(ended_x - 2, ended_x + 3)
+    )
 
 
 def test_alt_text_says_what_is_flagged_and_since_when_in_utc() -> None:

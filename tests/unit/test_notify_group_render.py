@@ -425,3 +425,23 @@ def test_truncate_cuts_at_any_whitespace_and_keeps_a_word_that_ends_at_the_limit
     assert ev.truncate("one\ttwo three", 9) == "one\ttwo…"
     assert ev.truncate("abcdefghijkl", 5) == "abcd…"  # one long word: a cut is unavoidable
     assert ev.truncate("x" * 10, 10) == "x" * 10
+
+
+def test_a_listed_resolve_gives_its_figures_now_when_analyze_drew_the_recovery() -> None:
+    from tests.unit.test_notify_render import RECOVERED_NOW, recovered_imbalance
+
+    firing = held("fp1", "node-01", 0, "erin", 60)
+    back = recovered_imbalance()
+    now = RECOVERED_NOW.split(";")[0]  # the list's one line leaves out when the fault last held
+    stale = dataclasses.replace(
+        back, fingerprint="fp-stale", evidence=imbalance().evidence, ended=SINCE + 100
+    )
+    n = group(firing=[firing], resolved=[back, stale])
+    assert now == "recovered: node-03 now at 80%, node-06 at 80% (group median 81%)"
+    assert ev.short_details(back) == f"node-03, node-06 · user alice · was firing for 2m 10s · {now}"
+    # no figure where analyze had no data to draw the recovery with
+    assert ev.short_details(stale) == "node-03, node-06 · user alice · was firing for 2m 10s"
+    listed = [t for t in texts(slack.render(n)) if t.startswith("✅ *resolved*")]
+    assert listed[0].endswith(f"\nnode-03, node-06 · user alice · was firing for 2m 10s · {now}")
+    info = jandi.render(n)["connectInfo"]
+    assert info[1]["description"].endswith(f"\nuser alice · was firing for 2m 10s · {now}")

@@ -64,6 +64,40 @@ def idle_held() -> Finding:
     )
 
 
+def recovered_imbalance() -> Finding:
+    """The imbalance alert resolved, its picture re-drawn by analyze from the window that resolved
+    it (`gpulse.analyze.recovery`): the fault, then the climb back; the fault last held at 12:33:40."""
+    rows = [
+        EvidenceRow("node-01", [80.0, 82.0, 81.0, 83.0, 80.0, 82.0], 81.0, False),
+        EvidenceRow("node-02", [80.0, 81.0, None, 80.0, 82.0, 80.0], 80.5, False),
+        EvidenceRow("node-03", [8.0, 7.0, 8.0, 60.0, 79.0, 80.0], 79.5, True),
+        EvidenceRow("node-04", [82.0, 83.0, 82.0, 81.0, 82.0, 81.0], 81.5, False),
+        EvidenceRow("node-05", [81.0, 80.0, 81.0, 82.0, 82.0, 81.0], 81.5, False),
+        EvidenceRow("node-06", [9.0, 8.0, 9.0, 70.0, 80.0, 81.0], 80.5, True),
+        EvidenceRow("node-07", [80.0, 82.0, 80.0, 80.0, 81.0, 80.0], 80.5, False),
+        EvidenceRow("node-08", [82.0, 84.0, 82.0, 83.0, 81.0, 82.0], 81.5, False),
+    ]
+    now = Evidence("GPU utilisation per node, last 10 min", "%", rows, 81.0, "group median", recovery=True)
+    return dataclasses.replace(
+        with_state(imbalance(), "resolved", SINCE + 130), ended=SINCE + 100, evidence=now
+    )
+
+
+RECOVERED_TABLE = (  # both flagged nodes back near their peers; the sparkline shows the climb
+    "node-01       ████████████████▎    81%  ▇▇▇▇▇▇\n"
+    "node-02       ████████████████▏    80%  ▇▇·▇▇▇\n"
+    "node-03       ███████████████▉     80%  ▂▁▂▅▇▇  ◀\n"
+    "node-04       ████████████████▎    82%  ▇▇▇▇▇▇\n"
+    "node-05       ████████████████▎    82%  ▇▇▇▇▇▇\n"
+    "node-06       ████████████████▏    80%  ▂▂▂▆▇▇  ◀\n"
+    "node-07       ████████████████▏    80%  ▇▇▇▇▇▇\n"
+    "node-08       ████████████████▎    82%  ▇▇▇▇▇▇\n"
+    "group median  ████████████████▎    81%"
+)
+RECOVERED_NOW = (
+    "recovered: node-03 now at 80%, node-06 at 80% (group median 81%); the fault last held at 12:33:40 UTC"
+)
+TABLE_NOTE = " · now, after the fault (◀: the rows at fault)"
 IMBALANCE_TABLE = (
     "node-01       ████████████████▎    81%  ▇▇▇▇▇▇\n"
     "node-02       ████████████████▏    80%  ▇▇▇▇·▇\n"
@@ -145,13 +179,12 @@ def test_slack_firing_idle_held() -> None:
     }
 
 
-def test_slack_resolved_imbalance() -> None:
-    resolved = with_state(imbalance(), "resolved", SINCE + 130)
-    assert slack.render(single(resolved)) == {
+def test_slack_resolved_imbalance_shows_the_recovery() -> None:
+    assert slack.render(single(recovered_imbalance())) == {
         "text": f"✅ [RESOLVED] Cross-node imbalance — was: {IMBALANCE_SUMMARY}",
         "blocks": [
             header("✅ RESOLVED: Cross-node imbalance"),
-            section(f"*Resolved, no action needed.* It was: {IMBALANCE_SUMMARY}"),
+            section(f"*Resolved, no action needed.* It was: {IMBALANCE_SUMMARY}\n*Now:* {RECOVERED_NOW}"),
             {
                 "type": "section",
                 "fields": [
@@ -161,7 +194,7 @@ def test_slack_resolved_imbalance() -> None:
                     md("*Severity*\n✅ Resolved (was critical)"),
                 ],
             },
-            section(f"*GPU utilisation per node, last 10 min*\n```\n{IMBALANCE_TABLE}\n```"),
+            section(f"*GPU utilisation per node, last 10 min*{TABLE_NOTE}\n```\n{RECOVERED_TABLE}\n```"),
             {
                 "type": "context",
                 "elements": [md("rule imbalance · fingerprint 3f9c2a7d5e1b8c4a6d0e · cluster a100-prod")],
@@ -306,9 +339,8 @@ def test_jandi_firing_idle_held() -> None:
     }
 
 
-def test_jandi_resolved_imbalance() -> None:
-    resolved = with_state(imbalance(), "resolved", SINCE + 130)
-    assert jandi.render(single(resolved)) == {
+def test_jandi_resolved_imbalance_shows_the_recovery() -> None:
+    assert jandi.render(single(recovered_imbalance())) == {
         "body": f"[RESOLVED] Cross-node imbalance — was: {IMBALANCE_SUMMARY}",
         "connectColor": "#2EB67D",
         "connectInfo": [
@@ -316,7 +348,8 @@ def test_jandi_resolved_imbalance() -> None:
             {"title": "Who", "description": "user alice"},
             {"title": "Since", "description": "2024-05-01 12:32:00 → 12:34:10 UTC (was firing for 2m 10s)"},
             {"title": "Severity", "description": "Resolved (was critical)"},
-            {"title": "GPU utilisation per node, last 10 min", "description": IMBALANCE_TABLE},
+            {"title": "Now", "description": RECOVERED_NOW},
+            {"title": f"GPU utilisation per node, last 10 min{TABLE_NOTE}", "description": RECOVERED_TABLE},
             {"title": "Action", "description": "No action needed: resolved."},
             {
                 "title": "Details",
@@ -331,7 +364,10 @@ def test_jandi_resolved_idle_held() -> None:
     assert payload["body"] == f"[RESOLVED] GPU held but idle — was: {IDLE_SUMMARY}"
     assert payload["connectColor"] == "#2EB67D"
     assert payload["connectInfo"][1] == {"title": "Who", "description": "user bob\ncontainer 4d2f8a1c9b7e"}
-    assert payload["connectInfo"][5] == {"title": "Action", "description": "No action needed: resolved."}
+    # a resolve from before pictures were re-drawn says its picture is the fault's
+    assert payload["connectInfo"][4] == {"title": "Now", "description": "the picture is from while it fired"}
+    assert payload["connectInfo"][5]["title"] == "GPU utilisation, last 45 min · while it fired"
+    assert payload["connectInfo"][6] == {"title": "Action", "description": "No action needed: resolved."}
 
 
 def test_jandi_info_colour() -> None:

@@ -68,7 +68,7 @@ FAULTS = [
     truth("idle_held", {"node": "n2", "gpu": 0}, 1000, 1600),
     truth("imbalance", {"node": "n3"}, 2000, 2600),
     truth("imbalance", {"node": "n4"}, 2000, 2600),
-    truth("gpu_imbalance", {"node": "n5"}, 3000, 3600, also=("idle_held",)),
+    truth("gpu_imbalance", {"node": "n5"}, 3000, 3600),
 ]
 GROUP = {"cluster": "c", "node_group": "g"}
 ALARMS = [
@@ -107,7 +107,7 @@ def test_score_counts_recall_precision_delays_and_false_alarms_exactly() -> None
 def test_firing_share_and_messages_per_incident_count_each_faults_time_and_transitions() -> None:
     faults = [
         truth("throttling", {"node": "n1", "gpu": 0}, 1000, 2000),
-        truth("imbalance", {"node": "n2"}, 1000, 2000, also=("idle_held",)),
+        truth("imbalance", {"node": "n2"}, 1000, 2000),
         truth("throttling", {"node": "n3", "gpu": 1}, 1000, 2000),  # missed
     ]
     alarms = [
@@ -139,6 +139,50 @@ def test_an_escalation_is_a_message_of_the_same_alarm_not_another_alarm() -> Non
     fault = truth("memory_pressure", {}, 900, 1300)
     scored = score([result("s", [fault], [only])], ["memory_pressure"])["memory_pressure"]
     assert (scored.extra, scored.messages) == (0, (3,))
+
+
+def test_a_co_symptom_counts_only_inside_its_faults_incident() -> None:
+    """Another rule's alarm is correct while it rides with a fault's own alarm (same job, or a
+    node in common, firing together); before that alarm fired, or about other nodes and jobs, it
+    is a false alarm."""
+    faults = [truth("imbalance", {"node": "n2"}, 1000, 2000)]
+    root = alarm("imbalance", GROUP, 1200, nodes=("n2",), job="slurm:7", resolved=1800)
+    alarms = [
+        root,
+        alarm("idle_held", {"node": "n2", "gpu": 0}, 1260),  # a node in common, while it fires
+        alarm("network", GROUP, 1320, nodes=("n6",), job="slurm:7"),  # the same job, another node
+        alarm("idle_held", {"node": "n2", "gpu": 1}, 1900, resolved=2000),  # within the grace
+        alarm("idle_held", {"node": "n2", "gpu": 2}, 600, resolved=1000),  # before the root fired
+        alarm("network", GROUP, 1320, nodes=("n7",), job="slurm:8"),  # another job
+        alarm("idle_held", {"node": "n2", "gpu": 3}, 2100),  # after the root resolved + 120 s
+    ]
+    results = [result("s", faults, alarms)]
+    scores = score(results, ["imbalance", "idle_held", "network"])
+    assert [(scores[r].alarms, scores[r].explained) for r in ("imbalance", "idle_held", "network")] == [
+        (1, 0),
+        (4, 2),
+        (2, 1),
+    ]
+    assert scores["imbalance"].messages == (2 + 1 + 1 + 2,)
+    assert [(a.rule, a.published) for a in unmatched(results)] == [
+        ("idle_held", 600),
+        ("network", 1320),
+        ("idle_held", 2100),
+    ]
+
+
+def test_a_join_is_a_message_of_the_same_alarm_and_names_its_node() -> None:
+    r = Replay("s")
+    one = Finding(
+        "imbalance", "Imbalance", "warning", "firing", "fp", "c", 900.0, 1000.0, "s", "a", nodes=["n1"]
+    )
+    r.publish(one, 1015.0)
+    r.publish(replace(one, at=1300.0, joined=["n4"], newly_joined=["n4"]), 1315.0)
+    [only] = r.alarms
+    assert (only.nodes, only.joins, only.escalations) == (("n1", "n4"), 1, 0)
+    late = truth("imbalance", {"node": "n4"}, 1200, 1600)
+    scored = score([result("s", [late], [only])], ["imbalance"])["imbalance"]
+    assert (scored.detected, scored.messages) == (1, (2,))
 
 
 def test_unmatched_alarms_and_missed_faults_are_listed() -> None:

@@ -73,6 +73,8 @@ def _to_item(rec: AlertRecord, now: float) -> dict[str, Any]:
     }
     if rec.outbox is not None:
         item["outbox"] = {"S": rec.outbox.to_json()}
+    if rec.told_at is not None:
+        item["told_at"] = {"N": repr(float(rec.told_at))}
     return item
 
 
@@ -87,6 +89,7 @@ def _from_item(item: dict[str, Any]) -> AlertRecord:
         finding=Finding.from_json(item["finding"]["S"]),
         version=int(item["version"]["N"]),
         outbox=Finding.from_json(outbox["S"]) if outbox else None,
+        told_at=float(item["told_at"]["N"]) if "told_at" in item else None,
     )
 
 

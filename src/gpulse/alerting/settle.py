@@ -8,6 +8,7 @@ in between re-publishes on the next run instead of losing the message.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -53,17 +54,20 @@ def settle(
     *,
     whole_cluster: bool = True,
     unseen: frozenset[str] = frozenset(),
+    redraw: Callable[[Decision], Decision] | None = None,
 ) -> list[Finding]:
     """Move the cluster's alerts to where `conditions` put them and publish the transitions.
 
     With `whole_cluster` False (ingest's fast path, which sees one batch), only the alerts of
     these conditions are touched: the absence of the others there says nothing. Firing alerts
-    about `unseen` nodes only are held (`decide`)."""
+    about `unseen` nodes only are held (`decide`). `redraw` may re-word each decision before it is
+    written (analyze: a resolve shows the recovery, `gpulse.analyze.recovery.redrawer`)."""
     stored = records.load(cluster)
     if not whole_cluster:
         wanted = {fingerprint(c.rule, **c.subject) for c in conditions}
         stored = {fp: rec for fp, rec in stored.items() if fp in wanted}
     for d in decide(cluster, conditions, stored, rules, now, unseen=unseen):
+        d = redraw(d) if redraw is not None else d
         if records.apply(d, now):
             stored[d.record.fingerprint] = d.record
         else:

@@ -2,13 +2,20 @@
 
     (none) ──condition──► pending ──held for `for_s`──► firing ──gone for `keep_firing_for_s`──► resolved
               └ held for `for_s` already ─────────────────┘   │ ▲ pending ──gone──► (deleted, silent)
-                                                  more severe └─┘ (announced again: escalated)
+                                       more severe, or nodes joined └─┘ (announced again)
 
 No flapping (Prometheus' `keep_firing_for`): a firing alert whose condition stops holding stays
 firing until the condition has been absent for its rule's `keep_firing_for_s`, counted from the
 last run at which it held (`finding.at` of the record); if it comes back meanwhile it is the same
 alert, with its first start, and nothing is announced. A firing alert whose condition turns more
 severe (warning → critical) is announced again, as its own transition (`Finding.escalated_from`).
+
+Nodes that join an alert already firing (a second rank of the job stalls: the same fingerprint,
+more nodes) are announced too (`Finding.newly_joined`), held to two rules so that a node that
+comes and goes cannot page each time: a node is announced once in the alert's life (one that
+left and came back is not news; one that left while the alert holds is not news either), and the
+alert is told again at most once per JOIN_EVERY_S since it was last told (fired, escalated or
+joined); nodes that join meanwhile wait, and are told then if they are still in the condition.
 
 A muted condition (`Condition.muted_by`: another alert already covers it) counts as gone for a
 pending alert and keeps a firing one firing without a word until its condition ends; so does a
@@ -30,6 +37,10 @@ from gpulse.finding import Finding, fingerprint, with_state
 
 RecordState = Literal["pending", "firing", "resolved"]
 
+# At most one join announcement per alert this often: Alertmanager's group_interval habit (5 m),
+# and a job whose ranks fail one by one is one incident growing, not a page per rank.
+JOIN_EVERY_S = 300.0
+
 
 @dataclass(frozen=True)
 class AlertRecord:
@@ -41,6 +52,7 @@ class AlertRecord:
     finding: Finding  # latest content, as a firing finding
     version: int = 0
     outbox: Finding | None = None  # a transition decided but not yet published
+    told_at: float | None = None  # when the alert was last announced firing (None: before joins were)
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,34 @@ def in_the_dark(rec: AlertRecord, unseen: frozenset[str]) -> bool:
     return bool(rec.finding.nodes) and set(rec.finding.nodes) <= unseen
 
 
+def announced_nodes(f: Finding) -> list[str]:
+    """Every node told in the alert's life: the first announcement's, then those that joined."""
+    return [*f.nodes, *(n for n in f.joined if n not in f.nodes)]
+
+
+def _joining(live: AlertRecord, cond: Condition, now: float) -> list[str]:
+    """The nodes of `cond` to announce as joined now: never told in this alert's life, and the
+    alert last told at least JOIN_EVERY_S ago (a record from before joins were told: at once)."""
+    told = set(announced_nodes(live.finding))
+    new = [n for n in dict.fromkeys(cond.nodes) if n not in told]
+    if not new or (live.told_at is not None and now - live.told_at < JOIN_EVERY_S):
+        return []
+    return new
+
+
+def _joined(finding: Finding, announced: Finding, joining: list[str]) -> Finding:
+    """`finding` (the condition now) told as the announced alert grown by `joining`: the first
+    announcement's nodes and GPUs (the alert's identity, e.g. Alertmanager's labels), every node
+    that joined so far, and those joining in this transition."""
+    return replace(
+        finding,
+        nodes=list(announced.nodes),
+        gpus=list(announced.gpus),
+        joined=[*announced.joined, *joining],
+        newly_joined=list(joining),
+    )
+
+
 def decide(
     cluster: str,
     conditions: list[Condition],
@@ -157,20 +197,33 @@ def decide(
         finding = to_finding(cond, rule, cluster, since, now, incident.get(index))
         expected = rec.version if rec is not None else None
         version = (rec.version + 1) if rec is not None else 1
+        joining = _joining(live, cond, now) if live is not None and live.state == "firing" else []
         if live is not None and live.state == "firing" and escalates(live.finding.severity, cond.severity):
             # more severe than announced: a transition of its own, told again (same alert, same start)
-            raised = replace(finding, escalated_from=live.finding.severity)
-            out.append(Decision(replace(live, finding=raised, version=version, outbox=raised), expected))
+            raised = _joined(replace(finding, escalated_from=live.finding.severity), live.finding, joining)
+            out.append(
+                Decision(replace(live, finding=raised, version=version, outbox=raised, told_at=now), expected)
+            )
+        elif joining and live is not None:
+            # nodes joined: told again at the severity announced, with the nodes that joined
+            grown = _joined(replace(finding, severity=live.finding.severity), live.finding, joining)
+            out.append(
+                Decision(replace(live, finding=grown, version=version, outbox=grown, told_at=now), expected)
+            )
         elif live is not None and live.state == "firing":
             # the announced summary and attribution stand (a resolve says what was announced);
             # only the picture and the incident's symptoms follow the data, and `at` says the
             # condition held at this run
-            kept = replace(live.finding, evidence=finding.evidence, at=now, symptoms=finding.symptoms)
+            kept = replace(
+                live.finding, evidence=finding.evidence, at=now, symptoms=finding.symptoms, newly_joined=[]
+            )
             out.append(Decision(replace(live, finding=kept, version=version), expected))
         elif now - since >= rule.for_s:
             out.append(
                 Decision(
-                    AlertRecord(cluster, fp, cond.rule, "firing", since, finding, version, outbox=finding),
+                    AlertRecord(
+                        cluster, fp, cond.rule, "firing", since, finding, version, outbox=finding, told_at=now
+                    ),
                     expected,
                 )
             )
@@ -193,7 +246,7 @@ def decide(
         elif rec.state == "firing" and held_down(rec, rules.get(rec.rule), now):
             continue  # gone for less than its hold-down: a pause in the fault, not its end
         elif rec.state == "firing":
-            resolved = with_state(rec.finding, "resolved", now)
+            resolved = with_state(replace(rec.finding, newly_joined=[]), "resolved", now)
             out.append(
                 Decision(
                     replace(rec, state="resolved", outbox=resolved, version=rec.version + 1), rec.version

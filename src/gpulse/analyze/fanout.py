@@ -5,7 +5,9 @@ A shard is a set of whole node groups (a cross-node group, and so a job, is neve
 most `max_nodes` nodes, or one group alone where that group is bigger. A sharded cluster's alerts
 are split the same way: each shard settles only the alerts it owns (`owns`), so one shard's run
 never resolves another's; the first shard also owns whatever no other shard claims (alerts about
-the whole cluster, or about nodes that left it).
+the whole cluster, or about nodes that left it). A shard's own `analysis_failed` alerts (the shard
+could not be analysed, or one rule raised on it) are keyed by the shard (`AnalyzeTask.tag`): the
+shard that failed is the one whose next good run resolves them.
 
 Each message carries its tick time (`now`): the worker judges at that instant, and drops a
 message whose tick is older than `MAX_TICK_AGE_S` (a later tick reads the same window).
@@ -13,26 +15,31 @@ message whose tick is older than `MAX_TICK_AGE_S` (a later tick reads the same w
 SQS delivers at least once, so two workers may get the same task: the first to claim its tick
 (`TickClaims`, a conditional write) does it, the other drops it, as it drops a tick older than
 one already claimed. Two different ticks of one cluster may still run at once (a tick that
-overran 30 s): every alert write is conditional on its version, so the loser of a race leaves
-that alert alone (`gpulse.alerting.records`); an outbox both saw may reach the findings queue
-twice, and the alert side tells each transition once per channel (`transition_id`).
+overran the period between ticks, 10 s by default): every alert write is conditional on its
+version, so the loser of a race leaves that alert alone (`gpulse.alerting.records`); an outbox
+both saw may reach the findings queue twice, and the alert side tells each transition once per
+channel (`transition_id`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import boto3
 
 from gpulse.alerting.records import AlertRecords
-from gpulse.alerting.state import AlertRecord
+from gpulse.alerting.state import AlertRecord, Decision
+from gpulse.analyze.own_rules import ANALYSIS_FAILED
 from gpulse.aws import ConditionFailed, translated
+from gpulse.detect.base import Condition
+from gpulse.detect.catalogue import CATALOGUE
 from gpulse.errors import InvalidInput, StoreError
+from gpulse.finding import fingerprint
 from gpulse.store import NodeInfo
 
 if TYPE_CHECKING:
@@ -101,6 +108,43 @@ class AnalyzeTask:
         )
         return not claimed
 
+    def _failures(self, shard: int) -> frozenset[str]:
+        """The fingerprints of shard `shard`'s own `analysis_failed` alerts: the shard's, and
+        each catalogue rule's on it (the subjects `tag` makes)."""
+        key = f"{shard + 1}/{self.shards}"
+        return frozenset(
+            fingerprint(ANALYSIS_FAILED.name, cluster=self.cluster, detector=d, shard=key)
+            for d in [None, *CATALOGUE]
+        )
+
+    def settles(self, record: AlertRecord) -> bool:
+        """Whether this shard settles a stored alert: one about what it `owns`, or its own analysis
+        failure. The first shard also takes the failures no current shard claims (from before
+        the cluster was cut this way, or of a rule gone from the catalogue): none is left firing."""
+        if not self.sharded:
+            return True
+        if record.rule != ANALYSIS_FAILED.name:
+            return self.owns(record.finding.node_group, record.finding.nodes)
+        if record.fingerprint in self._failures(self.shard):
+            return True
+        return self.shard == 0 and not any(
+            record.fingerprint in self._failures(j) for j in range(1, self.shards)
+        )
+
+    def tag(self, condition: Condition) -> Condition:
+        """An `analysis_failed` condition found on this shard, keyed by the shard and saying
+        which it is; any other condition, or any on an unsharded cluster, as it is."""
+        if not self.sharded or condition.rule != ANALYSIS_FAILED.name:
+            return condition
+        names = sorted(n.node for n in self.nodes)
+        which = f"{names[0]} … {names[-1]}" if len(names) > 1 else "".join(names)
+        count = f"{len(names)} node{'s' if len(names) != 1 else ''}"
+        return replace(
+            condition,
+            subject={**condition.subject, "shard": f"{self.shard + 1}/{self.shards}"},
+            summary=f"{condition.summary} — shard {self.shard + 1} of {self.shards} ({count}: {which})",
+        )
+
 
 def shard_nodes(nodes: list[NodeInfo], max_nodes: int) -> list[list[NodeInfo]]:
     """`nodes` cut into shards of whole node groups, at most `max_nodes` nodes each (a bigger
@@ -166,37 +210,35 @@ class AnalyzeQueue:
 def dispatch(
     analyzer: Analyzer, queue: AnalyzeQueue, *, max_nodes: int, ticks_per_minute: int, minute_s: float = 60.0
 ) -> tuple[list[AnalyzeTask], ClusterReport]:
-    """One scheduled tick: enqueue every cluster's tasks (and, with two ticks a minute, the same
-    cluster list again for `minute_s / 2` later, judged at that time), then settle the config's
-    own alerts here, once per tick. Returns the tasks sent and the config report."""
+    """One scheduled tick: enqueue every cluster's tasks (and, with n ticks a minute, the same
+    cluster list again for each k·`minute_s`/n later, judged at that time), then settle the
+    config's own alerts here, once per tick. Returns the tasks sent and the config report."""
     now = analyzer.clock()
     clusters = analyzer.clusters(now)
     sent: list[AnalyzeTask] = []
     for k in range(ticks_per_minute):
         offset = k * minute_s / ticks_per_minute
         tasks = plan(clusters, now + offset, max_nodes)
-        queue.send(tasks, delay_s=round(offset))
+        # SQS delays whole seconds: rounded up, a task is never judged before its tick (a
+        # scaled local minute need not divide evenly)
+        queue.send(tasks, delay_s=math.ceil(offset))
         sent += tasks
     return sent, analyzer.report_config(now)
 
 
-Owns = Callable[[str | None, list[str]], bool]  # (node group, nodes) -> this shard settles it
-
-
 class OwnedRecords(AlertRecords):
-    """A shard's view of the cluster's alert records: only those it owns (`AnalyzeTask.owns`);
-    writes go through unchanged, conditional on their version as ever."""
+    """A shard's view of the cluster's alert records `records`: only those it settles
+    (`AnalyzeTask.settles`); writes go through to `records` unchanged, conditional on their
+    version as ever."""
 
-    def __init__(self, records: AlertRecords, owns: Owns) -> None:
-        super().__init__(records.table, client=records.client)
-        self._owns = owns
+    def __init__(self, records: AlertRecords, task: AnalyzeTask) -> None:  # wraps; builds no client
+        self._records, self._task = records, task
 
     def load(self, cluster: str) -> dict[str, AlertRecord]:
-        return {
-            fp: r
-            for fp, r in super().load(cluster).items()
-            if self._owns(r.finding.node_group, r.finding.nodes)
-        }
+        return {fp: r for fp, r in self._records.load(cluster).items() if self._task.settles(r)}
+
+    def apply(self, decision: Decision, now: float) -> bool:
+        return self._records.apply(decision, now)
 
 
 class TickClaims:
@@ -242,5 +284,5 @@ def work(analyzer: Analyzer, claims: TickClaims, task: AnalyzeTask) -> ClusterRe
         return "taken"
     params = analyzer.config.params()
     return analyzer.run_cluster(
-        task.cluster, task.nodes, params, task.now, owns=task.owns if task.sharded else None
+        task.cluster, task.nodes, params, task.now, part=task if task.sharded else None
     )

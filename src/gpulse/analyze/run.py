@@ -22,7 +22,7 @@ from gpulse.alerting.settle import FindingsQueue, settle
 from gpulse.alerting.state import Rule
 from gpulse.analyze.admission import RuleSource, admitter
 from gpulse.analyze.detection import STEP_S, detect_all
-from gpulse.analyze.fanout import OwnedRecords, Owns
+from gpulse.analyze.fanout import AnalyzeTask, OwnedRecords
 from gpulse.analyze.incremental import ClusterWindows, TickStats
 from gpulse.analyze.inhibit import announced
 from gpulse.analyze.own_rules import (
@@ -34,6 +34,7 @@ from gpulse.analyze.own_rules import (
     describe,
     failure_condition,
 )
+from gpulse.analyze.recovery import redrawer
 from gpulse.analyze.staleness import unseen
 from gpulse.detect.base import Condition, NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE, keep_firing_for_s, state_for_s
@@ -120,19 +121,21 @@ class Analyzer:
         params: dict[str, dict[str, Any]],
         now: float,
         *,
-        owns: Owns | None = None,
+        part: AnalyzeTask | None = None,
     ) -> ClusterReport:
-        """Analyse one cluster (or, with `owns`, one shard of it: `nodes` are its nodes, and only
+        """Analyse one cluster (or, with `part`, one shard of it: `nodes` are its nodes, and only
         the alerts it owns are settled) and settle its alerts. Never raises: what stops it is
-        reported (`ClusterReport.error`) and raised as its `analysis_failed` alert."""
+        reported (`ClusterReport.error`) and raised as its `analysis_failed` alert (the shard's own)."""
         report = ClusterReport(cluster, no_spool=sorted(n.node for n in nodes if n.spool not in (None, "ok")))
         try:
-            shard = frozenset(n.node for n in nodes) if owns is not None else None
+            shard = frozenset(n.node for n in nodes) if part is not None else None
             window, conditions = self.evaluate(cluster, nodes, params, now, report, shard=shard)
             records = self.records
-            if owns is not None:
-                records = OwnedRecords(self.records, owns)
-                conditions = [c for c in conditions if owns(*_about(c))]
+            if part is not None:
+                records = OwnedRecords(self.records, part)
+                conditions = [
+                    part.tag(c) for c in conditions if c.rule == ANALYSIS_FAILED.name or part.owns(*_about(c))
+                ]
             t3 = time.perf_counter()
             report.published = settle(
                 records,
@@ -142,23 +145,27 @@ class Analyzer:
                 self.live_rules(params),
                 window.end,
                 unseen=unseen(conditions, window),
+                redraw=redrawer(window),  # a resolve shows the recovery, drawn from this window
             )
             report.state_s = time.perf_counter() - t3
         except Exception as e:  # the boundary of one cluster: the others must still be analysed
-            self._failed(report, e, now)
+            self._failed(report, e, now, part)
         return report
 
-    def _failed(self, report: ClusterReport, error: Exception, now: float) -> None:
+    def _failed(
+        self, report: ClusterReport, error: Exception, now: float, part: AnalyzeTask | None = None
+    ) -> None:
         """Log `error` with its traceback and settle the cluster's `analysis_failed` alert: only
         that alert (a failed run says nothing of the others, so none of them may resolve)."""
         logger.exception("cluster not analyzed", extra={"cluster": report.cluster})
         report.error = describe(error)
+        failed = failure_condition(report.cluster, error, now)
         try:
             report.published = settle(
                 self.records,
                 self.queue,
                 report.cluster,
-                [failure_condition(report.cluster, error, now)],
+                [part.tag(failed) if part is not None else failed],
                 OWN_RULES,
                 now,
                 whole_cluster=False,

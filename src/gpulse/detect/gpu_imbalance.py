@@ -36,7 +36,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gpulse.detect import text
-from gpulse.detect.base import Condition, ParamReader, ProcessSeen, Window, downsample, trailing_run_start
+from gpulse.detect.base import (
+    Condition,
+    ParamReader,
+    ProcessSeen,
+    Window,
+    downsample_rows,
+    trailing_run_start,
+)
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
 EVIDENCE_POINTS = 30
@@ -93,11 +100,30 @@ class GpuImbalanceDetector:
         if util is None or util.size == 0:
             return []
         out = []
+        procs = [q for on_gpu in window.gpu_processes for q in on_gpu]
+        first_bin, last_bin = _bins(window, procs)
+        bins = np.arange(window.bins)
+        # an idle run must reach the last bin: held and idle there (the busy GPU is held there
+        # too); most jobs fail this, and it takes no (GPUs × bins) matrix to see
+        now = bins.size - 1
+        held_now = ((first_bin <= now) & (last_bin >= now)).tolist()
+        with np.errstate(invalid="ignore"):  # NaN compares False: a bin without data is not idle
+            idle_now = (util[:, -1] <= p.idle_util).tolist()
         for key, by_gpu in sorted(_jobs(window).items()):  # a few jobs per node, not bins
             if len(by_gpu) < p.min_idle_gpus + 1:  # too few GPUs to have one busy and enough idle
                 continue
+            if (
+                sum(1 for g, ks in by_gpu.items() if idle_now[g] and any(held_now[k] for k in ks))
+                < p.min_idle_gpus
+            ):
+                continue
             rows = np.array(sorted(by_gpu))
-            held = np.stack([_presence(window, by_gpu[int(r)]) for r in rows])
+            ks = [by_gpu[int(r)] for r in rows]
+            flat = np.array([k for gpu in ks for k in gpu])
+            # held in a bin: one of the job's processes on the GPU seen in it (between the bins of its
+            # first and last sample, as the window builder marks gpu_has_process)
+            seen = (bins[None, :] >= first_bin[flat][:, None]) & (bins[None, :] <= last_bin[flat][:, None])
+            held = np.logical_or.reduceat(seen, np.cumsum([0] + [len(gpu) for gpu in ks[:-1]]), axis=0)
             u = util[rows]
             with np.errstate(invalid="ignore"):  # NaN compares False: a bin without data is not idle
                 idle_since = trailing_run_start(held & (u <= p.idle_util), window.times)  # (gpus,)
@@ -111,31 +137,32 @@ class GpuImbalanceDetector:
                 idle = idle_since <= since
                 busy = held[:, -1] & (level >= p.busy_util)
             if busy.any():
-                out.append(_condition(window, key, rows, by_gpu, held, busy, idle, since, p))
+                job = {g: [procs[k] for k in gpu] for g, gpu in by_gpu.items()}
+                out.append(_condition(window, key, rows, job, held, busy, idle, since, p))
         return out
 
 
-def _jobs(window: Window) -> dict[JobKey, dict[int, list[ProcessSeen]]]:
-    """Each job's processes, by GPU row. Processes with neither container nor user belong to no job."""
-    jobs: dict[JobKey, dict[int, list[ProcessSeen]]] = defaultdict(lambda: defaultdict(list))
+def _jobs(window: Window) -> dict[JobKey, dict[int, list[int]]]:
+    """Each job's processes (positions in the window's processes, GPU after GPU), by GPU row.
+    Processes with neither container nor user belong to no job."""
+    jobs: dict[JobKey, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    k = 0
     for g, procs in enumerate(window.gpu_processes):
         node = int(window.gpu_node[g])
         for q in procs:
             if q.container:
-                jobs[(node, "container", q.container)][g].append(q)
+                jobs[(node, "container", q.container)][g].append(k)
             elif q.user:
-                jobs[(node, "user", q.user)][g].append(q)
+                jobs[(node, "user", q.user)][g].append(k)
+            k += 1
     return jobs
 
 
-def _presence(window: Window, procs: list[ProcessSeen]) -> np.ndarray:
-    """(T,) bool: a bin in which one of `procs` was seen (the bins between its first and last sample,
-    as the window builder marks gpu_has_process)."""
-    bins = np.arange(window.bins)
-    first = np.floor((np.array([q.first_seen for q in procs]) - window.start) / window.step)
-    last = np.floor((np.array([q.last_seen for q in procs]) - window.start) / window.step)
-    seen = (bins[None, :] >= first[:, None]) & (bins[None, :] <= last[:, None])
-    return np.asarray(seen.any(axis=0))
+def _bins(window: Window, procs: list[ProcessSeen]) -> tuple[np.ndarray, np.ndarray]:
+    """The bins of the first and the last sample of each process."""
+    first = np.floor((np.array([q.first_seen for q in procs], dtype=np.float64) - window.start) / window.step)
+    last = np.floor((np.array([q.last_seen for q in procs], dtype=np.float64) - window.start) / window.step)
+    return first, last
 
 
 def _condition(
@@ -213,6 +240,7 @@ def _evidence(
     rows = np.flatnonzero(window.gpu_node == node_row)
     rows = rows[np.argsort(window.gpu_index[rows], kind="stable")]
     node = window.nodes[node_row]
+    pictures = downsample_rows(util[rows], EVIDENCE_POINTS)
     return Evidence(
         title=(
             f"{node}: GPU utilisation per GPU, last {text.duration(window.end - window.start)}; "
@@ -222,11 +250,14 @@ def _evidence(
         rows=[
             EvidenceRow(
                 label=window.gpu_label(int(g)),
-                values=downsample(util[g], EVIDENCE_POINTS),
+                values=picture,
                 level=round(_mean(util[g][run]), 1),
                 flagged=int(g) in flagged,
+                series="gpu.util_gpu",  # how a resolve draws it again (gpulse.analyze.recovery)
+                subject=window.gpu_label(int(g)),
+                reduce="mean",
             )
-            for g in rows
+            for g, picture in zip(rows, pictures, strict=True)
         ],
         reference=p.idle_util,
         reference_label="idle threshold",

@@ -126,14 +126,18 @@ class HardwareErrorsDetector:
             series = window.gpu.get(metric)
             if series is None or series.shape[1] == 0:
                 continue
+            # only a GPU whose counter took two values can have risen: the others need no more work
+            with np.errstate(invalid="ignore"):  # a row without data: NaN, no rise
+                moved = np.flatnonzero(np.fmax.reduce(series, axis=1) > np.fmin.reduce(series, axis=1))
             # a counter's first rise in the window: compare each bin with the running max before it
-            filled = np.where(np.isfinite(series), series, -np.inf)
+            filled = np.where(np.isfinite(series[moved]), series[moved], -np.inf)
             before = np.maximum.accumulate(filled, axis=1)
-            rose = np.zeros_like(series, dtype=bool)
+            rose = np.zeros_like(filled, dtype=bool)
             rose[:, 1:] = (filled[:, 1:] > before[:, :-1]) & np.isfinite(before[:, :-1])
-            for g in np.flatnonzero(rose.any(axis=1)):
-                first = int(np.argmax(rose[g]))
-                start_v = float(before[g, first - 1])
+            for k in np.flatnonzero(rose.any(axis=1)):
+                g = moved[k]
+                first = int(np.argmax(rose[k]))
+                start_v = float(before[k, first - 1])
                 end_v = float(np.nanmax(series[g]))
                 out.append(
                     self._gpu_condition(

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from gpulse.detect import text
-from gpulse.detect.base import Condition, ParamReader, Window, downsample, trailing_run_start
+from gpulse.detect.base import Condition, ParamReader, Window, downsample, downsample_rows, trailing_run_start
 from gpulse.detect.jobs import find_jobs
 from gpulse.finding import Evidence, EvidenceRow, Severity
 
@@ -89,7 +89,11 @@ class IdleHeldDetector:
         starts = trailing_run_start(idle & held, times)
         found = np.flatnonzero(np.isfinite(starts))  # only the GPUs in a run, not every GPU
         ranks = _rank_nodes(window) if found.size else set()
-        return [_condition(window, int(g), float(starts[g]), util[g], mem[g], p, ranks) for g in found]
+        pictures = evidence_series(util[found], mem[found], window.gpu_mem_total[found])
+        return [
+            _condition(window, int(g), float(starts[g]), util[g], mem[g], p, ranks, picture)
+            for g, picture in zip(found, pictures, strict=True)
+        ]
 
 
 def _rank_nodes(window: Window) -> set[int]:
@@ -105,6 +109,7 @@ def _condition(
     mem: np.ndarray,
     p: HeldIdleParams,
     ranks: set[int] | frozenset[int] = frozenset(),
+    picture: Series | None = None,
 ) -> Condition:
     node = window.nodes[int(window.gpu_node[g])]
     index = int(window.gpu_index[g])
@@ -151,7 +156,7 @@ def _condition(
         users=sorted({q.user for q in procs if q.user}),
         containers=sorted({q.container for q in procs if q.container}),
         values=values,
-        evidence=_evidence(window, g, util, mem, util_mean, mem_now, p),
+        evidence=_evidence(window, g, util, mem, util_mean, mem_now, p, picture),
     )
 
 
@@ -163,6 +168,7 @@ def _evidence(
     util_mean: float,
     mem_now: float | None,
     p: HeldIdleParams,
+    picture: Series | None = None,
 ) -> Evidence:
     return held_idle_evidence(
         window.gpu_label(g),
@@ -174,6 +180,24 @@ def _evidence(
         float(window.gpu_mem_total[g]),
         p.idle_util,
         text.duration(window.end - window.start),
+        source=("gpu", window.gpu_label(g)),
+        picture=picture,
+    )
+
+
+# a held-idle picture's two rows, downsampled: utilisation, and memory in use (% of the total or GiB)
+Series = tuple[list[float | None], list[float | None]]
+
+
+def evidence_series(util: np.ndarray, mem: np.ndarray, total: np.ndarray) -> list[Series]:
+    """The downsampled rows of `held_idle_evidence` for many devices at once ((devices × T) util and
+    memory, (devices,) totals): the same figures, in one pass instead of one per device."""
+    total = np.asarray(total, dtype=np.float64)
+    known = np.isfinite(total) & (total > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mem_values = np.where(known[:, None], mem / np.where(known, total, 1.0)[:, None] * 100, mem / GIB)
+    return list(
+        zip(downsample_rows(util, EVIDENCE_POINTS), downsample_rows(mem_values, EVIDENCE_POINTS), strict=True)
     )
 
 
@@ -187,26 +211,50 @@ def held_idle_evidence(
     total: float,
     idle_util: float,
     span: str,
+    source: tuple[str, str] | None = None,
+    picture: Series | None = None,
 ) -> Evidence:
     """Two rows on one scale: utilisation in %, and memory in use as % of the device's memory (GiB
-    when the total is unknown, with the scale widened to fit). For GPUs and MIG slices alike."""
+    when the total is unknown, with the scale widened to fit). For GPUs and MIG slices alike.
+    `source`: ("gpu", "node/index") or ("mig", uuid), how a resolve draws it again. `picture`: the
+    two rows already downsampled (`evidence_series`), else they are here."""
+    kind, subject = source if source is not None else (None, None)
     if np.isfinite(total) and total > 0:
         mem_values = mem / total * 100
         mem_level = mem_now / total * 100 if mem_now is not None else 0.0
         title = f"{label}: {util_name} (%) and memory in use (% of {total / GIB:.1f} GiB), last {span}"
         scale = 100.0
+        mem_series = f"{kind}.mem_pct" if kind else None
     else:
         mem_values = mem / GIB
         mem_level = mem_now / GIB if mem_now is not None else 0.0
         title = f"{label}: {util_name} (%) and memory in use (GiB), last {span}"
         finite = mem_values[np.isfinite(mem_values)]
         scale = max(100.0, float(finite.max()) if finite.size else 0.0)
+        mem_series = f"{kind}.mem_gib" if kind else None
+    util_series = {"gpu": "gpu.util_gpu", "mig": "mig.util_sm"}.get(kind or "")
     return Evidence(
         title=title,
         unit="%",
         rows=[
-            EvidenceRow(util_name, downsample(util, EVIDENCE_POINTS), round(util_mean, 1), True),
-            EvidenceRow("memory in use", downsample(mem_values, EVIDENCE_POINTS), round(mem_level, 1), False),
+            EvidenceRow(
+                util_name,
+                picture[0] if picture is not None else downsample(util, EVIDENCE_POINTS),
+                round(util_mean, 1),
+                True,
+                util_series,
+                subject,
+                "mean",
+            ),
+            EvidenceRow(
+                "memory in use",
+                picture[1] if picture is not None else downsample(mem_values, EVIDENCE_POINTS),
+                round(mem_level, 1),
+                False,
+                mem_series,
+                subject,
+                "last",
+            ),
         ],
         reference=idle_util,
         reference_label="idle threshold",

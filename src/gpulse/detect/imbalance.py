@@ -103,14 +103,21 @@ class ImbalanceDetector:
         if util is None or n_nodes == 0 or t == 0:
             return []
         levels = node_levels(util, window.gpu_node, n_nodes)
-        conditions = []
-        for job in find_jobs(window, p.jobs):  # a handful of jobs, not bins
-            if len(job.rows) < p.min_nodes:  # a 1-node job has no peers to be judged against
-                continue
-            cond = _judge_group(window, job, levels[list(job.rows)], p)
-            if cond is not None:
-                conditions.append(cond)
-        return conditions
+        # a 1-node job has no peers to be judged against
+        jobs = [job for job in find_jobs(window, p.jobs) if len(job.rows) >= p.min_nodes]
+        # jobs of one size are judged together, as one (jobs × nodes × bins) array: a large cluster
+        # runs many copies of a few shapes of job, and each job's figures are its own whatever else
+        # is in the array
+        by_size: dict[int, list[int]] = {}
+        for j, job in enumerate(jobs):
+            by_size.setdefault(len(job.rows), []).append(j)
+        found: dict[int, Condition | None] = {}
+        for members in by_size.values():
+            lv = np.stack([levels[list(jobs[j].rows)] for j in members])
+            tests = _tests(lv, window.step, p)
+            for k, j in enumerate(members):
+                found[j] = _judge_group(window, jobs[j], lv[k], p, tests.of(k))
+        return [c for j in range(len(jobs)) if (c := found[j]) is not None]
 
 
 def node_levels(util: np.ndarray, gpu_node: np.ndarray, n_nodes: int) -> np.ndarray:
@@ -132,25 +139,26 @@ def node_levels(util: np.ndarray, gpu_node: np.ndarray, n_nodes: int) -> np.ndar
 
 
 def medians(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NaN-aware medians of the columns of an (n × T) matrix.
+    """NaN-aware medians of the columns of an (n × T) matrix (or of each of a stack of them,
+    (... × n × T): every figure of one matrix is what it alone gives).
 
     Returns (m, loo): m (T,) the median of each column, and loo (n × T) the median of each column
     without row i (the "other nodes"). NaN where no value is left. One sort, no loop: dropping the
     row at rank r shifts every sorted index j ≥ r up by one.
     """
-    n, t = x.shape
+    n = x.shape[-2]
     finite = np.isfinite(x)
-    k = finite.sum(axis=0)  # (T,) values per column
-    order = np.argsort(x, axis=0, kind="stable")  # NaN sorts last
-    s = np.take_along_axis(x, order, axis=0)
+    k = finite.sum(axis=-2)  # (T,) values per column
+    order = np.argsort(x, axis=-2, kind="stable")  # NaN sorts last
+    s = np.take_along_axis(x, order, axis=-2)
     rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n)[:, None], (n, t)), axis=0)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n)[:, None], x.shape), axis=-2)
 
     def at(j: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(s, np.clip(j, 0, max(n - 1, 0)), axis=0)
+        return np.take_along_axis(s, np.clip(j, 0, max(n - 1, 0)), axis=-2)
 
-    kk = k[None, :]
-    m = ((at((kk - 1) // 2) + at(kk // 2)) / 2)[0]
+    kk = k[..., None, :]
+    m = ((at((kk - 1) // 2) + at(kk // 2)) / 2)[..., 0, :]
     m[k == 0] = np.nan
     c = kk - finite  # values left without row i (a NaN row removes nothing: its rank is ≥ k)
     lo, hi = (c - 1) // 2, c // 2
@@ -160,26 +168,27 @@ def medians(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rolling_corr(x: np.ndarray, y: np.ndarray, w: int, min_pairs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pearson correlation of the rows of x and y over the trailing `w` bins ending at each bin.
+    """Pearson correlation of the rows of x and y over the trailing `w` bins ending at each bin
+    (rows along the last axis but one: a stack of matrices is a stack of rows).
 
     Returns (corr, y_std), both (n × T): NaN where fewer than `min_pairs` bins have both values.
     A row of x that is flat in the window (variance under _FLAT_VAR) has correlation 0 (it follows
     nothing). Cumulative sums make it one pass whatever `w` is.
     """
-    n, t = x.shape
+    t = x.shape[-1]
     valid = np.isfinite(x) & np.isfinite(y)
-    count = valid.sum(axis=1, keepdims=True)
+    count = valid.sum(axis=-1, keepdims=True)
     # centre each row first so the cumulative sums do not cancel catastrophically
     xc = np.where(valid, x, 0.0)
     yc = np.where(valid, y, 0.0)
-    xc = np.where(valid, xc - xc.sum(axis=1, keepdims=True) / np.maximum(count, 1), 0.0)
-    yc = np.where(valid, yc - yc.sum(axis=1, keepdims=True) / np.maximum(count, 1), 0.0)
+    xc = np.where(valid, xc - xc.sum(axis=-1, keepdims=True) / np.maximum(count, 1), 0.0)
+    yc = np.where(valid, yc - yc.sum(axis=-1, keepdims=True) / np.maximum(count, 1), 0.0)
     right = np.arange(1, t + 1)
     left = np.maximum(right - w, 0)
 
     def wsum(a: np.ndarray) -> np.ndarray:
-        cs = np.concatenate([np.zeros((n, 1)), np.cumsum(a, axis=1)], axis=1)
-        return cs[:, right] - cs[:, left]
+        cs = np.concatenate([np.zeros((*a.shape[:-1], 1)), np.cumsum(a, axis=-1)], axis=-1)
+        return cs[..., right] - cs[..., left]
 
     npairs = wsum(valid.astype(float))
     safe = np.maximum(npairs, 1)
@@ -200,7 +209,7 @@ def peer_reference(x: np.ndarray, usable: np.ndarray, min_others: int) -> np.nda
     `min_others` other rows are usable. A row's own value never enters its reference."""
     xr = np.where(usable, x, np.nan)
     _, loo = medians(xr)
-    others = usable.sum(axis=0)[None, :] - usable
+    others = usable.sum(axis=-2)[..., None, :] - usable
     return np.where(others >= min_others, loo, np.nan)
 
 
@@ -208,52 +217,92 @@ def latch(enter: np.ndarray, leave: np.ndarray) -> np.ndarray:
     """(n × T) bool: True from each bin where `enter` holds up to the next bin where `leave` holds
     (that bin excluded); False where both hold. Vectorised: the last enter and the last leave seen
     so far in each row, carried forward by a running maximum of their bin indices."""
-    idx = np.arange(enter.shape[1])
-    last_enter = np.maximum.accumulate(np.where(enter, idx, -1), axis=1)
-    last_leave = np.maximum.accumulate(np.where(leave, idx, -1), axis=1)
+    idx = np.arange(enter.shape[-1])
+    last_enter = np.maximum.accumulate(np.where(enter, idx, -1), axis=-1)
+    last_leave = np.maximum.accumulate(np.where(leave, idx, -1), axis=-1)
     return last_enter > last_leave
 
 
-def _judge_group(window: Window, job: Job, lv: np.ndarray, p: _Params) -> Condition | None:
-    """The job's Condition, or None when fewer than min_nodes report or no node is out of step."""
-    rows = np.asarray(job.rows)
-    n = lv.shape[0]
+class _Tests(NamedTuple):
+    """What the tests found for each of a stack of jobs of one size (jobs × nodes × bins, jobs × bins)."""
+
+    m: np.ndarray  # the group median per bin (NaN under min_nodes values)
+    busy: np.ndarray  # the group median at min_group_util or more
+    low: np.ndarray
+    slow: np.ndarray
+    uncorrelated: np.ndarray  # the correlation test's latch (only a synchronous job reads it)
+    corr: np.ndarray
+    pace: list[Pace]
+    w: int  # bins of the correlation window
+
+    def of(self, k: int) -> _Tests:
+        """The k-th job's (nodes × bins) figures; the correlation test's only where it applies."""
+        sync = self.pace[k] == "synchronous"
+        return _Tests(
+            self.m[k],
+            self.busy[k],
+            self.low[k],
+            self.slow[k],
+            self.uncorrelated[k] if sync else np.zeros_like(self.low[k]),
+            self.corr[k] if sync else np.full(self.low[k].shape, np.nan),
+            [self.pace[k]],
+            self.w,
+        )
+
+
+def _tests(lv: np.ndarray, step: float, p: _Params) -> _Tests:
+    """The level, slow and correlation tests of a stack of jobs (jobs × nodes × bins) of one size."""
     finite = np.isfinite(lv)
-    reporting = finite[:, -1]  # a node silent in the last bin is excluded, not idle
-    if reporting.sum() < p.min_nodes:
-        return None
     m, _ = medians(lv)
-    m = np.where(finite.sum(axis=0) >= p.min_nodes, m, np.nan)
+    m = np.where(finite.sum(axis=-2) >= p.min_nodes, m, np.nan)
     with np.errstate(invalid="ignore"):  # NaN compares False: a bin without a reference is not judged
         busy = m >= p.min_group_util
-        low = finite & busy[None, :] & (lv < m * p.level_ratio) & (m - lv >= p.min_gap)
-    pace = _pace(lv, finite, busy, p)
-    if pace == "independent":  # each node's load is its own: no node is another's measure
-        return None
-    slow = _slow(lv, finite, busy, window.step, p)
+        mm = m[:, None, :]
+        low = finite & busy[:, None, :] & (lv < mm * p.level_ratio) & (mm - lv >= p.min_gap)
+    pace = _paces(lv, finite, busy, p)
+    slow = _slow(lv, finite, busy, step, p)
 
     # second pass: follow only the peers the level tests left alone. With dropped nodes in it the
     # median of the others steps down when they drop, and healthy nodes, which do not step, look
     # out of step. Bins next to a flagged one go too: a node that drops (or comes back) inside a
     # bin sits half-way there, not low enough to be flagged, and would put a blip in the median.
     near_low = low | slow
-    near_low[:, 1:] |= low[:, :-1]
-    near_low[:, :-1] |= low[:, 1:]
-    ref = peer_reference(lv, finite & ~near_low, p.min_nodes - 1)
-    w = max(2, round(p.corr_window_s / window.step))
+    near_low[..., 1:] |= low[..., :-1]
+    near_low[..., :-1] |= low[..., 1:]
+    w = max(2, round(p.corr_window_s / step))
     uncorrelated = np.zeros_like(low)
     corr = np.full(lv.shape, np.nan)
-    if p.min_corr > -1 and pace == "synchronous":
+    if p.min_corr > -1 and "synchronous" in pace:
+        ref = peer_reference(lv, finite & ~near_low, p.min_nodes - 1)
         corr, ref_std = rolling_corr(lv, ref, w, min_pairs=max(3, w // 2))
         # the group must be busy over the correlation window, not in each bin: a job whose phases
         # dip below min_group_util for a bin would otherwise restart every run
-        busy_w = rolling_mean(m[None, :], w)[0] >= p.min_group_util
+        busy_w = rolling_mean(m, w) >= p.min_group_util
         with np.errstate(invalid="ignore"):  # NaN (too few pairs) is not judged
-            judged = finite & busy_w[None, :] & (ref_std >= p.min_group_std)
+            judged = finite & busy_w[:, None, :] & (ref_std >= p.min_group_std)
             enter = judged & (corr < p.min_corr)
             leave = ~judged | (corr >= p.exit_corr)
         # hysteresis: a correlation wandering around min_corr would otherwise fire, resolve, fire again
         uncorrelated = latch(enter, leave)
+    return _Tests(m, busy, low, slow, uncorrelated, corr, pace, w)
+
+
+def _judge_group(
+    window: Window, job: Job, lv: np.ndarray, p: _Params, tests: _Tests | None = None
+) -> Condition | None:
+    """The job's Condition, or None when fewer than min_nodes report or no node is out of step.
+    `tests`: the job's (`_tests(...).of(k)`), else they are run on it alone."""
+    rows = np.asarray(job.rows)
+    n = lv.shape[0]
+    finite = np.isfinite(lv)
+    reporting = finite[:, -1]  # a node silent in the last bin is excluded, not idle
+    if reporting.sum() < p.min_nodes:
+        return None
+    if tests is None:
+        tests = _tests(lv[None], window.step, p).of(0)
+    if tests.pace[0] == "independent":  # each node's load is its own: no node is another's measure
+        return None
+    m, busy, low, slow, uncorrelated, corr, _, w = tests
     out = low | slow | uncorrelated
 
     judged_out = nodes_out(out, lv, window, p.for_s)
@@ -321,12 +370,17 @@ def _judge_group(window: Window, job: Job, lv: np.ndarray, p: _Params) -> Condit
                 values=downsample(lv[i], EVIDENCE_POINTS),
                 level=round(float(level[i]), 1) if np.isfinite(level[i]) else 0.0,
                 flagged=bool(flagged[i]),
+                series="node.util_gpu",  # how a resolve draws it again (gpulse.analyze.recovery)
+                subject=names[i],
+                reduce="median",
             )
             for i in range(n)
             if reporting[i]
         ],
         reference=peer_level,
         reference_label="peers' median",
+        level_s=values["span_s"],
+        reference_of="peers",
     )
     users, containers = who(window, [int(rows[i]) for i in out_idx])
     return Condition(
@@ -351,12 +405,11 @@ def _slow(lv: np.ndarray, finite: np.ndarray, busy: np.ndarray, step: float, p: 
     (a whole-job pause is no one's slowness), so alternating bins and pauses do not move them;
     enter at ≤ slow_ratio of the peers, leave at ≥ slow_exit_ratio over the last for_s (at least
     a quarter of the window), or when the job was busy in under a third of the window."""
-    n, t = lv.shape
-    if p.slow_ratio <= 0 or t == 0:
-        return np.zeros((n, t), dtype=bool)
+    if p.slow_ratio <= 0 or lv.shape[-1] == 0:
+        return np.zeros(lv.shape, dtype=bool)
     w = max(1, round(p.slow_window_s / step))
-    x = np.where(busy[None, :] & finite, lv, np.nan)
-    peers = peer_reference(lv, finite & busy[None, :], p.min_nodes - 1)
+    x = np.where(busy[..., None, :] & finite, lv, np.nan)
+    peers = peer_reference(lv, finite & busy[..., None, :], p.min_nodes - 1)
     own, count = _rolling_median(x, w)
     ref, _ = _rolling_median(peers, w)
     # leaving reads the last for_s (at least a quarter of the window): a node that recovered is
@@ -374,11 +427,11 @@ def _slow(lv: np.ndarray, finite: np.ndarray, busy: np.ndarray, step: float, p: 
 
 
 def _rolling_median(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n × T) NaN-aware median of each row's trailing `w` bins, and how many finite values it took."""
-    n = x.shape[0]
-    padded = np.concatenate([np.full((n, w - 1), np.nan), x], axis=1)
-    view = np.lib.stride_tricks.sliding_window_view(padded, w, axis=1)  # (n, T, w), no copy
-    return nanmedian_last(view), np.isfinite(view).sum(axis=2)
+    """(n × T) NaN-aware median of each row's trailing `w` bins, and how many finite values it took
+    (rows along the last axis but one)."""
+    padded = np.concatenate([np.full((*x.shape[:-1], w - 1), np.nan), x], axis=-1)
+    view = np.lib.stride_tricks.sliding_window_view(padded, w, axis=-1)  # (n, T, w), no copy
+    return nanmedian_last(view), np.isfinite(view).sum(axis=-1)
 
 
 def nanmedian_last(a: np.ndarray) -> np.ndarray:
@@ -397,7 +450,15 @@ def nanmedian_last(a: np.ndarray) -> np.ndarray:
 Pace = Literal["synchronous", "steady", "independent"]
 
 
-def _pace(lv: np.ndarray, finite: np.ndarray, busy: np.ndarray, p: _Params) -> Pace:
+def _paces(lv: np.ndarray, finite: np.ndarray, busy: np.ndarray, p: _Params) -> list[Pace]:
+    """`_pace` of each of a stack of jobs (jobs × nodes × bins)."""
+    t = lv.shape[-1]
+    ref = peer_reference(lv, finite, p.min_nodes - 1)
+    corr, _ = rolling_corr(lv, ref, t, min_pairs=max(3, t // 2))
+    return [_pace(lv[k], finite[k], busy[k], corr[k, :, -1], p) for k in range(lv.shape[0])]
+
+
+def _pace(lv: np.ndarray, finite: np.ndarray, busy: np.ndarray, last: np.ndarray, p: _Params) -> Pace:
     """How the job's nodes move over the window, which says which tests mean something there:
 
     - "synchronous": the median node's correlation with the median of its peers is at least
@@ -408,11 +469,9 @@ def _pace(lv: np.ndarray, finite: np.ndarray, busy: np.ndarray, p: _Params) -> P
     - "independent": neither (a serving pool behind one balancer, bursty inference): each node's
       load is its own, a replica's lull of minutes is its traffic, and a slower replica is given
       less of it: not judged at all (idle_held, silent_node and memory_pressure still watch it).
+
+    `last`: each node's correlation with the median of its peers over the whole window (`_paces`).
     """
-    t = lv.shape[1]
-    ref = peer_reference(lv, finite, p.min_nodes - 1)
-    corr, _ = rolling_corr(lv, ref, t, min_pairs=max(3, t // 2))
-    last = corr[:, -1]
     last = last[np.isfinite(last)]
     if last.size and float(np.median(last)) >= p.sync_corr:
         return "synchronous"

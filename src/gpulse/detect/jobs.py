@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
-from gpulse.detect.base import Condition, ProcessSeen, Window
+from gpulse.detect.base import Condition, ProcessSeen, Window, shared
 
 JobsMode = Literal["auto", "node_group"]
 JOBS_MODES: tuple[str, ...] = ("auto", "node_group")
@@ -88,7 +88,12 @@ def node_identity(gpus: list[list[ProcessSeen]], node: str) -> str | None:
 
 
 def node_gpu_processes(window: Window) -> list[list[list[ProcessSeen]]]:
-    """Per node row, the processes seen on each of its GPUs in the window."""
+    """Per node row, the processes seen on each of its GPUs in the window (derived once per window:
+    do not change it)."""
+    return shared(window, "jobs.node_gpu_processes", lambda: _node_gpu_processes(window))
+
+
+def _node_gpu_processes(window: Window) -> list[list[list[ProcessSeen]]]:
     out: list[list[list[ProcessSeen]]] = [[] for _ in window.nodes]
     for g, procs in enumerate(window.gpu_processes):
         out[int(window.gpu_node[g])].append(procs)
@@ -96,12 +101,22 @@ def node_gpu_processes(window: Window) -> list[list[list[ProcessSeen]]]:
 
 
 def node_processes(window: Window) -> list[list[ProcessSeen]]:
-    """Per node row, the processes seen on its GPUs in the window."""
-    return [[q for procs in gpus for q in procs] for gpus in node_gpu_processes(window)]
+    """Per node row, the processes seen on its GPUs in the window (derived once per window: do not
+    change it)."""
+    return shared(
+        window,
+        "jobs.node_processes",
+        lambda: [[q for procs in gpus for q in procs] for gpus in node_gpu_processes(window)],
+    )
 
 
 def find_jobs(window: Window, mode: JobsMode = "auto") -> list[Job]:
-    """The window's nodes split into jobs (every node in exactly one), in order of first row."""
+    """The window's nodes split into jobs (every node in exactly one), in order of first row.
+    Several rules ask for them each tick: they are found once per window and mode."""
+    return list(shared(window, ("jobs.find_jobs", mode), lambda: _find_jobs(window, mode)))
+
+
+def _find_jobs(window: Window, mode: JobsMode) -> list[Job]:
     groups = window.node_groups
     if mode == "node_group":
         by_group: dict[str | None, list[int]] = defaultdict(list)
@@ -169,7 +184,7 @@ def label_of(job: Job) -> str | None:
 def job_of(window: Window, nodes: list[str], keys: list[str | None]) -> str | None:
     """The one job all of `nodes` belong to (`keys` from `node_jobs`), or None: several, none, or
     a node not in the window."""
-    row = {n: i for i, n in enumerate(window.nodes)}
+    row = shared(window, "jobs.node_rows", lambda: {n: i for i, n in enumerate(window.nodes)})
     if not nodes or not all(n in row for n in nodes):
         return None
     found = {keys[row[n]] for n in nodes}

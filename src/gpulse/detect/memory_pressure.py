@@ -119,6 +119,34 @@ def rolling_fit(y: np.ndarray, w: int) -> RollingFit:
     Six cumulative sums make it one pass whatever `w` is; rows are centred first so that the sums
     do not cancel. Where fewer than two bins have data, slope and at_end are NaN and r2 is 0.
     """
+    return _fit(_running_sums(y), w)
+
+
+@dataclass(frozen=True)
+class _RunningSums:
+    """What every rolling fit of one (rows × T) series reads, whatever its width: each row's offset
+    (its mean: rows are centred so that the sums do not cancel) and the running sums, along each
+    row, of the bins with data, x, y, x², y² and x·y (a zero column first)."""
+
+    offset: np.ndarray  # (rows, 1)
+    x: np.ndarray  # (T,) bin centres, centred on the window
+    n: np.ndarray
+    sx: np.ndarray
+    sy: np.ndarray
+    sxx: np.ndarray
+    syy: np.ndarray
+    sxy: np.ndarray
+
+    def rows(self, take: np.ndarray) -> _RunningSums:
+        """The same sums for the rows `take` only (each row's sums are its own)."""
+        return _RunningSums(
+            self.offset[take],
+            self.x,
+            *(a[take] for a in (self.n, self.sx, self.sy, self.sxx, self.syy, self.sxy)),
+        )
+
+
+def _running_sums(y: np.ndarray) -> _RunningSums:
     rows, t = y.shape
     valid = np.isfinite(y)
     count = valid.sum(axis=1, keepdims=True)
@@ -127,25 +155,47 @@ def rolling_fit(y: np.ndarray, w: int) -> RollingFit:
     yc = np.where(valid, y0 - offset, 0.0)
     x = np.arange(t, dtype=np.float64) - (t - 1) / 2  # bin centres, centred on the window
     xv = np.where(valid, x[None, :], 0.0)
-    right = np.arange(1, t + 1)
-    left = np.maximum(right - w, 0)
 
-    def wsum(a: np.ndarray) -> np.ndarray:
-        cs = np.concatenate([np.zeros((rows, 1)), np.cumsum(a, axis=1)], axis=1)
+    def running(a: np.ndarray) -> np.ndarray:
+        out = np.zeros((rows, t + 1))
+        np.cumsum(a, axis=1, out=out[:, 1:])
+        return out
+
+    return _RunningSums(
+        offset,
+        x,
+        running(valid.astype(np.float64)),
+        running(xv),
+        running(yc),
+        running(xv * xv),
+        running(yc * yc),
+        running(xv * yc),
+    )
+
+
+def _fit(sums: _RunningSums, w: int, cols: np.ndarray | None = None) -> RollingFit:
+    """The rolling fit of width `w` from `sums`, at the bins `cols` (all bins when None): the same
+    figures at a bin whichever bins are asked for."""
+    t = sums.x.shape[0]
+    right = np.arange(1, t + 1) if cols is None else np.arange(1, t + 1)[cols]
+    left = np.maximum(right - w, 0)
+    x = sums.x[None, :] if cols is None else sums.x[None, cols]
+
+    def wsum(cs: np.ndarray) -> np.ndarray:
         return cs[:, right] - cs[:, left]
 
-    n = wsum(valid.astype(np.float64))
+    n = wsum(sums.n)
     safe = np.maximum(n, 1)
-    sx, sy = wsum(xv), wsum(yc)
-    sxx = np.maximum(wsum(xv * xv) - sx * sx / safe, 0.0)
-    syy = np.maximum(wsum(yc * yc) - sy * sy / safe, 0.0)
-    sxy = wsum(xv * yc) - sx * sy / safe
+    sx, sy = wsum(sums.sx), wsum(sums.sy)
+    sxx = np.maximum(wsum(sums.sxx) - sx * sx / safe, 0.0)
+    syy = np.maximum(wsum(sums.syy) - sy * sy / safe, 0.0)
+    sxy = wsum(sums.sxy) - sx * sy / safe
     fits = (n >= 2) & (sxx > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = np.where(fits, sxy / np.where(fits, sxx, 1.0), np.nan)
         shaped = fits & (syy / safe >= _FLAT_VAR)  # a flat series has no trend to explain
         r2 = np.where(shaped, sxy * sxy / np.where(shaped, sxx * syy, 1.0), 0.0)
-        at_end = offset + sy / safe + slope * (x[None, :] + 0.5 - sx / safe)
+        at_end = sums.offset + sy / safe + slope * (x + 0.5 - sx / safe)
     return RollingFit(slope=slope, r2=np.clip(r2, 0.0, 1.0), at_end=at_end, points=n)
 
 
@@ -182,69 +232,90 @@ class MemoryPressureDetector:
         GPUs come first (in window order), then host memory (in node order). A bin without data,
         or a device whose total is unknown, is neither full nor rising.
         """
-        p = _parse(params)
-        t = window.bins
-        g_rows, n_rows = window.gpu_node.shape[0], len(window.nodes)
-        if t == 0 or g_rows + n_rows == 0:
-            return []
-        used = np.concatenate(
-            [_matrix(window.gpu.get("mem_used"), g_rows, t), _matrix(window.host.get("mem_used"), n_rows, t)]
-        )
-        total = np.concatenate(
-            [_vector(window.gpu_mem_total, g_rows), _vector(window.host_mem_total, n_rows)]
-        )
-        known = np.isfinite(total) & (total > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            level = np.where(known[:, None], used / np.where(known, total, 1.0)[:, None], np.nan)
+        return judge(window, _parse(params))
 
-        w = max(2, round(p.fit_s / window.step))
-        fit = rolling_fit(level, w)
-        recent = rolling_fit(level, max(3, round(w * RECENT_SHARE)))
-        slope_s = fit.slope / window.step  # ratio per second
-        ws = max(QUICK_BINS, round(p.rise_s / window.step))
-        quick = rolling_fit(level, ws)
-        quick_s = quick.slope / window.step
-        # NaN compares False: no data, no alert; a vanishing slope gives an infinite ETA, not an error
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            full = level >= p.full_ratio
-            seen = np.isfinite(level) & (fit.points * window.step >= p.min_fit_s)
-            eta = (1.0 - fit.at_end) / slope_s
-            rising = (
-                seen
-                & (slope_s > 0)
-                & (fit.r2 >= p.min_r2)
-                & (eta <= p.horizon_s)
-                & (recent.slope >= KEEP_PACE * fit.slope)  # still climbing: not a ramp that levelled off
-            )
-            quick_eta = (1.0 - quick.at_end) / quick_s
-            quick_rise = (
-                seen
-                & (quick.points >= ws)
-                & (quick_s > 0)
-                & (quick.r2 >= p.min_r2)
-                & (quick_eta <= p.horizon_s)
-                # from a level that held: a fall in the lookback is a sawtooth or a job's end
-                & (rolling_max(falls(level), w) <= DROP_SHARE * quick.slope * ws)
-                & _steady(level, ws)
-                # a running job past its warm-up: its first minutes fill memory by design
-                & (window.times[None, :] >= _settled_from(window, g_rows, n_rows, p.fit_s)[:, None])
-            )
-        quick_only = quick_rise & ~(full | rising)
-        starts = trailing_run_start(full | rising | quick_rise, window.times)
-        out = []
-        for r in np.flatnonzero(np.isfinite(starts)):  # only the rows in a run
-            first = round((starts[r] - window.start) / window.step)
-            since = float(starts[r])
-            if quick_only[r, first]:  # a run the quick fit opened began where that fit's rise began
-                since = float(window.times[max(first - ws + 1, 0)])
-            trend = None
-            if rising[r, -1]:
-                trend = _Trend(float(slope_s[r, -1]), float(fit.r2[r, -1]), float(eta[r, -1]))
-            elif quick_rise[r, -1]:
-                trend = _Trend(float(quick_s[r, -1]), float(quick.r2[r, -1]), float(quick_eta[r, -1]))
-            now = _Now(float(used[r, -1]), float(total[r]), bool(full[r, -1]), trend)
-            out.append(_condition(window, int(r), since, level[r], now, p))
-        return out
+
+def judge(window: Window, p: _Params, *, every_row: bool = False) -> list[Condition]:
+    """The detector's conditions. `every_row`: judge every bin of every row, not only of the rows
+    that could hold at the last bin (the plain path, which the fast one must equal)."""
+    t = window.bins
+    g_rows, n_rows = window.gpu_node.shape[0], len(window.nodes)
+    if t == 0 or g_rows + n_rows == 0:
+        return []
+    used = np.concatenate(
+        [_matrix(window.gpu.get("mem_used"), g_rows, t), _matrix(window.host.get("mem_used"), n_rows, t)]
+    )
+    total = np.concatenate([_vector(window.gpu_mem_total, g_rows), _vector(window.host_mem_total, n_rows)])
+    known = np.isfinite(total) & (total > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = np.where(known[:, None], used / np.where(known, total, 1.0)[:, None], np.nan)
+
+    w = max(2, round(p.fit_s / window.step))
+    wr = max(3, round(w * RECENT_SHARE))
+    ws = max(QUICK_BINS, round(p.rise_s / window.step))
+    sums = _running_sums(level)
+    # Only a row in a run at the last bin can be told, and a row's figures are its own: judge
+    # every bin only of the rows that could hold at the last one (full, or a rising fit there)
+    last = np.array([t - 1])
+    long_last, quick_last = _fit(sums, w, last), _fit(sums, ws, last)
+    with np.errstate(invalid="ignore"):  # NaN compares False: no data, no alert
+        could = (
+            (level[:, -1] >= p.full_ratio)
+            | ((long_last.slope[:, 0] > 0) & (long_last.r2[:, 0] >= p.min_r2))
+            | ((quick_last.slope[:, 0] > 0) & (quick_last.r2[:, 0] >= p.min_r2))
+        )
+    rows = np.arange(level.shape[0]) if every_row else np.flatnonzero(could)
+    if not rows.size:
+        return []
+    sums, level, used, total = sums.rows(rows), level[rows], used[rows], total[rows]
+    settled = _settled_from(window, g_rows, n_rows, p.fit_s)[rows]
+
+    fit = _fit(sums, w)
+    recent = _fit(sums, wr)
+    slope_s = fit.slope / window.step  # ratio per second
+    quick = _fit(sums, ws)
+    quick_s = quick.slope / window.step
+    # NaN compares False: no data, no alert; a vanishing slope gives an infinite ETA, not an error
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        full = level >= p.full_ratio
+        seen = np.isfinite(level) & (fit.points * window.step >= p.min_fit_s)
+        eta = (1.0 - fit.at_end) / slope_s
+        rising = (
+            seen
+            & (slope_s > 0)
+            & (fit.r2 >= p.min_r2)
+            & (eta <= p.horizon_s)
+            & (recent.slope >= KEEP_PACE * fit.slope)  # still climbing: not a ramp that levelled off
+        )
+        quick_eta = (1.0 - quick.at_end) / quick_s
+        quick_rise = (
+            seen
+            & (quick.points >= ws)
+            & (quick_s > 0)
+            & (quick.r2 >= p.min_r2)
+            & (quick_eta <= p.horizon_s)
+            # from a level that held: a fall in the lookback is a sawtooth or a job's end
+            & (rolling_max(falls(level), w) <= DROP_SHARE * quick.slope * ws)
+            & _steady(level, ws)
+            # a running job past its warm-up: its first minutes fill memory by design
+            & (window.times[None, :] >= settled[:, None])
+        )
+    quick_only = quick_rise & ~(full | rising)
+    starts = trailing_run_start(full | rising | quick_rise, window.times)
+    out = []
+    for r in np.flatnonzero(np.isfinite(starts)):  # only the rows in a run
+        first = round((starts[r] - window.start) / window.step)
+        since = float(starts[r])
+        if quick_only[r, first]:  # a run the quick fit opened began where that fit's rise began
+            since = float(window.times[max(first - ws + 1, 0)])
+        trend = None
+        if rising[r, -1]:
+            trend = _Trend(float(slope_s[r, -1]), float(fit.r2[r, -1]), float(eta[r, -1]))
+        elif quick_rise[r, -1]:
+            trend = _Trend(float(quick_s[r, -1]), float(quick.r2[r, -1]), float(quick_eta[r, -1]))
+        now = _Now(float(used[r, -1]), float(total[r]), bool(full[r, -1]), trend)
+        out.append(_condition(window, int(rows[r]), since, level[r], now, p))
+    return out
 
 
 def _steady(level: np.ndarray, w: int) -> np.ndarray:
@@ -375,7 +446,17 @@ def _condition(window: Window, r: int, since: float, level: np.ndarray, now: _No
     evidence = Evidence(
         title=f"{label}: memory in use (% of {total / GIB:.1f} GiB), last {span}",
         unit="%",
-        rows=[EvidenceRow(label, downsample(level * 100, EVIDENCE_POINTS), round(pct, 1), True)],
+        rows=[  # series, subject, reduce: how a resolve draws it again (gpulse.analyze.recovery)
+            EvidenceRow(
+                label,
+                downsample(level * 100, EVIDENCE_POINTS),
+                round(pct, 1),
+                True,
+                "gpu.mem_pct" if on_gpu else "host.mem_pct",
+                label if on_gpu else node,
+                "last",
+            )
+        ],
         reference=round(p.full_ratio * 100, 1),
         reference_label="full line",
     )

@@ -30,7 +30,13 @@ from gpulse.detect.base import (
     trailing_run_start,
 )
 from gpulse.detect.idle_held import ACTION as IDLE_HELD_ACTION
-from gpulse.detect.idle_held import HeldIdleParams, held_idle_evidence, parse_held_idle
+from gpulse.detect.idle_held import (
+    HeldIdleParams,
+    Series,
+    evidence_series,
+    held_idle_evidence,
+    parse_held_idle,
+)
 from gpulse.finding import Evidence, Severity
 
 GIB = 1 << 30
@@ -89,9 +95,12 @@ class MigIdleDetector:
             idle = util <= p.idle_util
             held = has_process | (mem >= p.held_mem_bytes)
         starts = trailing_run_start(idle & held, window.times)
+        found = np.flatnonzero(np.isfinite(starts))  # only the instances in a run
+        totals = np.array([window.mig[int(m)].mem_total for m in found], dtype=np.float64)
+        pictures = evidence_series(util[found], mem[found], totals)
         return [
-            _idle_condition(window, int(m), float(starts[m]), util[m], mem[m], has_process[m], p)
-            for m in np.flatnonzero(np.isfinite(starts))  # only the instances in a run
+            _idle_condition(window, int(m), float(starts[m]), util[m], mem[m], has_process[m], p, picture)
+            for m, picture in zip(found, pictures, strict=True)
         ]
 
 
@@ -109,6 +118,7 @@ def _idle_condition(
     mem: np.ndarray,
     has_process: np.ndarray,
     p: HeldIdleParams,
+    picture: Series | None = None,
 ) -> Condition:
     inst = window.mig[m]
     g = inst.gpu_row
@@ -161,7 +171,7 @@ def _idle_condition(
         users=sorted({q.user for q in procs if q.user}),
         containers=sorted({q.container for q in procs if q.container}),
         values=values,
-        evidence=_idle_evidence(window, inst, util, mem, util_mean, mem_now, p),
+        evidence=_idle_evidence(window, inst, util, mem, util_mean, mem_now, p, picture),
     )
 
 
@@ -173,6 +183,7 @@ def _idle_evidence(
     util_mean: float,
     mem_now: float | None,
     p: HeldIdleParams,
+    picture: Series | None = None,
 ) -> Evidence:
     return held_idle_evidence(
         f"{window.gpu_label(inst.gpu_row)} {mig_name(inst)}",
@@ -184,6 +195,8 @@ def _idle_evidence(
         float(inst.mem_total),
         p.idle_util,
         text.duration(window.end - window.start),
+        source=("mig", inst.uuid),
+        picture=picture,
     )
 
 

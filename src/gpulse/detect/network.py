@@ -117,18 +117,21 @@ def _judge_group(window: Window, job: Job, rows: list[int], x: np.ndarray, p: _P
     with np.errstate(invalid="ignore"):  # NaN compares False: a bin without a reference is not judged
         busy = m >= p.min_group_bps
         out = finite & busy[None, :] & (x < m * p.level_ratio)
-    # a flagged node's level is its mean over its run; every other figure a mean over the last for_s
     judged_out = nodes_out(out, x, window, p.for_s)
     if judged_out is None:
         return None
-    flagged, since, span, _, level = judged_out
-    # the peers' level as the rule judged it: the median, over the flagged run (at most for_s), of
-    # the per-bin median of the nodes not flagged; busy bins only (a quiet bin judged nobody)
+    flagged, since, span, _, mean_level = judged_out
+    # every figure over the span the rule judged: the flagged run (at most for_s), busy bins only
+    # (a quiet bin judged nobody). The peers' level is the median of the per-bin median of the
+    # nodes not flagged; each node's level its own median over those bins (a mean would let the
+    # bins before the collapse, or one burst, move it)
     peers, _ = medians(np.where(flagged[:, None], np.nan, x))
     run = (window.times >= max(since, window.times[-span])) & busy
     median_now = float(nanmedian_last(peers[run])) if run.any() else nanmean(m[-span:])
     if not np.isfinite(median_now):
         median_now = nanmean(m[-span:])
+    level = nanmedian_last(x[:, run]) if run.any() else mean_level
+    level = np.where(np.isfinite(level), level, mean_level)  # a node with no value in the span
 
     names = [window.nodes[i] for i in rows]
     out_idx = [int(i) for i in np.flatnonzero(flagged)]
@@ -163,11 +166,15 @@ def _judge_group(window: Window, job: Job, rows: list[int], x: np.ndarray, p: _P
                 values=downsample(x[i] / MB, EVIDENCE_POINTS),
                 level=round(float(level[i]) / MB, 1),
                 flagged=bool(flagged[i]),
+                series="node.net_mbps",  # how a resolve draws it again (gpulse.analyze.recovery)
+                subject=names[i],
+                reduce="median",
             )
             for i in shown
         ],
         reference=round(median_now / MB, 1),
         reference_label="group median",
+        reference_of="peers",
         # the busiest node fills the bar: traffic has no natural maximum (link speeds vary)
         scale_max=round(max(float(np.nanmax(level[shown])), median_now) / MB, 1),
     )

@@ -165,7 +165,17 @@ def _condition(
         evidence=Evidence(
             title=f"{window.gpu_label(g)} (NUMA {numa}): utilisation, last {span}",
             unit="%",
-            rows=[EvidenceRow("utilisation", downsample(util, EVIDENCE_POINTS), round(util_mean, 1), True)],
+            rows=[
+                EvidenceRow(  # series, subject, reduce: how a resolve draws it again (analyze.recovery)
+                    "utilisation",
+                    downsample(util, EVIDENCE_POINTS),
+                    round(util_mean, 1),
+                    True,
+                    "gpu.util_gpu",
+                    window.gpu_label(g),
+                    "mean",
+                )
+            ],
             reference=p.min_util,
             reference_label="busy threshold",
         ),

@@ -94,6 +94,11 @@ class SilentNodeDetector:
             seen = float(entry.last_seen)
             if np.isfinite(seen) and seen >= last.get(entry.node, -np.inf):
                 last[entry.node] = seen
+        # ingest rewrites a registry entry only every few minutes (gpulse.store.REGISTRY_REFRESH_S):
+        # the window's own data is fresher where it has the node
+        for node, seen in zip(window.nodes, window.node_last_seen.tolist(), strict=True):
+            if node in last and seen > last[node]:
+                last[node] = seen
         names = sorted(last)
         seen_at = np.array([last[n] for n in names], dtype=float)
         age = window.clock - seen_at
@@ -212,7 +217,18 @@ def _evidence(window: Window, node: str, last_seen: float) -> Evidence | None:
     return Evidence(
         title=f"{node}: mean GPU utilisation (%), last {text.duration(window.end - window.start)}",
         unit="%",
-        rows=[EvidenceRow(node, downsample(level, EVIDENCE_POINTS), round(last_level, 1), True)],
+        # series, subject, reduce: how a resolve (the node is back) draws it again (analyze.recovery)
+        rows=[
+            EvidenceRow(
+                node,
+                downsample(level, EVIDENCE_POINTS),
+                round(last_level, 1),
+                True,
+                "node.util_gpu",
+                node,
+                "last",
+            )
+        ],
     )
 
 

@@ -208,15 +208,27 @@ def _evidence(
         rows=[
             *(  # no temperature row for a GPU that never reported one
                 [
-                    EvidenceRow(
-                        "temperature °C", downsample(temp, EVIDENCE_POINTS), _level(temp[run]), flag_temp
+                    EvidenceRow(  # series, subject, reduce: how a resolve draws it again (analyze.recovery)
+                        "temperature °C",
+                        downsample(temp, EVIDENCE_POINTS),
+                        _level(temp[run]),
+                        flag_temp,
+                        "gpu.temp_c",
+                        window.gpu_label(g),
+                        "mean",
                     )
                 ]
                 if np.isfinite(temp).any()
                 else []
             ),
             EvidenceRow(
-                "throttled %", downsample(throttled, EVIDENCE_POINTS), _level(throttled[run]), flag_throttle
+                "throttled %",
+                downsample(throttled, EVIDENCE_POINTS),
+                _level(throttled[run]),
+                flag_throttle,
+                "gpu.throttled_pct",
+                window.gpu_label(g),
+                "mean",
             ),
         ],
         reference=float(slowdown) if known else None,

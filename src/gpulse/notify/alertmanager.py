@@ -96,9 +96,12 @@ def generator_url(finding: Finding) -> str:
 
 
 def annotations_for(finding: Finding, picture: PictureLink | None = None) -> dict[str, str]:
-    """`summary` (what is wrong, with the numbers), `description` (what to try), and the
-    picture's link when there is one."""
+    """`summary` (what is wrong, with the numbers), `description` (what to try), the nodes that
+    joined the alert after it was first announced (`joined`: annotations, not labels, so that the
+    alert keeps its identity while it grows), and the picture's link when there is one."""
     out = {"summary": finding.summary, "description": finding.action}
+    if finding.joined:
+        out["joined"] = ", ".join(finding.joined)
     url = picture(finding) if picture is not None else None
     if url:
         out[PICTURE_ANNOTATION] = url

@@ -5,9 +5,11 @@ What is drawn is a pure function of the finding (`render_png`): for cross-node r
 rows × time on a colour-blind-safe scale (cividis), the flagged rows marked in a strip beside it
 and their labels; for per-GPU rules that GPU's series as lines (Okabe–Ito colours) with the line
 it was held against. Either way the fault span (the finding's `since` to its decision) is shaded,
-times are UTC and the axis names the unit. 800 × 400 px at 100 dpi: readable at chat width on a
-phone. The output is deterministic (no timestamp or software tag in the PNG), so a retried send
-stores the same bytes under the same key.
+times are UTC and the axis names the unit. A resolve is charted when analyze re-drew its evidence
+from the window that resolved it (`Evidence.recovery`): the fault span is then `since` to
+`ended`, marked where it ends, and what follows it is the recovery. 800 × 400 px at 100 dpi:
+readable at chat width on a phone. The output is deterministic (no timestamp or software tag in
+the PNG), so a retried send stores the same bytes under the same key.
 
 matplotlib is imported only when a chart is drawn: the alert function's cold start does not pay
 for it, nor does an invocation with nothing to draw.
@@ -83,10 +85,18 @@ class Picture:
 
 
 def chartable(finding: Finding) -> bool:
-    """A chart is drawn for a firing finding with evidence to draw. Resolved ones carry the
-    evidence of the last firing window, not the recovery: no chart rather than a misleading one."""
+    """A chart is drawn for a firing finding with evidence to draw, and for a resolved one whose
+    evidence shows the recovery. A resolve that still carries the last firing window's picture
+    (its node silent since, or a finding from before recoveries were drawn) gets none rather than
+    a misleading one."""
     ev = finding.evidence
-    return finding.state == "firing" and ev is not None and any(r.values for r in ev.rows)
+    current = finding.state == "firing" or (ev is not None and ev.recovery and finding.ended is not None)
+    return current and ev is not None and any(r.values for r in ev.rows)
+
+
+def shows_recovery(finding: Finding) -> bool:
+    """The chart of a resolve: the fault span ends at `ended`, the recovery follows it."""
+    return finding.state == "resolved" and finding.ended is not None
 
 
 def is_heatmap(finding: Finding) -> bool:
@@ -123,7 +133,14 @@ def alt_text(finding: Finding) -> str:
         parts.append(f"Flagged (marked in vermillion): {', '.join(flagged)}.")
     if ev.reference is not None and not is_heatmap(finding):
         parts.append(f"Dashed line: {ev.reference_label or 'reference'} {ev.reference:g}{ev.unit}.")
-    parts.append(f"Shaded: firing since {utc(finding.since)}.")
+    if shows_recovery(finding):
+        assert finding.ended is not None
+        parts.append(
+            f"Shaded: the fault, {utc(finding.since)} to {utc(finding.ended)}; after it, the recovery "
+            f"(resolved at {utc(finding.at)})."
+        )
+    else:
+        parts.append(f"Shaded: firing since {utc(finding.since)}.")
     text = " ".join(parts)
     return text if len(text) <= MAX_ALT_CHARS else text[: MAX_ALT_CHARS - 1] + "…"
 
@@ -176,27 +193,51 @@ def _time_axis(ax: Axes, span: tuple[float, float] | None, ev: Evidence) -> None
     ax.set_xlabel(f"time (UTC, {datetime.fromtimestamp(ev.end, UTC):%Y-%m-%d})")
 
 
+def fault_span_s(finding: Finding) -> tuple[float, float] | None:
+    """Where the fault held, in unix seconds, clipped to the evidence's window: `since` to the
+    window's end, or to `ended` for a resolve (the recovery follows). None without a time axis
+    or when the fault lies wholly outside the window."""
+    ev = finding.evidence
+    if ev is None or ev.start is None or ev.end is None:
+        return None
+    end = finding.ended if shows_recovery(finding) and finding.ended is not None else ev.end
+    lo, hi = max(finding.since, ev.start), min(end, ev.end)
+    return (lo, hi) if hi > lo else None
+
+
 def _fault_span(finding: Finding, span: tuple[float, float] | None) -> tuple[float, float] | None:
-    """Where the fault has held, clipped to the window, in date numbers."""
-    if span is None:
+    """`fault_span_s` in date numbers, clipped to the x range drawn."""
+    fault = fault_span_s(finding)
+    if span is None or fault is None:
         return None
     import matplotlib.dates as mdates
 
-    since = float(mdates.date2num(datetime.fromtimestamp(finding.since, UTC)))
-    lo, hi = max(since, span[0]), span[1]
+    lo, hi = (float(mdates.date2num(datetime.fromtimestamp(t, UTC))) for t in fault)
+    lo, hi = max(lo, span[0]), min(hi, span[1])
     return (lo, hi) if hi > lo else None
+
+
+def subtitle(finding: Finding) -> str:
+    """The line under the chart's title: since when it fires, or the fault span and the recovery."""
+    if shows_recovery(finding):
+        assert finding.ended is not None
+        return (
+            f"RESOLVED {finding.title} · fault {utc(finding.since)}–{utc(finding.ended)} (shaded), "
+            "recovery after it"
+        )
+    return f"{finding.title} · firing since {utc(finding.since)} (shaded)"
 
 
 def _title(fig: Figure, finding: Finding, ev: Evidence) -> None:
     fig.text(0.01, 0.965, ev.title, fontsize=FONT_SIZE + 2, fontweight="bold", va="top")
-    fig.text(
-        0.01,
-        0.895,
-        f"{finding.title} · firing since {utc(finding.since)} (shaded)",
-        fontsize=FONT_SIZE,
-        color=VERMILLION,
-        va="top",
-    )
+    colour = BLUISH_GREEN if shows_recovery(finding) else VERMILLION
+    fig.text(0.01, 0.895, subtitle(finding), fontsize=FONT_SIZE, color=colour, va="top")
+
+
+def _fault_end(ax: Axes, finding: Finding, fault: tuple[float, float]) -> None:
+    """A resolve's mark where the fault ended and the recovery begins."""
+    if shows_recovery(finding):
+        ax.axvline(fault[1], color=BLUISH_GREEN, linewidth=2, label="fault ended")
 
 
 def _unit_label(ev: Evidence) -> str:
@@ -235,6 +276,7 @@ def _draw_heatmap(fig: Figure, finding: Finding, ev: Evidence) -> None:
         # hatched, not filled: a fill would change the colours the heatmap is read by
         ax.axvspan(*fault, facecolor="none", edgecolor=VERMILLION, hatch="//", linewidth=0, alpha=0.5)
         ax.axvline(fault[0], color=VERMILLION, linewidth=2)
+        _fault_end(ax, finding, fault)
     label_all = len(rows) <= MAX_ROW_LABELS
     ticks = [i for i, r in enumerate(rows) if label_all or r.flagged]
     ax.set_yticks([i + 0.5 for i in ticks], [rows[i].label for i in ticks])
@@ -302,6 +344,7 @@ def _draw_lines(fig: Figure, finding: Finding, ev: Evidence) -> None:
     fault = _fault_span(finding, span)
     if fault is not None:
         ax.axvspan(*fault, color=VERMILLION, alpha=SPAN_ALPHA, linewidth=0, label="fault span")
+        _fault_end(ax, finding, fault)
     ax.set_ylabel(_unit_label(ev))
     ax.grid(True, axis="y", color="#DDDDDD", linewidth=0.8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=FONT_SIZE - 1, frameon=False)

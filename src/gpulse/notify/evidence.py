@@ -237,6 +237,9 @@ class Facts:
     since: str
     severity: str
     context: str  # "rule imbalance · fingerprint … · cluster …"
+    # a resolve's figures now: "recovered: node-03 now at 88% (peers' median 92%)…", or why the
+    # picture is still the fault's; None for a firing alert, or a resolve without a picture
+    now: str | None = None
 
 
 def facts(finding: Finding, *, repeat: bool = False) -> Facts:
@@ -246,6 +249,8 @@ def facts(finding: Finding, *, repeat: bool = False) -> Facts:
     where = [f"cluster {finding.cluster}" + (f" · group {finding.node_group}" if finding.node_group else "")]
     if finding.nodes:
         where.append(f"{'node' if len(finding.nodes) == 1 else 'nodes'} {listing(finding.nodes)}")
+    if finding.joined:  # nodes that joined after the first announcement (alerting.state)
+        where.append(f"joined since: {listing(finding.joined)}")
     if finding.gpus:
         where.append(f"{'GPU' if len(finding.gpus) == 1 else 'GPUs'} {listing(finding.gpus)}")
     if finding.mig:
@@ -276,14 +281,63 @@ def facts(finding: Finding, *, repeat: bool = False) -> Facts:
         since=since,
         severity=f"Resolved (was {word.lower()})" if resolved else word,
         context=f"rule {finding.rule} · fingerprint {finding.fingerprint} · cluster {finding.cluster}",
+        now=recovery_line(finding) if resolved else None,
     )
 
 
+def recovery_line(finding: Finding, *, when: bool = True) -> str | None:
+    """A resolve's figures as they are now, from the evidence analyze re-drew when it resolved
+    it: "recovered: node-03 now at 88% (peers' median 92%); the fault last held at 12:10:50 UTC".
+    When the picture could not be re-drawn (no data since the fault ended) it says so, and gives
+    no figure. None without evidence. `when`: say when the fault last held."""
+    ev = finding.evidence
+    if ev is None:
+        return None
+    if not ev.recovery:
+        if finding.ended is None:
+            return "the picture is from while it fired"
+        held = _clock(finding.ended, finding.at)
+        return f"no data since the fault last held at {held}: the picture is from then"
+    flagged = [r for r in ev.rows if r.flagged] or list(ev.rows)
+    shown = [
+        f"{r.label} {'now ' if i == 0 else ''}at {format_value(r.level, ev.unit)}"
+        for i, r in enumerate(flagged[:MAX_LISTED])
+    ]
+    if len(flagged) > MAX_LISTED:
+        shown.append(f"… (+{len(flagged) - MAX_LISTED} more)")
+    line = "recovered: " + ", ".join(shown)
+    if ev.reference is not None:
+        line += f" ({ev.reference_label or 'reference'} {format_value(ev.reference, ev.unit)})"
+    if when and finding.ended is not None:
+        line += f"; the fault last held at {_clock(finding.ended, finding.at)}"
+    return line
+
+
+def _clock(ts: float, at: float) -> str:
+    """`12:10:50 UTC`, with the date when it is not the day of `at`."""
+    text, day = format_time(ts), format_time(at)
+    return text[11:] if text[:10] == day[:10] else text
+
+
+def picture_note(finding: Finding) -> str:
+    """How old the picture is, for a title: "" while firing; " · now, after the fault" for a
+    resolve's re-drawn picture; " · while it fired" for one that could not be re-drawn."""
+    if finding.state != "resolved" or finding.evidence is None:
+        return ""
+    if finding.evidence.recovery:
+        return f" · now, after the fault ({FLAG}: the rows at fault)"
+    return " · while it fired"
+
+
 def _firing_word(finding: Finding, repeat: bool) -> str:
-    """FIRING, STILL FIRING, or ESCALATED (a firing alert told again because it turned more severe)."""
-    if finding.escalated_from and not repeat:
-        return f"ESCALATED from {finding.escalated_from}"
-    return "STILL FIRING" if repeat else "FIRING"
+    """FIRING, STILL FIRING, ESCALATED (a firing alert told again because it turned more severe),
+    and/or "+ node-06 JOINED" (told again because nodes joined it)."""
+    if repeat:
+        return "STILL FIRING"
+    word = f"ESCALATED from {finding.escalated_from}" if finding.escalated_from else "FIRING"
+    if finding.newly_joined:
+        word += f" + {listing(finding.newly_joined, SHORT_LISTED)} JOINED"
+    return word
 
 
 MAX_SYMPTOMS_SHOWN = 10  # symptom lines in a message before "and N more"
@@ -357,10 +411,14 @@ def short_who(finding: Finding) -> str:
 
 def short_details(finding: Finding, *, where: bool = True) -> str:
     """`node-05 GPU 7 · user bob · for 45m 5s`: one alert's where (unless the format shows it
-    elsewhere), who and how long, one line."""
+    elsewhere), who and how long, one line; a resolve adds its figures now (`recovery_line`)
+    when analyze could draw them."""
     duration = format_duration(finding.at - finding.since)
     since = f"was firing for {duration}" if finding.state == "resolved" else f"for {duration}"
-    parts = (short_where(finding) if where else "", short_who(finding), since)
+    ev = finding.evidence
+    shown = finding.state == "resolved" and ev is not None and ev.recovery  # figures of now, not "no data"
+    recovered = (recovery_line(finding, when=False) or "") if shown else ""
+    parts = (short_where(finding) if where else "", short_who(finding), since, recovered)
     return " · ".join(part for part in parts if part)
 
 

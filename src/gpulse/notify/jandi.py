@@ -66,13 +66,15 @@ def render_finding(finding: Finding, mentions: Sequence[str] = (), *, repeat: bo
         _info("Since", facts.since),
         _info("Severity", facts.severity),
     ]
+    if facts.now is not None:  # a resolve: its figures now, beside what it was
+        info.append(_info("Now", facts.now))
     listed = ev.symptoms_text(finding)
     if listed is not None:  # an incident: what this cause explains, in the same message
         info.append(_info("Symptoms", listed))
     if finding.evidence is not None:
         info.append(
             {
-                "title": finding.evidence.title,
+                "title": finding.evidence.title + ev.picture_note(finding),
                 "description": ev.table(finding.evidence, max_chars=MAX_DESCRIPTION_CHARS),
             }
         )

@@ -81,8 +81,9 @@ def _field(title: str, body: str) -> dict[str, str]:
     return _mrkdwn(ev.truncate(f"*{title}*\n{escape(body)}", MAX_FIELD_CHARS))
 
 
-def _code_prefix(evidence: Evidence) -> str:
-    return f"*{escape(evidence.title)}*\n```\n"
+def _code_prefix(evidence: Evidence, note: str = "") -> str:
+    """The table's title line; `note`: how old the picture is (`evidence.picture_note`)."""
+    return f"*{escape(evidence.title)}*{escape(note)}\n```\n"
 
 
 CODE_SUFFIX = "\n```"
@@ -122,6 +123,8 @@ def render_finding(finding: Finding, mentions: Sequence[str] = (), *, repeat: bo
         if resolved
         else escape(finding.summary)
     )
+    if facts.now is not None:  # a resolve: its figures now, beside what it was
+        lead += f"\n*Now:* {escape(facts.now)}"
     blocks: list[dict[str, Any]] = [
         _header(header),
         _section(lead),
@@ -139,7 +142,7 @@ def render_finding(finding: Finding, mentions: Sequence[str] = (), *, repeat: bo
     if listed is not None:  # an incident: what this cause explains, in the same message
         blocks.append(_section(escape(listed)))
     if finding.evidence is not None:
-        prefix = _code_prefix(finding.evidence)
+        prefix = _code_prefix(finding.evidence, ev.picture_note(finding))
         code = ev.fit_table(
             finding.evidence,
             MAX_SECTION_CHARS - len(prefix) - len(CODE_SUFFIX),

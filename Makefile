@@ -66,9 +66,9 @@ bench-storage: $(VENV_TEST)/.installed
 	$(VENV_TEST)/bin/python bench/bench_storage.py --out bench/out/storage.json
 
 cost-model: $(VENV_TEST)/.installed
-	$(VENV_TEST)/bin/python bench/cost_model.py --load bench/out/ingest_load.jsonl
+	$(VENV_TEST)/bin/python bench/cost_model.py
 
-# 1,250 signed shippers against the local HTTP API on 127.0.0.1 for 60 s (and a 404 baseline)
+# 1,250 signed shippers against the local ingest URL on 127.0.0.1 for 60 s (and a 404 baseline)
 bench-ingest-load: $(VENV_TEST)/.installed
 	mkdir -p bench/out
 	$(VENV_TEST)/bin/python bench/bench_ingest_load.py | tee bench/out/ingest_load.jsonl

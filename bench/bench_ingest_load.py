@@ -1,9 +1,9 @@
-"""Ingest under load: 1,250 simulated shippers posting signed batches to the local HTTP API.
+"""Ingest under load: 1,250 simulated shippers posting signed batches to the local ingest URL.
 
     python bench/bench_ingest_load.py [--shippers 1250] [--seconds 60] [--batch 10] [--workers 48]
 
-The local HTTP API is the template's IngestFunction served by `python -m devstack.runtime` on
-127.0.0.1 (the same handler, routes and API Gateway v2 events as the local stack), against a moto
+The local ingest URL is the template's IngestFunction served by `python -m devstack.runtime` on
+127.0.0.1 (the same handler and function URL events as the local stack), against a moto
 server (its own process, on 127.0.0.1) with the tables from template.yaml and one SSM secret per
 shipper. The load generator is this process: a bounded pool of --workers threads that sends
 each shipper's batch (8 GPUs × --batch samples, gzip, HMAC-signed at send time) on its schedule:
@@ -16,8 +16,8 @@ beside the handler's threads on the 2 shared cores; a bounded thread pool is eno
 
 Figures (one JSON object per line): req/s completed, p50/p90/p99/max latency, start lag p99,
 errors by status; the same for the baseline measured in the same run: the same generator at the
-same rate against an unknown route on the same server (404 before any handler), so the ratio
-says what ingest itself adds to HTTP on loopback.
+same rate against an unknown path on the same server (the handler's 404: nothing verified, read
+or stored), so the ratio says what ingest's work adds to HTTP on loopback.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stored bytes per sample, as DynamoDB bills them, against Prometheus TSDB and VictoriaMetrics.
+"""Stored bytes per sample, as DynamoDB and S3 bill them, against Prometheus TSDB and VictoriaMetrics.
 
     python bench/bench_storage.py [--hours 6] [--quick] [--out FILE] [--trace CSV]
 
@@ -14,9 +14,11 @@ Two datasets, the same samples given to every store:
 For each dataset and batch interval (10, 30, 60 s):
   hot     the per-batch items ingest writes (SeriesStore.chunk_items), bytes as DynamoDB's item
           size rules count them (attribute names + values) + 100 B per item;
-  long    the compactor's hourly blocks (gpulse.blocks, SeriesStore.block_items) alone, or for a
-          sparse node its day blocks (SeriesStore.day_block_items; the whole trace is one day), and
-  rollups its minute rollups (min/mean/max/last), counted the same way;
+  long    the compactor's hourly blocks (gpulse.blocks) in their S3 objects (LongTier.block_object:
+          one per node-hour, billed as S3 Standard stores it: body + key + user metadata, no
+          per-object overhead), less the rollup sections; or for a sparse node its day blocks
+          (LongTier.day_block_object; the whole trace is one day), and
+  rollups its minute rollups (min/mean/max/last): the rollup sections of those objects;
 and, once per dataset, the baselines:
   prometheus  `promtool tsdb create-blocks-from openmetrics` over the samples, the blocks'
               size on disk (chunks, index, meta; 2 h blocks, as promtool 2.42 writes them);
@@ -57,7 +59,7 @@ import boto3  # noqa: E402
 
 from gpulse import blocks, codec  # noqa: E402
 from gpulse.compact import SPARSE_TIMESTAMPS  # noqa: E402
-from gpulse.store import BLOCK_S, DAY_S, SeriesStore  # noqa: E402
+from gpulse.store import BLOCK_S, DAY_S, LongTier, SeriesStore  # noqa: E402
 from gpulse.wire.batch import Batch  # noqa: E402
 
 TRACE = Path("/work/shared/traces/vector-1gpu-15s.csv")
@@ -252,27 +254,27 @@ def tiers(docs: list[dict[str, Any]], store: SeriesStore) -> dict[str, Any]:
             days[hour // DAY_S * DAY_S].extend(blocks.decode_block(p) for p in blocks.encode_block(merged))
             folded[hour // DAY_S * DAY_S][str(int(hour))] = blocks.source_digest(keys[hour])
             continue
-        parts = blocks.encode_block(merged)
-        items = store.block_items(
+        parts, rollups = blocks.encode_block(merged), blocks.rollup(merged)
+        obj = LongTier.block_object(
             merged["cluster"],
             merged["node"],
             hour,
             parts,
-            blocks.rollup(merged),
+            rollups,
             source=blocks.source_digest(keys[hour]),
             t_first=float(merged["timestamps"][0]),
             t_last=float(merged["timestamps"][-1]),
         )
-        *block, rollup = items
-        block_bytes += sum(item_size(i) for i in block)
-        block_items += len(block)
-        roll_bytes += item_size(rollup)
+        rolled = sum(len(r) for r in rollups.values())
+        block_bytes += obj.billed_bytes() - rolled
+        block_items += 1
+        roll_bytes += rolled
         roll_items += 1
     for day, hours in days.items():
         merged = blocks.merge(hours, day, day + DAY_S)
         assert merged is not None
         ts = merged["timestamps"]
-        items = store.day_block_items(
+        obj = LongTier.day_block_object(
             "bench",
             "n1",
             day,
@@ -281,8 +283,8 @@ def tiers(docs: list[dict[str, Any]], store: SeriesStore) -> dict[str, Any]:
             t_first=ts[0],
             t_last=ts[-1],
         )
-        block_bytes += sum(item_size(i) for i in items)
-        block_items += len(items)
+        block_bytes += obj.billed_bytes()
+        block_items += 1
     return {
         "hot_bytes": hot_bytes,
         "hot_items": hot_items,

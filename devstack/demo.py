@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from devstack.stack import ROOT, LocalStack
+from devstack.template import load_template
 from gpulse.alerting.routes import GROUP_INTERVAL_S, GROUP_WAIT_S, REPEAT_INTERVAL_S
 from gpulse.config.store import ConfigStore
 
 CLUSTER = "demo"
+
+
+def analyze_every_s(time_scale: float) -> float:
+    """Seconds between analyze ticks on the demo's clock: the schedule's minute, scaled, over the
+    template's AnalyzeTicksPerMinute."""
+    ticks = int(load_template()["Parameters"]["AnalyzeTicksPerMinute"]["Default"])
+    return 60 / time_scale / ticks
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class DemoPlan:
     batch_s: int = 10
     fault_start_s: int = 40
     fault_end_s: int = 130
-    time_scale: float = 4.0  # analyze every 60/4 = 15 s
+    time_scale: float = 4.0  # the schedule's minute is 60/4 = 15 s (analyze_every_s)
     for_s: int = 30  # both rules' `for` in the demo (production defaults are longer)
     max_s: int = 200
     real: bool = False  # ship this machine's real GPUs instead of a simulated fleet
@@ -107,7 +115,7 @@ def simulated_fleet(plan: DemoPlan, stack: LocalStack, secrets_dir: Path) -> lis
 
 
 def shipper_command(plan: DemoPlan, stack: LocalStack, run_dir: Path, node_args: list[str]) -> list[str]:
-    """The node shipper's command line against the local stack's HTTP API."""
+    """The node shipper's command line against the local stack's ingest (its function URL)."""
     return [
         sys.executable,
         "-m",
@@ -175,8 +183,9 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> DemoRun
     try:
         stack.start()
         say(
-            f"HTTP API {stack.api_url}/v1/batches · chat sink {stack.sink.url} · analyze every "
-            f"{60 / plan.time_scale:g}s (time scale ×{plan.time_scale:g}) · logs in {run_dir}/logs"
+            f"ingest {stack.api_url}/v1/batches · chat sink {stack.sink.url} · analyze every "
+            f"{analyze_every_s(plan.time_scale):.3g}s (time scale ×{plan.time_scale:g}) · "
+            f"logs in {run_dir}/logs"
         )
         route = configure(plan, stack, who="demo")
         say(f"rule parameters for the demo, in the config table: {plan.params()}")
@@ -252,7 +261,7 @@ def run_demo(plan: DemoPlan, run_dir: Path, out: TextIO = sys.stdout) -> DemoRun
         if not plan.real:
             print(
                 f"   faults began at +{plan.fault_start_s}s and ended at +{plan.fault_end_s}s; rules' `for` "
-                f"was {plan.for_s}s, analyze ran every {60 / plan.time_scale:g}s, "
+                f"was {plan.for_s}s, analyze ran every {analyze_every_s(plan.time_scale):.3g}s, "
                 f"batches every {plan.batch_s}s",
                 file=out,
                 flush=True,

@@ -6,6 +6,8 @@ imports the same `functions/<name>/app.py` handler that `sam build` packages:
 
 - an HttpApi event: an HTTP server on 127.0.0.1 that turns requests into API Gateway v2
   (payload format 2.0) events and the handler's answer back into HTTP;
+- a FunctionUrlConfig: the same, but as the function's own URL does it: every method and path
+  reaches the handler (routeKey `$default`, domain `<url-id>.lambda-url.<region>.on.aws`);
 - a Schedule event: the handler fired with an EventBridge scheduled event every rate/time_scale;
 - an SQS event: an event-source-mapping poller that deletes what succeeded and leaves the
   `batchItemFailures` to come back after the visibility timeout (scaled like the schedule);
@@ -42,6 +44,7 @@ import boto3
 
 from devstack.template import (
     FunctionSpec,
+    FunctionUrl,
     HttpApiEvent,
     ScheduleEvent,
     SnsEvent,
@@ -55,7 +58,8 @@ from gpulse import env
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_API_MAX_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API payload limit
-LAMBDA_SYNC_MAX_BYTES = 6 * 1024 * 1024
+LAMBDA_SYNC_MAX_BYTES = 6 * 1024 * 1024  # a synchronous invocation's event; a function URL's request too
+TOO_LARGE = b'{"message":"Request Entity Too Large"}'
 logger = logging.getLogger("devstack.runtime")
 
 
@@ -138,9 +142,7 @@ def http_api_event(
 ) -> dict[str, Any]:
     """An API Gateway HTTP API payload-format-2.0 event, as Lambda receives it."""
     now = datetime.now(UTC)
-    text_types = ("application/json", "text/")
-    ctype = headers.get("content-type", "")
-    binary = bool(body) and (headers.get("content-encoding") or not ctype.startswith(text_types))
+    binary = _is_binary(headers, body)
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route,
@@ -175,7 +177,99 @@ def http_api_event(
     return event
 
 
+def _is_binary(headers: dict[str, str], body: bytes) -> bool:
+    """Whether the body reaches the handler base64-encoded: an encoded (gzip) or non-text body."""
+    text_types = ("application/json", "text/")
+    ctype = headers.get("content-type", "")
+    return bool(body) and bool(headers.get("content-encoding") or not ctype.startswith(text_types))
+
+
+def url_domain(function_id: str, region: str) -> str:
+    """The local function URL's domain, as AWS names one (`<url-id>.lambda-url.<region>.on.aws`)."""
+    return f"{function_id.lower()}.lambda-url.{region}.on.aws"
+
+
+def function_url_event(
+    method: str,
+    path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    domain: str,
+) -> dict[str, Any]:
+    """A Lambda function URL's event (payload format 2.0, AuthType NONE), as the handler receives
+    it: routeKey `$default` whatever the path, no pathParameters, no authorizer, and the caller's
+    account `anonymous` (what AWS puts there when the URL checks no IAM identity)."""
+    now = datetime.now(UTC)
+    binary = _is_binary(headers, body)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": domain.split(".", 1)[0],
+            "domainName": domain,
+            "domainPrefix": domain.split(".", 1)[0],
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "body": base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace"),
+        "isBase64Encoded": binary,
+    }
+    if query:  # repeated parameters joined with commas, as API Gateway v2 does
+        event["queryStringParameters"] = {k: ",".join(v) for k, v in parse_qs(query).items()}
+    return event
+
+
+# What turns one request into the handler's event: None is a 404 no handler sees.
+EventFor = Callable[[str, str, str, dict[str, str], bytes], dict[str, Any] | None]
+
+
 def serve_http_api(fn: Function, routes: list[HttpApiEvent], port: int, stop: threading.Event) -> None:
+    """The function's HttpApi routes on 127.0.0.1:`port`, as API Gateway serves them."""
+
+    def event_for(
+        method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, Any] | None:
+        matched = match_route(routes, method, path)
+        if matched is None:
+            return None
+        route, params = matched
+        return http_api_event(method, path, query, headers, body, f"{route.method} {route.path}", params)
+
+    _serve(fn, event_for, HTTP_API_MAX_BYTES, 500, port, stop)
+
+
+def serve_function_url(fn: Function, url: FunctionUrl, port: int, stop: threading.Event) -> None:
+    """The function's URL on 127.0.0.1:`port`: every request reaches the handler (AuthType NONE)."""
+    assert url.auth_type == "NONE"  # function_specs refuses the others
+    domain = url_domain(fn.spec.logical_id, fn.region)
+
+    def event_for(
+        method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, Any] | None:
+        return function_url_event(method, path, query, headers, body, domain=domain)
+
+    _serve(fn, event_for, LAMBDA_SYNC_MAX_BYTES, 502, port, stop)  # a URL reports a crash as 502
+
+
+def _serve(
+    fn: Function, event_for: EventFor, max_bytes: int, crash_status: int, port: int, stop: threading.Event
+) -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -189,45 +283,38 @@ def serve_http_api(fn: Function, routes: list[HttpApiEvent], port: int, stop: th
                     self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":  # HEAD: the headers of the answer, never its body
+                self.wfile.write(body)
 
         def _handle(self) -> None:
             path, _, query = self.path.partition("?")
             length = int(self.headers.get("Content-Length") or 0)
-            if length > HTTP_API_MAX_BYTES:
-                self._answer(
-                    413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"}
-                )
+            if length > max_bytes:
+                self._answer(413, TOO_LARGE, {"Content-Type": "application/json"})
                 self.close_connection = True
                 return
             body = self.rfile.read(length) if length else b""
-            matched = match_route(routes, self.command, path)
-            if matched is None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            event = event_for(self.command, path, query, headers, body)
+            if event is None:
                 self._answer(404, b'{"message":"Not Found"}', {"Content-Type": "application/json"})
                 return
-            route, params = matched
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            event = http_api_event(
-                self.command, path, query, headers, body, f"{route.method} {route.path}", params
-            )
             if len(json.dumps(event)) > LAMBDA_SYNC_MAX_BYTES:  # what Lambda refuses before the handler
-                self._answer(
-                    413, b'{"message":"Request Entity Too Large"}', {"Content-Type": "application/json"}
-                )
+                self._answer(413, TOO_LARGE, {"Content-Type": "application/json"})
                 return
             try:
                 result = fn.invoke(event)
-            except Exception:  # an unhandled error in a handler is API Gateway's 500, as in AWS
+            except Exception:  # an unhandled error: the API's 500 or the URL's 502, as in AWS
                 logger.exception("handler raised")
                 self._answer(
-                    500, b'{"message":"Internal Server Error"}', {"Content-Type": "application/json"}
+                    crash_status, b'{"message":"Internal Server Error"}', {"Content-Type": "application/json"}
                 )
                 return
             out = result.get("body") or ""
             raw = base64.b64decode(out) if result.get("isBase64Encoded") else str(out).encode()
             self._answer(int(result.get("statusCode", 200)), raw, dict(result.get("headers") or {}))
 
-        do_POST = do_GET = do_PUT = do_DELETE = _handle
+        do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
@@ -379,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m devstack.runtime", description=__doc__.splitlines()[0])
     ap.add_argument("function", help="logical id in template.yaml, e.g. IngestFunction")
     ap.add_argument("--endpoint", required=True, help="the moto server, http://127.0.0.1:PORT")
-    ap.add_argument("--port", type=int, default=0, help="for an HttpApi function: the port to serve on")
+    ap.add_argument(
+        "--port", type=int, default=0, help="for an HttpApi or function URL function: the port to serve on"
+    )
     ap.add_argument(
         "--time-scale", type=float, default=1.0, help="schedules and SQS visibility run this much faster"
     )
@@ -428,7 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         t.start()
         threads.append(t)
     routes = [ev for ev in spec.events if isinstance(ev, HttpApiEvent)]
-    if routes:
+    if routes and spec.url is not None:  # two servers would need two ports; none of ours has both
+        raise SystemExit(f"{args.function}: both HttpApi events and a FunctionUrlConfig; serve one")
+    if spec.url is not None:
+        serve_function_url(fn, spec.url, args.port, stop)
+    elif routes:
         serve_http_api(fn, routes, args.port, stop)
     else:
         stop.wait()

@@ -38,7 +38,8 @@ FUNCTIONS = (
     "CompactorFunction",
     "ChartsFunction",
 )
-HTTP_FUNCTIONS = frozenset({"IngestFunction", "ChartsFunction"})  # HttpApi events: a port each
+# a port each: ingest's function URL, the charts' HttpApi route
+HTTP_FUNCTIONS = frozenset({"IngestFunction", "ChartsFunction"})
 
 
 def free_port() -> int:
@@ -75,7 +76,7 @@ class LocalStack:
         self.sink = ChatSink(out=sink_out)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoint = ""
-        self.api_url = ""
+        self.api_url = ""  # ingest's function URL: the shippers' --endpoint (IngestUrl in AWS)
         self.charts_url = ""  # where chart links point locally (the charts function's port)
         self.deployment: LocalDeployment | None = None
         self._moto: object | None = None
@@ -118,8 +119,8 @@ class LocalStack:
             Overwrite=True,
         )
         self._write_outputs()
-        # each HttpApi function serves its routes on a port of its own (one process each); alert's
-        # chart links point at the charts function's (in AWS, one API: the same host as ingest),
+        # ingest's function URL and the charts' HttpApi route each get a port of their own (one
+        # process each); alert's chart links point at the charts function's (in AWS, the HTTP API),
         # so charts starts first and the others are told where it listens
         self._spawn("ChartsFunction")
         self.charts_url = self._wait_ready("ChartsFunction")
@@ -128,6 +129,7 @@ class LocalStack:
             self._spawn(name)
         ready = {name: self._wait_ready(name) for name in others}
         self.api_url = ready["IngestFunction"]
+        self._write_outputs()  # now with IngestUrl, the one output known only once ingest listens
 
     def _write_outputs(self) -> None:
         """RUN_DIR/outputs.json: the endpoint and the stack outputs the CLI reads (`gpulse --local`),
@@ -142,6 +144,8 @@ class LocalStack:
             "FindingsDlqUrl": self.queue_url("FindingsDLQ"),
             "HealthTopicArn": self.deployment.topics["HealthTopic"],
         }
+        if self.api_url:  # AWS's function URL ends in "/" too; the shipper strips it
+            outputs["IngestUrl"] = f"{self.api_url}/"
         doc = {"endpoint": self.endpoint, "region": REGION, "outputs": outputs}
         (self.run_dir / "outputs.json").write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -171,8 +175,9 @@ class LocalStack:
         )
 
     def _wait_ready(self, name: str, timeout: float = 60.0) -> str:
-        """What the function said once ready: for an HttpApi function the URL its routes are
-        served on (`ready http://127.0.0.1:<port>`), for the others their first event source."""
+        """What the function said once ready: for one served over HTTP (a function URL or HttpApi
+        routes) the URL it listens on (`ready http://127.0.0.1:<port>`), for the others their
+        first event source."""
         log = self.run_dir / "logs" / f"{name}.log"
         said_by = HTTP_READY if name in HTTP_FUNCTIONS else READY
         deadline = time.monotonic() + timeout

@@ -216,6 +216,16 @@ FunctionEvent = HttpApiEvent | ScheduleEvent | SqsEvent | SnsEvent
 
 
 @dataclass(frozen=True)
+class FunctionUrl:
+    """A function's FunctionUrlConfig: its own HTTPS endpoint, every method and path passed to the
+    handler as a payload-format-2.0 event (routeKey `$default`). Locally: AuthType NONE and
+    BUFFERED only (no SigV4 check, no response streaming here); no Cors (shippers are not browsers)."""
+
+    auth_type: str = "NONE"
+    invoke_mode: str = "BUFFERED"
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """How to run one AWS::Serverless::Function locally."""
 
@@ -227,6 +237,7 @@ class FunctionSpec:
     memory: int  # MB
     environment: dict[str, str]  # Globals merged with the function's, every value resolved
     events: tuple[FunctionEvent, ...]
+    url: FunctionUrl | None = None  # its FunctionUrlConfig, if it has one
 
     @property
     def handler_module(self) -> str:
@@ -826,13 +837,32 @@ def _event(
     raise TemplateError(f"{where}: event type {kind!r} is not served by the local stack")
 
 
+def _function_url(function_id: str, config: Any) -> FunctionUrl | None:
+    """A FunctionUrlConfig as the local stack serves it; what it cannot serve faithfully is refused."""
+    if config is None:
+        return None
+    where = f"{function_id}.FunctionUrlConfig"
+    if not isinstance(config, dict):
+        raise TemplateError(f"{where}: must be a mapping")
+    _check_properties(where, config, {"AuthType", "InvokeMode"})
+    url = FunctionUrl(
+        auth_type=str(config.get("AuthType", "")), invoke_mode=str(config.get("InvokeMode", "BUFFERED"))
+    )
+    if url.auth_type != "NONE":
+        raise TemplateError(f"{where}: AuthType {url.auth_type!r}: the local stack serves NONE (no SigV4)")
+    if url.invoke_mode != "BUFFERED":
+        raise TemplateError(f"{where}: InvokeMode {url.invoke_mode!r}: the local stack serves BUFFERED only")
+    return url
+
+
 def function_specs(template: Mapping[str, Any], deployment: LocalDeployment) -> dict[str, FunctionSpec]:
     """Every AWS::Serverless::Function of `template`, ready to run against `deployment`.
 
     Globals.Function is merged under each function's properties (environment variables merged
     by name). Every intrinsic in the environment is resolved: Ref to a parameter (its value), a
     table (its name), a queue (its URL) or a pseudo parameter; Fn::GetAtt Arn, QueueUrl,
-    QueueName; Fn::Sub; Fn::Join. Anything else raises TemplateError naming the function.
+    QueueName; Fn::Sub; Fn::Join. Anything else raises TemplateError naming the function. A
+    FunctionUrlConfig becomes the spec's `url` (AuthType NONE, BUFFERED: all the local stack serves).
     """
     resolver = _Resolver(
         parameters=deployment.parameters,
@@ -876,5 +906,6 @@ def function_specs(template: Mapping[str, Any], deployment: LocalDeployment) -> 
             ),
             environment=environment,
             events=events,
+            url=_function_url(logical_id, props.get("FunctionUrlConfig")),
         )
     return specs

@@ -19,7 +19,7 @@ def event_names() -> list[str]:
 
 
 def load_event(name: str) -> dict[str, Any]:
-    """The event stored as events/<name>.json ("ingest_batch" or "ingest_batch.json").
+    """The event stored as events/<name>.json ("ingest_function_url" or "ingest_function_url.json").
 
     Raises FileNotFoundError naming the events that exist when there is no such file.
     """

@@ -1,6 +1,7 @@
 """Analyze's dispatcher Lambda: fired every minute by EventBridge; sends one task per cluster
-(and per shard of a big cluster) to the analyze queue, once now and, with two ticks a minute,
-again for 30 s later; the analyze worker (functions/analyze_worker) runs the detectors.
+(and per shard of a big cluster) to the analyze queue, once now and, with n ticks a minute, again
+for each k/n of the minute later (6: every 10 s); the analyze worker (functions/analyze_worker)
+runs the detectors.
 
 An adapter only: gpulse.analyze.fanout plans and sends; this wires it from the environment,
 settles the config's own alerts once per tick, pings the heartbeat once every task was enqueued
@@ -35,10 +36,15 @@ metrics = Metrics()
 FINDINGS_QUEUE_URL = env.require(env.FINDINGS_QUEUE_URL)
 ANALYZE_QUEUE_URL = env.require(env.ANALYZE_QUEUE_URL)
 SHARD_NODES = env.optional_int(env.ANALYZE_SHARD_NODES, 500)
-TICKS_PER_MINUTE = env.optional_int(env.ANALYZE_TICKS_PER_MINUTE, 2)
+# evenly spaced whole seconds apart (template AnalyzeTicksPerMinute); 6 is every 10 s, two bins
+TICKS_ALLOWED = (1, 2, 3, 4, 6)
+TICKS_PER_MINUTE = env.optional_int(env.ANALYZE_TICKS_PER_MINUTE, 6)
 MINUTE_S = env.optional_int(env.ANALYZE_MINUTE_S, 60)
-if TICKS_PER_MINUTE not in (1, 2):
-    raise ConfigurationError(f"{env.ANALYZE_TICKS_PER_MINUTE} must be 1 or 2, not {TICKS_PER_MINUTE}")
+if TICKS_PER_MINUTE not in TICKS_ALLOWED:
+    allowed = ", ".join(map(str, TICKS_ALLOWED))
+    raise ConfigurationError(
+        f"{env.ANALYZE_TICKS_PER_MINUTE} must be one of {allowed}, not {TICKS_PER_MINUTE}"
+    )
 if SHARD_NODES < 1 or MINUTE_S < 1:
     raise ConfigurationError(f"{env.ANALYZE_SHARD_NODES} and {env.ANALYZE_MINUTE_S} must be at least 1")
 SERIES_TABLE = env.require(env.SERIES_TABLE)

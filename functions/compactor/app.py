@@ -1,5 +1,5 @@
 """Compactor Lambda: fired every hour by EventBridge; merges closed hours of each node's
-chunks into long-tier blocks and minute rollups (gpulse.compact).
+chunks into long-tier blocks and minute rollups, one S3 object per node-hour (gpulse.compact).
 
 An adapter only: parse nothing (the schedule's event carries nothing the run needs), run the
 compactor, report what it did.
@@ -26,13 +26,14 @@ metrics = Metrics()
 # Read at import, so that a missing setting fails the cold start with its name.
 SERIES_TABLE = env.require(env.SERIES_TABLE)
 SERIES_TTL_DAYS = env.optional_int(env.SERIES_TTL_DAYS, 14)
+LONG_TIER_BUCKET = env.require(env.LONG_TIER_BUCKET)
 
 
 def _wire() -> Compactor:
     import boto3
 
     from gpulse.compact import Compactor
-    from gpulse.store import DEFAULT_HOT_TTL_S, DEFAULT_SHARDS, SeriesStore
+    from gpulse.store import DEFAULT_HOT_TTL_S, DEFAULT_SHARDS, LongTier, SeriesStore
 
     store = SeriesStore(
         SERIES_TABLE,
@@ -41,7 +42,7 @@ def _wire() -> Compactor:
         shards=env.optional_int(env.SERIES_SHARDS, DEFAULT_SHARDS),
         client=boto3.client("dynamodb"),
     )
-    return Compactor(store)
+    return Compactor(store, LongTier(LONG_TIER_BUCKET, client=boto3.client("s3")))
 
 
 compactor = Lazy(_wire)

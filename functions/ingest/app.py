@@ -1,7 +1,12 @@
-"""Ingest Lambda: POST /v1/batches (HTTP API) → verified, validated, stored once.
+"""Ingest Lambda: POST /v1/batches (its function URL) → verified, validated, stored once.
 
-An adapter only: Powertools routes the request and makes the write idempotent by batch_id;
-gpulse.ingest does the checking, gpulse.store the writing.
+An adapter only: Powertools routes the request (a function URL passes every method and path: the
+only route is POST /v1/batches, a wrong method on it is 405, any other path 404, both with a JSON
+`error`); gpulse.ingest does the checking, gpulse.store the writing. The store's conditional write
+is what makes a batch stored once: a replay (the same batch again) finds its chunks and is
+acknowledged as a duplicate, writing nothing; the same batch_id with other content at those keys is
+refused (409). No idempotency record is kept besides: it cost 2 write units per batch for what the
+chunk's condition already knows.
 """
 
 from __future__ import annotations
@@ -12,24 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gpulse import env, ingest, telemetry
 from gpulse.errors import GpulseError, InvalidInput
 from gpulse.lazy import Lazy, attributes
-from gpulse.wire.batch import MAX_AGE_S, MAX_MESSAGE_CHARS, Batch, clip
+from gpulse.wire.batch import MAX_MESSAGE_CHARS, Batch, clip
 
 if TYPE_CHECKING:
     from gpulse.alerting.records import AlertRecords
@@ -41,7 +36,7 @@ if TYPE_CHECKING:
 logger = Logger()
 tracer = telemetry.tracer()
 metrics = Metrics()
-app = APIGatewayHttpResolver()
+app = LambdaFunctionUrlResolver()
 clock: Callable[[], float] = time.time  # the request's "now" (signing window, batch age, rotation)
 
 # Read at import, so that a missing setting fails the cold start with its name.
@@ -52,26 +47,6 @@ FINDINGS_QUEUE_URL = env.require(env.FINDINGS_QUEUE_URL)
 NODE_SECRETS_PREFIX = env.require(env.NODE_SECRETS_PREFIX)
 CONFIG_TABLE = env.require(env.CONFIG_TABLE)
 CONFIG_CACHE_S = env.optional_int(env.CONFIG_CACHE_S, 30)
-IDEMPOTENCY_TABLE = env.require(env.IDEMPOTENCY_TABLE)
-
-
-def replayed(response: Any, idempotent_data: DataRecord) -> Any:
-    """A replay answered from the idempotency record: acknowledged, nothing written this time."""
-    return {**response, "chunks": 0, "duplicate": True}
-
-
-idempotency = IdempotencyConfig(
-    event_key_jmespath="batch_id",
-    payload_validation_jmespath="digest",  # same batch_id, other content: refused, not overwritten
-    raise_on_no_idempotency_key=True,
-    expires_after_seconds=MAX_AGE_S,  # as long as ingest accepts a batch at all
-    response_hook=replayed,  # so a replay is counted, and handled, as one: no second fast path
-)
-
-
-def store_batch(record: dict[str, str], batch: Batch) -> dict[str, object]:
-    """Write the batch; `Wiring.store_once` is this, made idempotent by batch_id."""
-    return ingest.store(batch, wired().store).body()
 
 
 class Wiring(NamedTuple):
@@ -83,8 +58,6 @@ class Wiring(NamedTuple):
     findings: FindingsQueue
     secrets: SsmNodeSecrets
     rules: LiveConfig
-    persistence: DynamoDBPersistenceLayer
-    store_once: Callable[..., dict[str, object]]
 
 
 def _wire() -> Wiring:
@@ -99,7 +72,6 @@ def _wire() -> Wiring:
     from gpulse.store import DEFAULT_HOT_TTL_S, DEFAULT_SHARDS, SeriesStore
 
     dynamodb, sqs, ssm = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("ssm")  # one each
-    persistence = DynamoDBPersistenceLayer(table_name=IDEMPOTENCY_TABLE, boto3_client=dynamodb)
     return Wiring(
         store=SeriesStore(
             SERIES_TABLE,
@@ -112,10 +84,6 @@ def _wire() -> Wiring:
         findings=FindingsQueue(FINDINGS_QUEUE_URL, client=sqs),
         secrets=SsmNodeSecrets(NODE_SECRETS_PREFIX, client=ssm),
         rules=LiveConfig(DynamoDBStore(ConfigStore(CONFIG_TABLE, client=dynamodb), max_age=CONFIG_CACHE_S)),
-        persistence=persistence,
-        store_once=idempotent_function(
-            data_keyword_argument="record", config=idempotency, persistence_store=persistence
-        )(store_batch),
     )
 
 
@@ -124,13 +92,16 @@ wired = Lazy(_wire)
 __getattr__ = attributes(wired, Wiring._fields, __name__)
 
 
+BATCHES = "/v1/batches"
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(
         status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers
     )
 
 
-@app.post("/v1/batches")
+@app.post(BATCHES)
 @tracer.capture_method
 def post_batch() -> Response:
     event = app.current_event
@@ -141,7 +112,7 @@ def post_batch() -> Response:
     verified = ingest.verify_request(body, headers, secrets=w.secrets, now=clock())
     batch = verified.batch
     logger.append_keys(cluster=batch.cluster, node=batch.node, batch_id=batch.batch_id)
-    result = w.store_once(record={"batch_id": batch.batch_id, "digest": verified.digest}, batch=batch)
+    result = ingest.store(batch, w.store).body()  # a replay: acknowledged, duplicate, nothing written
     telemetry.emit(metrics, "BatchesDuplicate" if result["duplicate"] else "BatchesStored")
     if not result["duplicate"]:
         telemetry.emit(metrics, "SamplesStored", batch.samples)
@@ -184,20 +155,18 @@ def refused(e: GpulseError) -> Response:
     return _json(status, {"error": reason})
 
 
-@app.exception_handler(IdempotencyValidationError)
-def conflicting_replay(e: IdempotencyValidationError) -> Response:
-    telemetry.emit(metrics, "BatchesRejected")
-    logger.warning("batch_id reused with different content")
-    return _json(409, {"error": "batch_id was already used for a batch with different content"})
+@app.not_found
+def not_a_batch(_: NotFoundError) -> Response:
+    """What the HTTP API's routing used to refuse before ingest ran: the function URL passes any
+    method and path, so ingest says which one it serves. Nothing is read or looked up first."""
+    event = app.current_event
+    method, path = event.http_method, event.path
+    logger.warning("not a batch request", method=clip(method, 16), path=clip(path, 64))
+    if path == BATCHES:
+        return _json(405, {"error": f"{BATCHES} takes POST only"}, {"Allow": "POST"})
+    return _json(404, {"error": f"no such path; batches go to POST {BATCHES}"})
 
 
-@app.exception_handler(IdempotencyAlreadyInProgressError)
-def in_progress(e: IdempotencyAlreadyInProgressError) -> Response:
-    # Another request is storing this batch right now: the shipper retries 429 and then gets its answer.
-    return _json(429, {"error": "this batch is being stored by another request; retry"}, {"Retry-After": "2"})
-
-
-@app.exception_handler(IdempotencyPersistenceLayerError)
 def store_unavailable(e: Exception) -> Response:
     logger.warning("store unavailable", error_type=type(e).__name__)
     return _json(503, {"error": "storage is unavailable; retry later"}, {"Retry-After": "5"})
@@ -207,5 +176,4 @@ def store_unavailable(e: Exception) -> Response:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    idempotency.register_lambda_context(context)
     return app.resolve(event, context)

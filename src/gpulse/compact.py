@@ -4,9 +4,10 @@ Run on a schedule (functions/compactor, every hour: each run reads the hot tier'
 again, and reads are what a run costs). Each run visits every registered
 cluster and every hour that is closed (its end plus `grace_s` for late batches has passed) and
 whose chunks can all still be in the hot tier (it began less than `hot_ttl_s` ago). For each node
-it merges the hour (gpulse.blocks), then writes the block and rollups unless the same chunks built
-the stored ones (`SeriesStore.put_block`'s `source` condition): a re-run over the same hour writes
-nothing, and a late chunk replaces that node's block. A sparse node's hours (fewer than
+it merges the hour (gpulse.blocks), then writes the block and rollups to the long tier in S3 (one
+object per node-hour, `gpulse.store.LongTier`) unless the same chunks built the stored one (its
+`source` metadata, compared by a HEAD): a re-run over the same hour writes nothing, and a late
+chunk replaces that node's object. A sparse node's hours (fewer than
 SPARSE_TIMESTAMPS timestamps) are folded into one block per day instead, without rollups.
 Nothing is deleted: chunks leave the hot tier only by their TTL, which is longer than an hour's
 reach here, so every chunk is in a block first.
@@ -22,7 +23,7 @@ from typing import Any
 
 from gpulse import blocks, codec
 from gpulse.errors import GpulseError
-from gpulse.store import BLOCK_S, BUCKET_S, DAY_S, SeriesStore, StoredChunk
+from gpulse.store import BLOCK_S, BUCKET_S, DAY_S, LongTier, SeriesStore, StoredChunk
 
 DEFAULT_GRACE_S = 300  # late batches of a closed hour: a shipper retrying for up to 5 minutes
 # An hour with fewer timestamps (a node sampling slower than every 6 s) is folded into its node's
@@ -47,6 +48,7 @@ class Compactor:
     def __init__(
         self,
         store: SeriesStore,
+        long_tier: LongTier,
         *,
         grace_s: float = DEFAULT_GRACE_S,
         clock: Callable[[], float] = time.time,
@@ -56,7 +58,8 @@ class Compactor:
                 f"the hot tier's TTL ({store.hot_ttl_s} s) must exceed a block ({BLOCK_S} s) plus the "
                 f"grace for late batches ({grace_s} s), or chunks expire before they are compacted"
             )
-        self.store = store
+        self.store = store  # the hot tier (chunks) and the registry, read
+        self.long = long_tier  # where blocks and rollups are written
         self.grace_s = grace_s
         self.clock = clock
 
@@ -107,7 +110,7 @@ class Compactor:
                 report.failed.append(f"{cluster}/{node}@{int(start)}: {e}")
                 continue
             ts = doc["timestamps"]
-            written = self.store.put_block(
+            written = self.long.put_block(
                 cluster,
                 node,
                 start,
@@ -129,7 +132,7 @@ class Compactor:
         nothing if that hour was folded from the same chunks already. No rollups: a minute of a
         node this sparse holds a sample or two, and a chart reads the block itself."""
         day = start // DAY_S * DAY_S
-        parts, hours = self.store.read_day_block(cluster, node, day)
+        parts, hours = self.long.read_day_block(cluster, node, day)
         if hours.get(str(int(start))) == digest:
             report.unchanged += 1
             return
@@ -144,7 +147,7 @@ class Compactor:
             report.failed.append(f"{cluster}/{node}@{int(start)}: {e}")
             return
         ts = doc["timestamps"]
-        self.store.put_day_block(
+        self.long.put_day_block(
             cluster,
             node,
             day,

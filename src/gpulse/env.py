@@ -13,7 +13,6 @@ from gpulse.errors import ConfigurationError
 SERIES_TABLE = "GPULSE_SERIES_TABLE"
 STATE_TABLE = "GPULSE_STATE_TABLE"
 CONFIG_TABLE = "GPULSE_CONFIG_TABLE"
-IDEMPOTENCY_TABLE = "GPULSE_IDEMPOTENCY_TABLE"
 FINDINGS_QUEUE_URL = "GPULSE_FINDINGS_QUEUE_URL"
 FINDINGS_DLQ_URL = "GPULSE_FINDINGS_DLQ_URL"
 NODE_SECRETS_PREFIX = "GPULSE_NODE_SECRETS_PREFIX"  # SSM path: {prefix}/{cluster}/{node}
@@ -21,11 +20,12 @@ SLACK_WEBHOOK_PARAM = "GPULSE_SLACK_WEBHOOK_PARAM"  # SSM SecureString name hold
 JANDI_WEBHOOK_PARAM = "GPULSE_JANDI_WEBHOOK_PARAM"
 SERIES_TTL_DAYS = "GPULSE_SERIES_TTL_DAYS"
 SERIES_HOT_TTL_S = "GPULSE_SERIES_HOT_TTL_S"  # seconds a hot-tier chunk lives (store.py)
+LONG_TIER_BUCKET = "GPULSE_LONG_TIER_BUCKET"  # where the compactor writes blocks and rollups (store.LongTier)
 SERIES_SHARDS = "GPULSE_SERIES_SHARDS"  # shards per series partition (store.py): writers and readers alike
 ANALYZE_WINDOW_S = "GPULSE_ANALYZE_WINDOW_S"
 ANALYZE_QUEUE_URL = "GPULSE_ANALYZE_QUEUE_URL"  # where analyze's dispatcher sends one task per cluster/shard
 ANALYZE_SHARD_NODES = "GPULSE_ANALYZE_SHARD_NODES"  # most nodes per shard (whole node groups; default 500)
-ANALYZE_TICKS_PER_MINUTE = "GPULSE_ANALYZE_TICKS_PER_MINUTE"  # 1 or 2: the second tick is delayed 30 s
+ANALYZE_TICKS_PER_MINUTE = "GPULSE_ANALYZE_TICKS_PER_MINUTE"  # 1, 2, 3, 4 or 6, evenly spaced in the minute
 # seconds in analyze's "minute" (60; the local stack shortens it with its time scale)
 ANALYZE_MINUTE_S = "GPULSE_ANALYZE_MINUTE_S"
 CONFIG_CACHE_S = "GPULSE_CONFIG_CACHE_S"  # how long analyze and alert keep a read of the config table

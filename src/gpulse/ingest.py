@@ -52,7 +52,7 @@ class Verified:
     """A request whose signature holds and whose body is a valid batch from the signer."""
 
     batch: wire.Batch
-    digest: str  # sha256 of the inflated JSON: the same batch_id with other content is a conflict
+    digest: str  # sha256 of the inflated JSON (the store judges a replay by what its keys hold)
 
 
 def signer(headers: dict[str, str]) -> tuple[str, str]:
@@ -109,7 +109,8 @@ def verify_request(body: bytes, headers: dict[str, str], *, secrets: SecretSourc
 
 
 def store(batch: wire.Batch, sink: BatchSink) -> Accepted:
-    """Write the batch once. A batch stored before is acknowledged, not written again."""
+    """Write the batch once. A batch stored before is acknowledged (`duplicate`, 0 chunks), not
+    written again; the sink raises InvalidInput(409) for the same batch_id with other content."""
     try:
         chunks = sink.put_batch(batch)
     except DuplicateBatch:
@@ -125,5 +126,5 @@ def ingest(
     sink: BatchSink,
     clock: Callable[[], float],
 ) -> Accepted:
-    """verify_request then store: the whole path, for callers that need no idempotency layer."""
+    """verify_request then store: the whole path, as the ingest function runs it."""
     return store(verify_request(body, headers, secrets=secrets, now=clock()).batch, sink)

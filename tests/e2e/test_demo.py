@@ -14,8 +14,9 @@ pytestmark = pytest.mark.e2e
 BOB = "node-05 GPU 7 held by bob (container 001547062189, jupyter)"
 IDLE_NODES = "2 of 8 nodes in demo at a low % GPU utilisation"
 
-# analyze every 5 s, batches every 5 s, faults from +15 s to +60 s. `for` is 20 s: longer than the
-# simulated job's ~8 s start-up (process present, GPU near 0 %), which a shorter `for` rightly reports.
+# a 5 s minute (an analyze tick every 0.83 s), batches every 5 s, faults from +15 s to +60 s. `for`
+# is 20 s: longer than the simulated job's ~8 s start-up (process present, GPU near 0 %), which a
+# shorter `for` rightly reports.
 PLAN = DemoPlan(batch_s=5, fault_start_s=15, fault_end_s=60, time_scale=12, for_s=20, max_s=120)
 
 

@@ -1,6 +1,6 @@
 """Analyze fanned out on AWS itself, against moto: the dispatcher's tasks (one per cluster and
-shard, a second tick delayed), the worker's analysis, two workers on one cluster at once, and a
-stale task dropped. Tables and queues come from template.yaml."""
+shard, the later ticks of the minute delayed), the worker's analysis, two workers on one cluster
+at once, and a stale task dropped. Tables and queues come from template.yaml."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from devstack.template import LocalDeployment
+from devstack.template import TEMPLATE_PATH, LocalDeployment, load_template
 from gpulse.analyze.fanout import MAX_TICK_AGE_S, AnalyzeTask, TickClaims, plan
 from gpulse.config.store import ConfigStore
 from gpulse.store import NodeInfo, SeriesStore
@@ -144,19 +144,27 @@ def test_the_dispatcher_sends_one_task_per_cluster_and_shard_with_its_nodes(
     assert len({t.now for t in tasks}) == 1  # one tick, judged at one instant
 
 
-def test_two_ticks_a_minute_send_the_second_delayed_and_judged_half_a_minute_later(
+def test_six_ticks_a_minute_send_each_later_tick_delayed_and_judged_that_much_later(
     moto_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deployment, store = stack(moto_server, monkeypatch)
     store.put_batch(Batch(batch_doc(cluster="c1", node="node-01", t0=time.time() - 30, n=10)))
-    # a 4 s "minute" (as the local stack's time scale would make it): the second tick 2 s later
-    analyze = dispatcher(deployment, monkeypatch, MINUTE_S=4)
-    assert analyze.TICKS_PER_MINUTE == 2  # the template's default
-    assert analyze.handler(load_event("analyze_schedule"), FakeContext())["tasks"] == 2
+    # a 6 s "minute" (as the local stack's time scale would make it): a tick every second
+    analyze = dispatcher(deployment, monkeypatch, MINUTE_S=6)
+    params = load_template(TEMPLATE_PATH)["Parameters"]["AnalyzeTicksPerMinute"]
+    assert analyze.TICKS_PER_MINUTE == params["Default"] == 6  # the template's default reaches it
+    assert list(analyze.TICKS_ALLOWED) == params["AllowedValues"]
+    assert analyze.handler(load_event("analyze_schedule"), FakeContext())["tasks"] == 6
     queue = deployment.queues["AnalyzeQueue"]["url"]
-    [first] = [AnalyzeTask.from_json(m["Body"]) for m in receive(queue)]  # the delayed one is not visible yet
-    [second] = [AnalyzeTask.from_json(m["Body"]) for m in receive(queue, wait_s=5)]
-    assert (first.cluster, second.cluster, second.now - first.now) == ("c1", "c1", 2.0)
+    counts = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    # the first now, the other five delayed 1 to 5 s
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesDelayed"]) == ("1", "5")
+    [first] = [AnalyzeTask.from_json(m["Body"]) for m in receive(queue)]  # the delayed: not yet visible
+    # the earliest of what became visible next (a slow poll may see the 2 s one too)
+    second = min((AnalyzeTask.from_json(m["Body"]) for m in receive(queue, wait_s=2)), key=lambda t: t.now)
+    assert (first.cluster, second.cluster, second.now - first.now) == ("c1", "c1", 1.0)
 
 
 def test_the_worker_analyses_its_task_and_publishes_each_transition(

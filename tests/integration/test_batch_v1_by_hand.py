@@ -1,4 +1,4 @@
-"""Batches written from docs/batch-v1.md alone, posted over real HTTP to the local stack's API.
+"""Batches written from docs/batch-v1.md alone, posted over real HTTP to the local stack's ingest URL.
 
 The example document and the signing snippet are taken from the page itself, so the page
 cannot drift from what ingest accepts.
@@ -137,3 +137,20 @@ def test_a_gzip_bomb_is_refused_before_parsing(stack: LocalStack) -> None:
     bomb = gzip.compress(b"[" + b"0," * (9 << 20) + b"0]")
     response = send(stack.api_url, doc, SECRET, body=bomb)
     assert (response.status_code, response.json()) == (413, {"error": "body inflates past 16777216 bytes"})
+
+
+def test_the_ingest_url_answers_only_post_v1_batches_as_the_page_says(stack: LocalStack) -> None:
+    # the function URL passes every method and path to ingest, which names the one it serves
+    for method, path, status, error in [
+        ("GET", "/v1/batches", 405, "/v1/batches takes POST only"),
+        ("DELETE", "/v1/batches", 405, "/v1/batches takes POST only"),
+        ("POST", "/v1/batch", 404, "no such path; batches go to POST /v1/batches"),
+        ("GET", "/", 404, "no such path; batches go to POST /v1/batches"),
+    ]:
+        response = requests.request(method, f"{stack.api_url}{path}", timeout=30)
+        assert (response.status_code, response.json()) == (status, {"error": error}), (method, path)
+        assert response.headers.get("Allow") == ("POST" if status == 405 else None)
+    page = DOC.read_text()
+    assert "| 404 |" in page and "| 405 |" in page  # ... and the page says so
+    outputs = json.loads((stack.run_dir / "outputs.json").read_text())["outputs"]
+    assert outputs["IngestUrl"] == f"{stack.api_url}/"  # a function URL ends in "/", as in AWS

@@ -1,6 +1,7 @@
-"""The compactor against moto (tables from template.yaml): an hour of chunks per node becomes one
-block and its rollups, exactly; a re-run writes nothing; a late chunk rebuilds its node's block;
-the Lambda handler runs it from the template's environment."""
+"""The compactor against moto (table and bucket from template.yaml): an hour of chunks per node
+becomes one S3 object (block and rollups), exactly; a re-run writes nothing; a late chunk rebuilds
+its node's object; the bucket is private, encrypted and expires the long tier; the Lambda handler
+runs it from the template's environment."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from gpulse import blocks, codec, store
 from gpulse.compact import DEFAULT_GRACE_S, Compactor
-from gpulse.store import BLOCK_S, SeriesStore, long_pk
+from gpulse.store import BLOCK_S, LongTier, SeriesStore
 from gpulse.wire.batch import Batch
 from tests.events import load_event
 from tests.factories import GIB, batch_doc
@@ -35,8 +36,10 @@ class Clock:
 
 
 @pytest.fixture
-def table(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    yield deploy(moto_server, monkeypatch).tables["SeriesTable"]
+def tiers(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, LongTier]]:
+    """The series table and the long tier's bucket, as the template makes them."""
+    deployment = deploy(moto_server, monkeypatch)
+    yield deployment.tables["SeriesTable"], LongTier(deployment.buckets["LongTierBucket"])
 
 
 def ship_hour(s: SeriesStore, clock: Clock, start: float, *, cluster: str = "c1") -> list[dict[str, Any]]:
@@ -53,32 +56,78 @@ def ship_hour(s: SeriesStore, clock: Clock, start: float, *, cluster: str = "c1"
     return docs
 
 
-def long_items(table: str) -> list[dict[str, Any]]:
-    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
-    return sorted((i for i in items if "#long#" in i["pk"]["S"]), key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
+def source_of(s: SeriesStore, node: str, hour: float) -> str:
+    """The digest an hour object must carry: of the keys of the node's chunks the hour reads."""
+    chunks = s.read_chunks("c1", hour, hour + BLOCK_S - 0.001, reach_s=store.BUCKET_S)
+    return blocks.source_digest([c.key for c in chunks if c.node == node])
 
 
-def test_an_hour_becomes_one_block_per_node_once(table: str) -> None:
+def long_objects(long: LongTier) -> dict[str, tuple[str, dict[str, str]]]:
+    """Every object of the long tier: key → (ETag, user metadata)."""
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=long.bucket).get("Contents", [])]
+    heads = {k: s3.head_object(Bucket=long.bucket, Key=k) for k in keys}
+    return {k: (h["ETag"], h["Metadata"]) for k, h in heads.items()}
+
+
+def put_keys(long: LongTier) -> list[str]:
+    """Record the keys the long tier's client PUTs from now on."""
+    seen: list[str] = []
+    long.client.meta.events.register(
+        "provide-client-params.s3.PutObject", lambda params, **_: seen.append(params["Key"])
+    )
+    return seen
+
+
+def check_bucket(bucket: str) -> None:
+    """The template's long-tier bucket as moto holds it: private, encrypted, expiring `long/`."""
+    s3 = boto3.client("s3")
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert (lifecycle["ID"], lifecycle["Status"], lifecycle["Expiration"], lifecycle["Filter"]) == (
+        "ExpireLongTier",
+        "Enabled",
+        {"Days": 14},  # SeriesTtlDays
+        {"Prefix": "long/"},
+    )
+
+
+def test_an_hour_becomes_one_block_per_node_once(tiers: tuple[str, LongTier]) -> None:
+    table, long = tiers
+    check_bucket(long.bucket)
     clock = Clock(H)
     s = SeriesStore(table, shards=1, ttl_days=30, hot_ttl_s=HOT_TTL_S, clock=clock)
     docs = ship_hour(s, clock, H)
     clock.t = H + BLOCK_S + DEFAULT_GRACE_S + 1
-    compactor = Compactor(s, clock=clock)
+    compactor = Compactor(s, long, clock=clock)
     assert compactor.hours_due(clock.t) == [H - BLOCK_S, H]  # the hour before may hold late chunks
 
     report = compactor.run()
     assert (report.hours, report.nodes, report.written, report.unchanged) == (2, 4, 4, 0)
     assert report.corrupt == [] and report.failed == []
-    expires = str(int(clock.t) + 30 * 86400)
     day = int(H // 86400 * 86400)
     # the hour before holds one minute: too sparse for an hour block, it went to the day's block
-    assert [(i["pk"]["S"], i["sk"]["S"], i["expires_at"]["N"]) for i in long_items(table)] == [
-        (long_pk("c1", node), sk, expires)
+    stored = long_objects(long)
+    assert {k: meta for k, (_, meta) in stored.items()} == {
+        key: meta
         for node in NODES
-        for sk in (f"{int(H)}#b#000", f"{int(H)}#r", f"d#{day:010d}#000")
-    ]
+        for key, meta in (
+            (f"long/c1/{node}/d/{day:010d}", {}),
+            (
+                f"long/c1/{node}/h/{int(H):010d}",
+                {"source": source_of(s, node, H)},
+            ),
+        )
+    }
     for node in NODES:
-        [blk] = s.read_blocks("c1", node, H, H + BLOCK_S - 1)
+        [blk] = long.read_blocks("c1", node, H, H + BLOCK_S - 1)
         assert blk.start == H
         block = blocks.decode_block(blk.parts[0])
         # exactly the samples shipped in [H, H + 1 h), at their steps, every metric
@@ -92,39 +141,45 @@ def test_an_hour_becomes_one_block_per_node_once(table: str) -> None:
             if H <= t < H + BLOCK_S
         ]
         assert block.gpus[1].metrics["util_gpu"].tolist() == util
-        [roll] = s.read_rollups("c1", node, H, H + BLOCK_S - 1)
+        [roll] = long.read_rollups("c1", node, H, H + BLOCK_S - 1)
         assert roll.start == H and set(roll.stats) == set(blocks.STATS)
         mx = codec.decode(roll.stats["max"])
         assert mx.timestamps.tolist() == [H + 60 * m for m in range(60)]
         assert mx.gpus[1].metrics["util_gpu"].tolist() == [max(util[60 * m : 60 * m + 60]) for m in range(60)]
 
-    before = long_items(table)
+    puts = put_keys(long)
     again = compactor.run()  # idempotent: the same chunks, nothing written
     assert (again.written, again.unchanged) == (0, 4)
-    assert long_items(table) == before
+    assert puts == [] and long_objects(long) == stored
 
 
-def test_a_late_chunk_rebuilds_only_its_nodes_block(table: str) -> None:
+def test_a_late_chunk_rebuilds_only_its_nodes_block(tiers: tuple[str, LongTier]) -> None:
+    table, long = tiers
     clock = Clock(H)
     s = SeriesStore(table, shards=1, hot_ttl_s=HOT_TTL_S, clock=clock)
     ship_hour(s, clock, H)
     clock.t = H + BLOCK_S + DEFAULT_GRACE_S + 1
-    compactor = Compactor(s, clock=clock)
+    compactor = Compactor(s, long, clock=clock)
     compactor.run()
     # a spooled batch of n1 with samples the hour did not have yet (a gap filled late)
     late = batch_doc(node="n1", t0=H + 1800.5, n=10)
     clock.t += 600
     s.put_batch(Batch(late))
+    puts = put_keys(long)
     report = compactor.run()
     assert (report.written, report.unchanged) == (1, 3)
-    got = s.read_blocks("c1", "n1", H, H + BLOCK_S - 1)
+    assert puts == [f"long/c1/n1/h/{int(H):010d}"]
+    got = long.read_blocks("c1", "n1", H, H + BLOCK_S - 1)
     assert [(b.start, len(b.parts)) for b in got] == [(H, 2)]
     [blk] = got  # 3,610 samples: past the codec's 3,600, so two parts
     ts = np.concatenate([blocks.decode_block(p).timestamps for p in blk.parts])
     assert len(ts) == BLOCK_S + 10 and set(late["timestamps"]) <= set(ts.tolist())
 
 
-def test_chunks_expire_with_the_hot_ttl_and_the_compactor_needs_them_an_hour_and_more(table: str) -> None:
+def test_chunks_expire_with_the_hot_ttl_and_the_compactor_needs_them_an_hour_and_more(
+    tiers: tuple[str, LongTier],
+) -> None:
+    table, long = tiers
     clock = Clock(H + 5)
     s = SeriesStore(table, hot_ttl_s=HOT_TTL_S, clock=clock)
     s.put_batch(Batch(batch_doc(t0=H)))
@@ -133,7 +188,7 @@ def test_chunks_expire_with_the_hot_ttl_and_the_compactor_needs_them_an_hour_and
     ]
     assert item["expires_at"]["N"] == str(int(H + 5) + HOT_TTL_S)
     with pytest.raises(ValueError, match="must exceed a block"):
-        Compactor(SeriesStore(table, hot_ttl_s=BLOCK_S))
+        Compactor(SeriesStore(table, hot_ttl_s=BLOCK_S), long)
 
 
 def test_the_handler_compacts_from_the_templates_environment(
@@ -141,6 +196,7 @@ def test_the_handler_compacts_from_the_templates_environment(
 ) -> None:
     deployment = deploy(moto_server, monkeypatch)
     table = deployment.tables["SeriesTable"]
+    long = LongTier(deployment.buckets["LongTierBucket"])
     module = load_function("CompactorFunction", deployment, monkeypatch)
     now = time.time()
     hour = (now - DEFAULT_GRACE_S) // BLOCK_S * BLOCK_S - BLOCK_S  # the latest closed hour
@@ -157,13 +213,14 @@ def test_the_handler_compacts_from_the_templates_environment(
         "failed": 0,
     }
     for node in NODES:
-        [blk] = s.read_blocks("c1", node, hour, hour + BLOCK_S)
+        [blk] = long.read_blocks("c1", node, hour, hour + BLOCK_S)
         np.testing.assert_array_equal(
             blocks.decode_block(blk.parts[0]).timestamps, hour + 600 + np.arange(30)
         )
 
 
-def test_a_sparse_nodes_hours_fold_into_one_day_block_once(table: str) -> None:
+def test_a_sparse_nodes_hours_fold_into_one_day_block_once(tiers: tuple[str, LongTier]) -> None:
+    table, long = tiers
     clock = Clock(H)
     s = SeriesStore(table, shards=1, hot_ttl_s=HOT_TTL_S, clock=clock)
     sent = []
@@ -177,19 +234,17 @@ def test_a_sparse_nodes_hours_fold_into_one_day_block_once(table: str) -> None:
         s.put_batch(Batch(doc))
         sent.extend(doc["timestamps"])
     clock.t = H + BLOCK_S + DEFAULT_GRACE_S + 1
-    compactor = Compactor(s, clock=clock)
+    compactor = Compactor(s, long, clock=clock)
     report = compactor.run()
     assert (report.nodes, report.written, report.unchanged, report.failed) == (2, 2, 0, [])
     day = H // 86400 * 86400
-    assert [i["sk"]["S"] for i in long_items(table)] == [
-        f"d#{int(day):010d}#000"
-    ]  # no hour items, no rollups
-    [blk] = s.read_blocks("c1", "sparse", H - BLOCK_S, H + BLOCK_S)
+    assert list(long_objects(long)) == [f"long/c1/sparse/d/{int(day):010d}"]  # no hour objects, no rollups
+    [blk] = long.read_blocks("c1", "sparse", H - BLOCK_S, H + BLOCK_S)
     assert blk.start == day
     block = blocks.decode_block(blk.parts[0])
     assert block.timestamps.tolist() == sent
     assert block.gpus[0].metrics["util_gpu"].tolist() == [float((t // 240 * 240) % 97) for t in sent]
-    assert s.read_rollups("c1", "sparse", H - BLOCK_S, H + BLOCK_S) == []
+    assert long.read_rollups("c1", "sparse", H - BLOCK_S, H + BLOCK_S) == []
     again = compactor.run()
     assert (again.written, again.unchanged) == (0, 2)
 

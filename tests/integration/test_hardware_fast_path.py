@@ -45,7 +45,7 @@ def test_xid_is_announced_at_ingest_once_even_after_replay_and_analyze(
         {"ts": t0 + 12.25, "type": "xid", "gpu_index": 1, "code": 79, "message": "fallen off the bus"}
     ]
     body, headers = signed_request(doc, SECRET.encode(), int(time.time()))
-    event = load_event("ingest_batch")
+    event = load_event("ingest_function_url")
     event["headers"] = headers
     event["body"] = base64.b64encode(body).decode()
 

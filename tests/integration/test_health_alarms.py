@@ -27,7 +27,8 @@ from tests.integration.lambdas import FakeContext, chat_webhooks, deploy, load_f
 
 pytestmark = pytest.mark.integration
 
-RESOURCES: dict[str, Any] = load_template(TEMPLATE_PATH)["Resources"]
+TEMPLATE: dict[str, Any] = load_template(TEMPLATE_PATH)
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 ALARMS = {lid: r["Properties"] for lid, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
 # the plain words a few of them must say, exactly
 SAID = {
@@ -36,6 +37,8 @@ SAID = {
     "FindingsAgeAlarm": "findings wait too long for gpulse's alert function: the oldest has waited 302 s",
     "AnalyzeDurationAlarm": "gpulse's analyze function ran close to its 55 s timeout: "
     "its longest run took 44.0 s in 5 minutes",
+    "AnalyzeWorkerDurationAlarm": "gpulse's analyze worker ran close to its 10 s tick: "
+    "1 % of its runs took 8.0 s or more in 10 minutes",
 }
 T_ALARM, T_OK = "2026-01-01T00:00:00.000+0000", "2026-01-01T00:10:00.000+0000"
 
@@ -50,9 +53,22 @@ def alert(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[M
         yield module, sink
 
 
+def threshold_of(props: dict[str, Any]) -> float:
+    """The alarm's threshold as deployed with the defaults (a number, or a parameter's default)."""
+    t = props["Threshold"]
+    return float(TEMPLATE["Parameters"][t["Ref"]]["Default"] if isinstance(t, dict) else t)
+
+
 def value_of(props: dict[str, Any]) -> float:
     # the datapoint that crossed: the threshold, plus 2 where it counts things
-    return float(props["Threshold"]) + (0 if props["MetricName"] == "Duration" else 2)
+    return threshold_of(props) + (0 if props["MetricName"] == "Duration" else 2)
+
+
+def statistic_of(props: dict[str, Any]) -> dict[str, str]:
+    """How CloudWatch's notification names the alarm's statistic (a percentile is extended)."""
+    if "ExtendedStatistic" in props:
+        return {"StatisticType": "ExtendedStatistic", "ExtendedStatistic": props["ExtendedStatistic"]}
+    return {"StatisticType": "Statistic", "Statistic": props["Statistic"].upper()}
 
 
 def sns_event(lid: str, new: str, old: str, at: str) -> dict[str, Any]:
@@ -65,21 +81,20 @@ def sns_event(lid: str, new: str, old: str, at: str) -> dict[str, Any]:
         "AWSAccountId": "123456789012",
         "NewStateValue": new,
         "NewStateReason": f"Threshold Crossed: 1 out of the last 1 datapoints [{v} (01/01/26 00:00:00)] "
-        f"was greater than or equal to the threshold ({float(props['Threshold'])}).",
+        f"was greater than or equal to the threshold ({threshold_of(props)}).",
         "StateChangeTime": at,
         "Region": "US East (N. Virginia)",
         "OldStateValue": old,
         "Trigger": {
             "MetricName": props["MetricName"],
             "Namespace": props["Namespace"],
-            "StatisticType": "Statistic",
-            "Statistic": props["Statistic"].upper(),
+            **statistic_of(props),
             "Unit": None,
             "Dimensions": [{"value": "x", "name": d["Name"]} for d in props["Dimensions"]],
             "Period": props["Period"],
             "EvaluationPeriods": props["EvaluationPeriods"],
             "ComparisonOperator": props["ComparisonOperator"],
-            "Threshold": float(props["Threshold"]),
+            "Threshold": threshold_of(props),
             "TreatMissingData": props["TreatMissingData"],
         },
     }
@@ -113,7 +128,7 @@ def test_each_alarm_fires_in_chat_and_its_ok_resolves_it(
         summary=slack_msg["payload"]["blocks"][1]["text"]["text"].replace("&amp;", "&"),
         action=alarms._WORDING[(props["Namespace"], props["MetricName"])].action
         + f" (CloudWatch alarm gpulse-test-{lid})",
-        values={"threshold": float(props["Threshold"]), "value": value_of(props)},
+        values={"threshold": threshold_of(props), "value": value_of(props)},
     )
     n = single(firing, route="default")
     assert (slack_msg["payload"], jandi_msg["payload"]) == (slack.render(n), jandi.render(n))

@@ -10,6 +10,7 @@ long strings, truncated gzip, a wrong Content-Encoding). A short run is part of 
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -26,8 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.events import load_event
 from tests.factories import batch_doc, signed_request
-from tests.integration.lambdas import deploy, env_of, load_function
+from tests.integration.lambdas import FakeContext, deploy, env_of, load_function
 from tests.integration.test_hardware_fast_path import drain
 from tests.integration.test_ingest_handler import post
 
@@ -312,6 +314,41 @@ def run_fuzz(stack: Stack, examples: int) -> Counter[int]:
 def test_mutations_get_2xx_or_4xx_and_exactly_the_accepted_are_stored(stack: Stack) -> None:
     answers = run_fuzz(stack, SHORT_EXAMPLES)
     assert answers[200] > 0 and sum(n for status, n in answers.items() if status >= 400) > 0  # both paths
+
+
+# what a function URL passes on: any of these methods, any path (it routes nothing itself)
+URL_METHODS = ["GET", "POST", "PUT", "HEAD", "OPTIONS", "PATCH", "DELETE"]
+NEAR_PATHS = ["/", "/v1/batches/", "/v1/batches/x", "/V1/batches", "/v1//batches", "/v1/charts/a"]
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(URL_METHODS),
+    path=st.one_of(
+        st.sampled_from(NEAR_PATHS),
+        st.text(st.characters(codec="utf-8", exclude_characters="?#"), max_size=300).map(lambda t: "/" + t),
+    ),
+)
+def test_any_other_method_or_path_is_404_or_405_and_stores_nothing(
+    stack: Stack, method: str, path: str
+) -> None:
+    if (method, path) == ("POST", "/v1/batches"):
+        return  # the one route: the tests above
+    body, headers = raw_request(valid_text())
+    event = load_event("ingest_function_url")
+    event["headers"] = {k: v for k, v in event["headers"].items() if not k.startswith("x-gpulse")} | headers
+    event["body"] = base64.b64encode(body).decode()
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    before = stack.stored()
+    resp = stack.ingest.handler(event, FakeContext())
+    expected = (
+        (405, {"error": "/v1/batches takes POST only"})
+        if path == "/v1/batches"
+        else (404, {"error": "no such path; batches go to POST /v1/batches"})
+    )
+    assert (resp["statusCode"], json.loads(resp["body"])) == expected
+    assert stack.stored() == before
 
 
 @pytest.mark.fuzz

@@ -1,4 +1,4 @@
-"""The ingest Lambda against moto (tables and SSM), driven with API Gateway v2 events."""
+"""The ingest Lambda against moto (tables and SSM), driven with its function URL's events."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def ingest(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
 
 
 def post(module: ModuleType, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    event = load_event("ingest_batch")
+    event = load_event("ingest_function_url")
     event["headers"] = {
         k: v for k, v in event["headers"].items() if not k.startswith("x-gpulse") and k != "content-encoding"
     } | headers
@@ -124,3 +124,34 @@ def test_uncompressed_body_without_encoding_header_is_accepted(ingest: tuple[Mod
         200,
         {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False},
     )
+
+
+# a function URL passes every method and path; ingest serves one of each
+NOT_A_BATCH = [
+    ("GET", "/v1/batches", 405, {"Allow": "POST"}, "/v1/batches takes POST only"),
+    ("PUT", "/v1/batches", 405, {"Allow": "POST"}, "/v1/batches takes POST only"),
+    ("POST", "/", 404, {}, "no such path; batches go to POST /v1/batches"),
+    ("POST", "/v1/batches/", 404, {}, "no such path; batches go to POST /v1/batches"),
+    ("GET", "/v1/charts/x.png", 404, {}, "no such path; batches go to POST /v1/batches"),
+]
+
+
+def test_other_methods_and_paths_are_a_clear_404_or_405_and_write_nothing(
+    ingest: tuple[ModuleType, str],
+) -> None:
+    module, table = ingest
+    doc = batch_doc(t0=time.time() - 20)
+    body, signed = signed_request(doc, SECRET.encode(), int(time.time()))
+    for method, path, status, headers, error in NOT_A_BATCH:
+        event = load_event("ingest_function_url")
+        event["headers"] = {
+            k: v for k, v in event["headers"].items() if not k.startswith("x-gpulse")
+        } | signed
+        event["body"] = base64.b64encode(body).decode()
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+        event["requestContext"]["http"]["method"] = method
+        resp = module.handler(event, FakeContext())
+        assert (resp["statusCode"], json.loads(resp["body"])) == (status, {"error": error}), (method, path)
+        assert {k: v for k, v in resp["headers"].items() if k == "Allow"} == headers
+        assert resp["headers"]["Content-Type"] == "application/json"
+    assert chunks(table) == []

@@ -195,3 +195,48 @@ def test_a_block_too_large_for_an_item_is_split_in_time_order() -> None:
     assert len(parts) > 2 and all(len(p) <= len(whole) // 2 for p in parts)
     ts = np.concatenate([blocks.decode_block(p).timestamps for p in parts])
     assert ts.tolist() == [T0 + i for i in range(3600)]
+
+
+# -- the long tier's S3 objects (gpulse.store.LongTier): layout only, no bucket here ---------------
+
+
+def test_an_hour_object_holds_the_block_parts_then_the_rollups_exactly() -> None:
+    from gpulse.store import LongTier, _unpack
+
+    doc = batch_doc(node="n1", t0=T0, n=120, gpus=2)
+    merged = blocks.merge([codec.decode(codec.encode(doc))], T0, T0 + 3600)
+    assert merged is not None
+    parts, rollups = blocks.encode_block(merged), blocks.rollup(merged)
+    obj = LongTier.block_object("c1", "n1", T0, parts, rollups, source="ab" * 16, t_first=T0, t_last=T0 + 119)
+    assert obj.key == f"long/c1/n1/h/{int(T0):010d}"
+    assert obj.metadata == {"source": "ab" * 16}
+    header, sections = _unpack(obj.body)
+    assert header == {
+        "v": 1,
+        "kind": "hour",
+        "start": int(T0),
+        "t_first": T0,
+        "t_last": T0 + 119,
+        "parts": 1,
+        "rollups": list(blocks.STATS),
+        "source": "ab" * 16,
+        "sizes": [len(parts[0]), *(len(rollups[k]) for k in blocks.STATS)],
+    }
+    assert sections == [*parts, *(rollups[k] for k in blocks.STATS)]
+    # S3 Standard bills the body, the key and the user metadata; nothing per object beyond
+    assert obj.billed_bytes() == len(obj.body) + len(obj.key) + len("x-amz-meta-source") + 32
+
+
+@pytest.mark.parametrize("cut", ["truncated", "other_version", "not_json"])
+def test_a_damaged_long_object_is_refused_as_corrupt(cut: str) -> None:
+    from gpulse.store import LongTier, _unpack
+
+    obj = LongTier.day_block_object("c1", "n1", T0, [b"abc", b"de"], hours={"1": "x"}, t_first=T0, t_last=T0)
+    assert _unpack(obj.body)[1] == [b"abc", b"de"]
+    body = {
+        "truncated": obj.body[:-1],
+        "other_version": obj.body.replace(b'"v":1', b'"v":2'),
+        "not_json": b"\x00" + obj.body,
+    }[cut]
+    with pytest.raises(codec.ChunkCorrupt):
+        _unpack(body)

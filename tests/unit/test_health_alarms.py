@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devstack.template import TEMPLATE_PATH, load_template
 from gpulse.errors import InvalidInput
 from gpulse.finding import Finding, fingerprint
 from gpulse.health import alarms
@@ -114,6 +115,33 @@ def test_only_alarm_fires_and_only_ok_after_alarm_resolves(new: str, old: str) -
             "its longest run took 44.1 s in 5 minutes",
         ),
         (
+            "gpulse's analyze worker ran close to its 30 s tick",
+            {
+                "MetricName": "Duration",
+                "StatisticType": "ExtendedStatistic",
+                "ExtendedStatistic": "p99",
+                "Period": 300,
+                "EvaluationPeriods": 2,
+            },
+            "2 out of the last 2 datapoints [26512.0 (01/01/26 00:05:00), 25003.1 (01/01/26 00:00:00)] ...",
+            "gpulse's analyze worker ran close to its 30 s tick: 1 % of its runs took 26.5 s or more "
+            "in 10 minutes",
+        ),
+        (
+            # a percentile named in Statistic, as some senders write it
+            "slow",
+            {"MetricName": "Duration", "Statistic": "p99.9", "Period": 60, "EvaluationPeriods": 1},
+            "1 out of the last 1 datapoints [1500.0 (01/01/26 00:00:00)] ...",
+            "slow: 0.1 % of its runs took 1.5 s or more in 1 minute",
+        ),
+        (
+            # a percentile of a metric gpulse words only as a sum: the description alone, no false figure
+            "errors, p90",
+            {"MetricName": "Errors", "ExtendedStatistic": "p90"},
+            "1 out of the last 1 datapoints [3.0 (01/01/26 00:00:00)] ...",
+            "errors, p90",
+        ),
+        (
             "gpulse's findings dead-letter queue is not empty",
             {"Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible", "Period": 60},
             "1 out of the last 1 datapoints [3.0 (01/01/26 00:00:00)] was greater ...",
@@ -127,10 +155,10 @@ def test_only_alarm_fires_and_only_ok_after_alarm_resolves(new: str, old: str) -
             "ingest refuses signatures: 12 in 90 s",
         ),
         (
-            "the API answers 5xx",
-            {"Namespace": "AWS/ApiGateway", "MetricName": "5xx", "Period": 60, "EvaluationPeriods": 1},
+            "ingest's function URL answered 5xx",
+            {"Namespace": "AWS/Lambda", "MetricName": "Url5xxCount", "Period": 60, "EvaluationPeriods": 1},
             "1 out of the last 1 datapoints [1.0E1 (01/01/26 00:00:00)] was ...",
-            "the API answers 5xx 10 times in 1 minute",
+            "ingest's function URL answered 5xx 10 times in 1 minute",
         ),
         (
             "gpulse's analyze function failed",
@@ -186,3 +214,31 @@ def test_a_trigger_without_its_optional_parts_still_parses() -> None:
     )
     f = alarms.to_finding(c)
     assert f is not None and f.values == {"value": 3.0}
+
+
+def test_a_percentile_alarm_parses_its_statistic() -> None:
+    c = change(trigger={"StatisticType": "ExtendedStatistic", "ExtendedStatistic": "p99", "Statistic": None})
+    assert (c.statistic, c.percentile) == ("p99", 99.0)
+    assert change().percentile is None  # SUM
+
+
+def test_the_worker_duration_alarm_fires_before_a_tick_overruns_and_long_before_the_timeout() -> None:
+    template = load_template(TEMPLATE_PATH)
+    params, resources = template["Parameters"], template["Resources"]
+    alarm = resources["AnalyzeWorkerDurationAlarm"]["Properties"]
+    worker = resources["AnalyzeWorkerFunction"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "AnalyzeWorkerFunction"}}]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["ExtendedStatistic"]) == (
+        "AWS/Lambda",
+        "Duration",
+        "p99",
+    )
+    assert alarm["Threshold"] == {"Ref": "AnalyzeWorkerDurationAlarmMs"}
+    default_ms = params["AnalyzeWorkerDurationAlarmMs"]["Default"]
+    # the tick period at the default six ticks a minute, and the worker's timeout
+    tick_ms = 60_000 / params["AnalyzeTicksPerMinute"]["Default"]
+    assert default_ms < tick_ms < worker["Timeout"] * 1000
+    assert params["AnalyzeWorkerDurationAlarmMs"]["MaxValue"] == worker["Timeout"] * 1000
+    # routed like every alarm: ALARM and OK to the health topic
+    assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "HealthTopic"}]
+    assert alarm["TreatMissingData"] == "notBreaching"

@@ -32,7 +32,7 @@ def restore_logging() -> Iterator[None]:
 def test_defaults() -> None:
     c = parse_config([*BASE, "--node", "gpu-07"])
     assert (c.endpoint, c.cluster, c.node, c.node_group) == ("https://gpulse.example", "prod", "gpu-07", None)
-    assert (c.interval_s, c.batch_s, c.drain_s, c.duration_s) == (1.0, 10.0, 5.0, None)
+    assert (c.interval_s, c.batch_s, c.drain_s, c.duration_s) == (1.0, 30.0, 5.0, None)
     assert (c.spool_dir, c.spool_max_bytes) == (DEFAULT_SPOOL_DIR, 64 << 20)
     assert (c.simulate, c.sim_nodes, c.sim_gpus) == (None, 8, 8)
     assert c.slow_every == 10
@@ -53,7 +53,7 @@ def test_node_defaults_to_the_short_hostname(monkeypatch: pytest.MonkeyPatch) ->
         (["--batch-seconds", "61"], "--batch-seconds must be between 10 and 60"),
         (["--batch-seconds", "0.5", "--simulate", "demo"], "--batch-seconds must be between 10 and 60"),
         (["--batch-seconds", "5"], "only for tests and demos, with --simulate"),
-        (["--interval", "20"], "--interval must be > 0 and at most --batch-seconds"),
+        (["--interval", "40"], "--interval must be > 0 and at most --batch-seconds"),
         (["--interval", "0"], "--interval must be > 0"),
         (["--node", "bad name"], "--node 'bad name' must match"),
         (["--node-group", "_x"], "--node-group '_x' must match"),

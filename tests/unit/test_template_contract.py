@@ -46,7 +46,7 @@ def test_findings_queue_visibility_is_six_times_the_alert_timeout() -> None:
     (alert_id,) = [
         lid
         for lid, props in FUNCTIONS.items()
-        for event in props["Events"].values()
+        for event in (props.get("Events") or {}).values()
         if event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::GetAtt": ["FindingsQueue", "Arn"]}
     ]
     assert RESOURCES["FindingsQueue"]["Properties"]["VisibilityTimeout"] == 6 * FUNCTIONS[alert_id]["Timeout"]
@@ -68,14 +68,20 @@ def test_grants_name_actions_and_resources_never_wildcards() -> None:
             for resource in as_list(statement["Resource"]):
                 if "Fn::GetAtt" in resource:
                     target, attribute = resource["Fn::GetAtt"]
-                    assert RESOURCES[target]["Type"] in (TABLE_TYPE, QUEUE_TYPE), (function_id, target)
+                    # a bucket itself only to list the long tier's prefix (the compactor)
+                    assert RESOURCES[target]["Type"] in (TABLE_TYPE, QUEUE_TYPE, "AWS::S3::Bucket"), target
                     assert attribute == "Arn"
                 elif resource["Fn::Sub"].startswith("${"):
                     # objects under one fixed prefix of a bucket of the template (alert's charts: a
                     # key per message, so the key itself is the only wildcard)
                     bucket, _, key = resource["Fn::Sub"].partition(".Arn}/")
+                    if RESOURCES[bucket[2:]]["Type"] == TABLE_TYPE:  # one named index of a table
+                        table = RESOURCES[bucket[2:]]["Properties"]
+                        names = [i["IndexName"] for i in table["GlobalSecondaryIndexes"]]
+                        assert key in [f"index/{n}" for n in names], (function_id, key)
+                        continue
                     assert RESOURCES[bucket[2:]]["Type"] == "AWS::S3::Bucket", (function_id, bucket)
-                    assert key == "charts/*", (function_id, key)
+                    assert key in ("charts/*", "long/*"), (function_id, key)
                 else:
                     arn = resource["Fn::Sub"]
                     assert arn.startswith(
@@ -129,6 +135,37 @@ def test_every_table_and_queue_is_an_output() -> None:
     exported = {output["Value"].get("Ref") for output in TEMPLATE["Outputs"].values()}
     stateful = {lid for lid, r in RESOURCES.items() if r["Type"] in (TABLE_TYPE, QUEUE_TYPE)}
     assert stateful <= exported
+
+
+def test_shippers_post_to_ingests_function_url_and_the_http_api_serves_only_the_charts() -> None:
+    ingest = FUNCTIONS["IngestFunction"]
+    # auth NONE: ingest verifies every batch's HMAC itself; no Cors: shippers are not browsers
+    assert ingest["FunctionUrlConfig"] == {"AuthType": "NONE"}
+    assert "Events" not in ingest
+    # what the HTTP API's throttle bounded, reserved concurrency bounds now
+    assert ingest["ReservedConcurrentExecutions"] == {"Ref": "IngestConcurrency"}
+    assert TEMPLATE["Parameters"]["IngestConcurrency"]["Default"] == 20
+    routes = {
+        (lid, e["Properties"]["Method"], e["Properties"]["Path"])
+        for lid, props in FUNCTIONS.items()
+        for e in (props.get("Events") or {}).values()
+        if e["Type"] == "HttpApi"
+    }
+    assert routes == {("ChartsFunction", "GET", "/v1/charts/{key+}")}
+    outputs = TEMPLATE["Outputs"]
+    assert outputs["IngestUrl"]["Value"] == {"Fn::GetAtt": ["IngestFunctionUrl", "FunctionUrl"]}
+    # the charts links still need the HTTP API's base (GPULSE_API_URL); the shippers do not
+    api = "https://${ServerlessHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+    assert outputs["ApiUrl"]["Value"] == {"Fn::Sub": api}
+    assert FUNCTIONS["AlertFunction"]["Environment"]["Variables"][env.API_URL] == {"Fn::Sub": api}
+
+
+def test_no_alarm_reads_api_gateway_and_ingests_5xx_are_its_function_urls() -> None:
+    alarms = {lid: r["Properties"] for lid, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert [lid for lid, a in alarms.items() if a["Namespace"] == "AWS/ApiGateway"] == []
+    five = alarms["IngestServerErrorsAlarm"]
+    assert (five["Namespace"], five["MetricName"], five["Statistic"]) == ("AWS/Lambda", "Url5xxCount", "Sum")
+    assert five["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "IngestFunction"}}]
 
 
 def test_each_handler_named_in_the_template_is_a_function_in_its_code_uri() -> None:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.data_classes import (
-    APIGatewayProxyEventV2,
     EventBridgeEvent,
+    LambdaFunctionUrlEvent,
     SNSEvent,
     SQSEvent,
 )
 
+from devstack.runtime import function_url_event, url_domain
 from devstack.template import (
     TEMPLATE_PATH,
-    HttpApiEvent,
+    FunctionUrl,
     LocalDeployment,
     function_specs,
     load_template,
@@ -25,13 +28,16 @@ from devstack.template import (
 from gpulse.finding import Finding, fingerprint
 from gpulse.wire import signing
 from gpulse.wire.batch import inflate, parse
+from node_shipper.sender import PATH as SHIPPER_PATH
 from tests.events import event_names, load_event
 
 TEMPLATE = load_template(TEMPLATE_PATH)
+# a function URL's domain, as AWS names it: https://<url-id>.lambda-url.<region>.on.aws
+URL_DOMAIN = re.compile(r"(?P<id>[a-z0-9]+)\.lambda-url\.(?P<region>[a-z0-9-]+)\.on\.aws")
 
 
-def http_route() -> HttpApiEvent:
-    """IngestFunction's HttpApi route, as the template declares it."""
+def ingest_url() -> FunctionUrl | None:
+    """IngestFunction's function URL, as the template declares it and the local stack reads it."""
     stub = LocalDeployment(
         tables={lid: lid for lid, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table"},
         queues={
@@ -47,33 +53,43 @@ def http_route() -> HttpApiEvent:
             lid: lid.lower() for lid, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::S3::Bucket"
         },
     )
-    (route,) = function_specs(TEMPLATE, stub)["IngestFunction"].events
-    assert isinstance(route, HttpApiEvent)
-    return route
+    spec = function_specs(TEMPLATE, stub)["IngestFunction"]
+    assert spec.events == ()  # no HttpApi route: the URL is its only way in
+    return spec.url
 
 
 def test_every_function_has_its_sample() -> None:
-    assert event_names() == ["alert_sns_alarm", "alert_sqs", "analyze_schedule", "charts_get", "ingest_batch"]
+    assert event_names() == [
+        "alert_sns_alarm",
+        "alert_sqs",
+        "analyze_schedule",
+        "charts_get",
+        "ingest_function_url",
+    ]
 
 
 def test_load_event_returns_a_fresh_copy_and_names_what_exists() -> None:
-    first = load_event("ingest_batch")
+    first = load_event("ingest_function_url")
     first["body"] = "changed"
-    assert load_event("ingest_batch.json")["body"] != "changed"
+    assert load_event("ingest_function_url.json")["body"] != "changed"
     with pytest.raises(FileNotFoundError, match=r"no sample event 'nope'.*'alert_sqs', 'analyze_schedule'"):
         load_event("nope")
 
 
-def test_ingest_batch_is_an_http_api_v2_request_for_the_templates_route() -> None:
-    raw = load_event("ingest_batch")
-    event = APIGatewayProxyEventV2(raw)
-    route = http_route()
+def test_ingest_sample_is_a_function_url_request_for_the_shippers_path() -> None:
+    raw = load_event("ingest_function_url")
+    event = LambdaFunctionUrlEvent(raw)
+    assert ingest_url() == FunctionUrl(auth_type="NONE", invoke_mode="BUFFERED")
     assert event.version == "2.0"
-    assert (event.http_method, event.raw_path, event.route_key) == (
-        route.method,
-        route.path,
-        f"{route.method} {route.path}",
-    )
+    # a function URL has no routes: routeKey is a placeholder, the path is the request's
+    assert raw["routeKey"] == raw["requestContext"]["routeKey"] == "$default"
+    assert (event.http_method, event.raw_path, event.path) == ("POST", SHIPPER_PATH, SHIPPER_PATH)
+    domain = URL_DOMAIN.fullmatch(event.request_context.domain_name)
+    assert domain is not None and domain["region"] == "us-east-1"
+    assert raw["requestContext"]["apiId"] == raw["requestContext"]["domainPrefix"] == domain["id"]
+    assert raw["requestContext"]["accountId"] == "anonymous"  # AuthType NONE: no IAM caller
+    assert "authorizer" not in raw["requestContext"] and "pathParameters" not in raw
+    assert event.headers["host"] == event.request_context.domain_name
     assert event.is_base64_encoded is True
     assert all(name == name.lower() for name in raw["headers"])
     assert event.headers["content-encoding"] == "gzip"
@@ -82,8 +98,47 @@ def test_ingest_batch_is_an_http_api_v2_request_for_the_templates_route() -> Non
     assert event.headers[signing.HEADER_SIGNATURE].startswith("v1=")
 
 
-def test_ingest_batch_body_is_a_valid_batch_v1_from_the_signing_node() -> None:
-    event = load_event("ingest_batch")
+def keys(value: Any) -> Any:
+    """The shape of a JSON value: its keys, nested; leaves as their type."""
+    if isinstance(value, dict):
+        return {k: keys(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+def test_the_local_runtime_builds_the_samples_shape_from_the_same_request() -> None:
+    sample = load_event("ingest_function_url")
+    headers, body = sample["headers"], base64.b64decode(sample["body"])
+    domain = url_domain("IngestFunction", "us-east-1")
+    assert URL_DOMAIN.fullmatch(domain) is not None
+    got = function_url_event("POST", SHIPPER_PATH, "", dict(headers), body, domain=domain)
+    assert keys(got) == keys(sample)
+    for same in ("version", "routeKey", "rawPath", "rawQueryString", "headers", "body", "isBase64Encoded"):
+        assert got[same] == sample[same], same
+    context, expected = got["requestContext"], sample["requestContext"]
+    assert (context["accountId"], context["routeKey"], context["stage"]) == (
+        "anonymous",
+        "$default",
+        "$default",
+    )
+    assert (context["domainName"], context["apiId"], context["domainPrefix"]) == (
+        domain,
+        "ingestfunction",
+        "ingestfunction",
+    )
+    assert {k: v for k, v in context["http"].items() if k != "sourceIp"} == {
+        k: v for k, v in expected["http"].items() if k != "sourceIp"
+    }
+    # a query string arrives parsed too, a repeated parameter joined with commas
+    queried = function_url_event("GET", "/x", "a=1&a=2&b=3", {}, b"", domain=domain)
+    assert (queried["rawQueryString"], queried["queryStringParameters"]) == (
+        "a=1&a=2&b=3",
+        {"a": "1,2", "b": "3"},
+    )
+    assert (queried["body"], queried["isBase64Encoded"]) == ("", False)
+
+
+def test_ingest_sample_body_is_a_valid_batch_v1_from_the_signing_node() -> None:
+    event = load_event("ingest_function_url")
     headers = event["headers"]
     body = base64.b64decode(event["body"])
     sent_at = signing.parse_timestamp(
@@ -95,8 +150,8 @@ def test_ingest_batch_body_is_a_valid_batch_v1_from_the_signing_node() -> None:
     assert batch.timestamps[-1] < sent_at
 
 
-def test_a_resigned_ingest_batch_verifies() -> None:
-    event = load_event("ingest_batch")
+def test_a_resigned_ingest_sample_verifies() -> None:
+    event = load_event("ingest_function_url")
     body = base64.b64decode(event["body"])
     timestamp = int(event["headers"][signing.HEADER_TIMESTAMP])
     secret = b"test-secret"

@@ -11,6 +11,7 @@ from devstack.template import (
     FUNCTION_TYPE,
     TEMPLATE_PATH,
     FunctionSpec,
+    FunctionUrl,
     HttpApiEvent,
     LocalDeployment,
     QueueRef,
@@ -79,7 +80,6 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
             environment={
                 **POWERTOOLS,
                 env.SERIES_TABLE: "t-SeriesTable",
-                env.IDEMPOTENCY_TABLE: "t-IdempotencyTable",
                 env.NODE_SECRETS_PREFIX: "/gpulse/dev/nodes",
                 env.SERIES_TTL_DAYS: "3",
                 env.SERIES_HOT_TTL_S: "14400",
@@ -89,7 +89,8 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.CONFIG_TABLE: "t-ConfigTable",
                 env.CONFIG_CACHE_S: "30",
             },
-            events=(HttpApiEvent(method="POST", path="/v1/batches", name="PostBatch"),),
+            events=(),  # shippers reach it through its function URL, not an HttpApi route
+            url=FunctionUrl(auth_type="NONE", invoke_mode="BUFFERED"),
         ),
         "AnalyzeFunction": FunctionSpec(
             logical_id="AnalyzeFunction",
@@ -106,7 +107,7 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
                 env.ANALYZE_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-AnalyzeQueue",
                 env.ANALYZE_SHARD_NODES: "500",
-                env.ANALYZE_TICKS_PER_MINUTE: "2",
+                env.ANALYZE_TICKS_PER_MINUTE: "6",
                 env.ANALYZE_MINUTE_S: "60",
                 env.ANALYZE_WINDOW_S: "600",
                 env.SERIES_SHARDS: "8",
@@ -208,6 +209,7 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.SERIES_TTL_DAYS: "3",
                 env.SERIES_HOT_TTL_S: "14400",
                 env.SERIES_SHARDS: "8",
+                env.LONG_TIER_BUCKET: "b-longtierbucket",
             },
             events=(ScheduleEvent(rate_seconds=3600, enabled=True, name="EveryHour"),),
         ),
@@ -229,14 +231,14 @@ def test_parameter_defaults_apply_and_come_back_as_strings() -> None:
         "SeriesHotTtlSeconds": "14400",
         "Tracing": "PassThrough",
         "AnalyzeWindowSeconds": "600",
-        "AnalyzeTicksPerMinute": "2",
+        "AnalyzeTicksPerMinute": "6",
         "AnalyzeShardNodes": "500",
         "AnalyzeWorkerConcurrency": "20",
+        "AnalyzeWorkerDurationAlarmMs": "8000",
         "ConfigCacheSeconds": "30",
         "LogLevel": "INFO",
         "LogRetentionDays": "30",
-        "ApiThrottlingBurstLimit": "200",
-        "ApiThrottlingRateLimit": "100",
+        "IngestConcurrency": "20",
         "HeartbeatUrl": "",
         "AlarmEmail": "",
         "ChartRetentionDays": "8",
@@ -432,3 +434,30 @@ def test_a_handler_must_name_module_and_function() -> None:
     template["Resources"]["Probe"]["Properties"]["Handler"] = "handler"
     with pytest.raises(TemplateError, match=r"Probe: Handler 'handler' must be module.function"):
         function_specs(template, deployment(template))
+
+
+def probe_url(config: Any) -> FunctionSpec:
+    template = one_function({})
+    template["Resources"]["Probe"]["Properties"]["FunctionUrlConfig"] = config
+    return function_specs(template, deployment(template))["Probe"]
+
+
+def test_a_function_url_is_read_and_a_function_without_one_has_none() -> None:
+    assert probe_url({"AuthType": "NONE"}).url == FunctionUrl(auth_type="NONE", invoke_mode="BUFFERED")
+    assert probe_url({"AuthType": "NONE", "InvokeMode": "BUFFERED"}).url == FunctionUrl("NONE", "BUFFERED")
+    assert probe({}).url is None
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"AuthType": "AWS_IAM"}, r"Probe\.FunctionUrlConfig: AuthType 'AWS_IAM'.*NONE"),
+        ({}, r"Probe\.FunctionUrlConfig: AuthType ''"),
+        ({"AuthType": "NONE", "InvokeMode": "RESPONSE_STREAM"}, r"InvokeMode 'RESPONSE_STREAM'.*BUFFERED"),
+        ({"AuthType": "NONE", "Cors": {"AllowOrigins": ["*"]}}, r"properties \['Cors'\] are not supported"),
+        ("NONE", r"Probe\.FunctionUrlConfig: must be a mapping"),
+    ],
+)
+def test_function_urls_the_local_stack_cannot_serve_are_refused(config: Any, message: str) -> None:
+    with pytest.raises(TemplateError, match=message):
+        probe_url(config)

@@ -22,6 +22,7 @@ TITLE = "gpulse health"
 # "… 1 out of the last 1 datapoints [3.0 (06/03/15 17:43:00)] was …" (newest first), or the
 # older "… 1 datapoint (10.0) was …": the figure that crossed the line
 _DATAPOINT = re.compile(r"datapoints? \[?\(?(-?\d+(?:\.\d+)?(?:[Ee][-+]?\d+)?)")
+_PERCENTILE = re.compile(r"[pP](\d+(?:\.\d+)?)")  # an extended statistic: "p99", "p99.9"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class AlarmChange:
     at: float  # StateChangeTime, unix s
     namespace: str = ""
     metric: str = ""
-    statistic: str = ""
+    statistic: str = ""  # SUM, MAXIMUM, … or a percentile (p99)
     period_s: int = 0
     evaluation_periods: int = 1
     threshold: float | None = None
@@ -67,7 +68,8 @@ class AlarmChange:
             at=at,
             namespace=str(trigger.get("Namespace") or ""),
             metric=str(trigger.get("MetricName") or ""),
-            statistic=str(trigger.get("Statistic") or ""),
+            # a percentile alarm's Trigger names it as ExtendedStatistic (some senders in Statistic)
+            statistic=str(trigger.get("ExtendedStatistic") or trigger.get("Statistic") or ""),
             period_s=int(trigger.get("Period") or 0),
             evaluation_periods=int(trigger.get("EvaluationPeriods") or 1),
             threshold=float(trigger["Threshold"]) if trigger.get("Threshold") is not None else None,
@@ -80,12 +82,20 @@ class AlarmChange:
         m = _DATAPOINT.search(self.reason)
         return float(m.group(1)) if m else None
 
+    @property
+    def percentile(self) -> float | None:
+        """The percentile the alarm watches (99.0 for p99); None for the other statistics."""
+        m = _PERCENTILE.fullmatch(self.statistic)
+        return float(m.group(1)) if m else None
+
 
 @dataclass(frozen=True)
 class _Wording:
     figure: str  # format with {n} (the value as an integer), {s} (ms as seconds), {window}
     action: str
     severity: Severity
+    # the figure of a percentile alarm; also {tail}: the share of values at or above it (1 for p99)
+    percentile_figure: str = ""
 
 
 _WORDING: dict[tuple[str, str], _Wording] = {
@@ -103,9 +113,11 @@ _WORDING: dict[tuple[str, str], _Wording] = {
     ),
     ("AWS/Lambda", "Duration"): _Wording(
         ": its longest run took {s} in {window}",
-        "Read analyze's log: each cluster's read, decode and detect times. Give it more memory (and "
-        "so CPU), or a shorter window (AnalyzeWindowSeconds), before runs start to time out.",
+        "Read the analyze worker's log: each task's read, decode and detect times, and whether it "
+        "rebuilt its window (cold). Give it more memory (and so CPU), fewer nodes per shard "
+        "(AnalyzeShardNodes), or a shorter window (AnalyzeWindowSeconds), before runs time out.",
         "warning",
+        percentile_figure=": {tail} % of its runs took {s} or more in {window}",
     ),
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible"): _Wording(
         ": {n} waiting",
@@ -118,10 +130,10 @@ _WORDING: dict[tuple[str, str], _Wording] = {
         "answers in its log (a chat service that keeps answering 429 or 5xx).",
         "critical",
     ),
-    ("AWS/ApiGateway", "5xx"): _Wording(
+    ("AWS/Lambda", "Url5xxCount"): _Wording(  # ingest's function URL
         " {n} times in {window}",
         "Read ingest's log: a 503 means storage was throttled or unavailable (shippers retry it); "
-        "a 500 is a crash, reported in this channel with its file and line.",
+        "a 502 is a crash, reported in this channel with its file and line.",
         "critical",
     ),
     ("Gpulse", "BatchesUnauthorized"): _Wording(
@@ -144,13 +156,15 @@ def _window(seconds: int) -> str:
 def summary(change: AlarmChange) -> str:
     """The plain words: the alarm's description, and the figure when the reason states one."""
     wording = _WORDING.get((change.namespace, change.metric), _OTHER)
-    value = change.value
-    if value is None or not wording.figure or change.state != "ALARM":
+    value, percentile = change.value, change.percentile
+    figure = wording.figure if percentile is None else wording.percentile_figure
+    if value is None or not figure or change.state != "ALARM":
         return change.description
-    return change.description + wording.figure.format(
+    return change.description + figure.format(
         n=f"{value:.0f}",
         s=f"{value / 1000:.1f} s",
         window=_window(change.period_s * change.evaluation_periods),
+        tail=f"{100 - (percentile or 0):.4g}",
     )
 
 

@@ -17,10 +17,10 @@ from tests.integration.test_cli import stack as stack  # the fixture
 pytestmark = pytest.mark.integration
 
 BUILTIN_ROWS = [
-    'gpu_imbalance_idle_held  built-in  rule="gpu_imbalance"  rule="idle_held"            node,user  -',
-    'imbalance_idle_held      built-in  rule="imbalance"      rule=~"idle_held|mig_idle"  node       -',
-    'imbalance_network        built-in  rule="imbalance"      rule="network"              node       -',
-    'silent_node              built-in  rule="silent_node"    rule!="silent_node"         node       -',
+    'gpu_imbalance_idle_held  built-in  rule="gpu_imbalance"  rule="idle_held"            node,gpu  -',
+    'imbalance_idle_held      built-in  rule="imbalance"      rule=~"idle_held|mig_idle"  node      -',
+    'imbalance_network        built-in  rule="imbalance"      rule="network"              node      -',
+    'silent_node              built-in  rule="silent_node"    rule!="silent_node"         node      -',
 ]
 BUILTINS = ["gpu_imbalance_idle_held", "imbalance_idle_held", "imbalance_network", "silent_node"]
 
@@ -34,7 +34,7 @@ def test_list_shows_the_built_in_rules(stack: Stack) -> None:
     r = stack.gpulse("inhibit", "list")
     assert (r.code, r.err) == (0, "")
     assert r.lines == [
-        "NAME                     ORIGIN    SOURCE                TARGET                      EQUAL      "
+        "NAME                     ORIGIN    SOURCE                TARGET                      EQUAL     "
         "VERSION",
         *BUILTIN_ROWS,
     ]
@@ -81,13 +81,13 @@ def test_add_stores_the_exact_document_and_analyze_holds_it_in_force(stack: Stac
         "description": "a GPU that fell off the bus also stops throttling",
     }
     assert stack.gpulse("inhibit", "list").lines == [
-        "NAME                     ORIGIN    SOURCE                  TARGET                      EQUAL      "
+        "NAME                     ORIGIN    SOURCE                  TARGET                      EQUAL     "
         "VERSION",
-        'gpu_imbalance_idle_held  built-in  rule="gpu_imbalance"    rule="idle_held"            node,user  -',
-        'imbalance_idle_held      built-in  rule="imbalance"        rule=~"idle_held|mig_idle"  node       -',
-        'imbalance_network        built-in  rule="imbalance"        rule="network"              node       -',
-        'silent_node              built-in  rule="silent_node"      rule!="silent_node"         node       -',
-        'xid_over_throttling      table     rule="hardware_errors"  rule="throttling"           node,job   1',
+        'gpu_imbalance_idle_held  built-in  rule="gpu_imbalance"    rule="idle_held"            node,gpu  -',
+        'imbalance_idle_held      built-in  rule="imbalance"        rule=~"idle_held|mig_idle"  node      -',
+        'imbalance_network        built-in  rule="imbalance"        rule="network"              node      -',
+        'silent_node              built-in  rule="silent_node"      rule!="silent_node"         node      -',
+        'xid_over_throttling      table     rule="hardware_errors"  rule="throttling"           node,job  1',
     ]
     names = [row["name"] for row in json.loads(stack.gpulse("inhibit", "list", "--json").out)]
     assert names == [*BUILTINS, "xid_over_throttling"]

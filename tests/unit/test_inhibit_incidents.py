@@ -206,10 +206,10 @@ def test_an_inhibited_condition_never_fires_but_fingerprints_stay_apart() -> Non
     assert len(fps) == 17
 
 
-def test_a_job_idling_most_of_its_gpus_is_one_alert_but_another_users_idle_gpu_is_not_muted() -> None:
-    """gpu_imbalance (alice's job computes on GPU 0 of n1 and holds 1–3 idle) mutes alice's
-    idle_held alerts on n1: one message, not four. Bob's idle GPU on the same node, and alice's
-    on another node, are still their own alerts."""
+def test_a_job_idling_most_of_its_gpus_is_one_alert_but_no_other_idle_gpu_is_muted() -> None:
+    """gpu_imbalance (alice's job computes on GPU 0 of n1 and holds 1–3 idle) mutes the idle_held
+    alerts of the GPUs it holds: one message, not four. Bob's idle GPU on the same node, alice's
+    notebook on another GPU of it, and alice's GPU on another node are still their own alerts."""
     job = Condition(
         "gpu_imbalance",
         {"cluster": "c1", "node": "n1", "container": "abc"},
@@ -223,14 +223,9 @@ def test_a_job_idling_most_of_its_gpus_is_one_alert_but_another_users_idle_gpu_i
     )
     alice = [replace(idle("n1", i, job=None), users=["alice"]) for i in (1, 2, 3)]
     bob = replace(idle("n1", 5, job=None), users=["bob"])
+    notebook = replace(idle("n1", 7, job=None), users=["alice"])
     elsewhere = replace(idle("n2", 1, job=None), users=["alice"])
-    marked = inhibit([job, *alice, bob, elsewhere], cluster="c1")
-    assert [c.muted_by for c in marked] == [
-        None,
-        "gpu_imbalance",
-        "gpu_imbalance",
-        "gpu_imbalance",
-        None,
-        None,
-    ]
+    marked = inhibit([job, *alice, bob, notebook, elsewhere], cluster="c1")
+    by = "gpu_imbalance"
+    assert [c.muted_by for c in marked] == [None, by, by, by, None, None, None]
     assert [s["subject"] for s in symptoms(marked)[0]] == ["n1/1", "n1/2", "n1/3"]

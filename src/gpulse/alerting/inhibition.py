@@ -2,9 +2,10 @@
 
 A condition matching a rule's `target` matchers is muted when conditions of another rule
 matching its `source` matchers agree with it on every `equal` label (gpulse.analyze.inhibit
-applies them). `node` is many-valued, so `equal: ["node"]` means coverage: every node the target
-names is named by such a source. Any other `equal` label must hold the same values on both, and
-a value on each: unlike Alertmanager, two alerts that both lack a `job` are not "of one job".
+applies them). `node` and `gpu` are many-valued, so `equal: ["node"]` (or `"gpu"`) means
+coverage: every node (GPU) the target names is named by such a source. Any other `equal` label
+must hold the same values on both, and a value on each: unlike Alertmanager, two alerts that both
+lack a `job` are not "of one job".
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def _builtin(
 # IS an idle, held GPU (one per GPU of the node: 16 pages for two stalled 8-GPU ranks), and the
 # imbalance alert says why and what to do (the rank's logs, NCCL), which "end the notebook kernel"
 # does not; likewise a job that computes on one of its GPUs and holds the others idle is one
-# gpu_imbalance alert, not one idle_held page per GPU — the same user's, on the same node only.
+# gpu_imbalance alert, not one idle_held page per GPU — only the GPUs that job holds (`gpu`
+# coverage): the same user's notebook on another GPU of the node is still its own alert.
 DEFAULT_INHIBITIONS: dict[str, Inhibition] = {
     i.name: i
     for i in (
@@ -71,7 +73,7 @@ DEFAULT_INHIBITIONS: dict[str, Inhibition] = {
             "gpu_imbalance_idle_held",
             ['rule="gpu_imbalance"'],
             ['rule="idle_held"'],
-            ["node", "user"],
+            ["node", "gpu"],
             "a job that computes on one GPU and holds the others idle: one alert (gpu_imbalance), "
             "not one per idle GPU",
         ),
@@ -116,17 +118,22 @@ def muted_by(
             s
             for s in sources
             if s["rule"] != target["rule"]
-            and all(_same(s, target, label) for label in rule.equal if label != "node")
+            and all(_same(s, target, label) for label in rule.equal if label not in COVERED)
         ]
         if not others:
             continue
-        if "node" in rule.equal:
-            named = set(target["node"])
-            covered = set().union(*(s["node"] for s in others))
-            if not named or not named <= covered:
-                continue
+        if not all(_covered(target, others, label) for label in COVERED if label in rule.equal):
+            continue
         return others[0]["rule"][0], rule.name
     return None
+
+
+COVERED = ("node", "gpu")  # many-valued labels: `equal` on them means the sources cover the target's
+
+
+def _covered(target: LabelMap, sources: Sequence[LabelMap], label: str) -> bool:
+    named = set(target.get(label, []))
+    return bool(named) and named <= set().union(*(s.get(label, []) for s in sources))
 
 
 def _same(a: LabelMap, b: LabelMap, label: str) -> bool:

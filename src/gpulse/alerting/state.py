@@ -131,8 +131,10 @@ def _str_or_none(v: object) -> str | None:
 
 
 def in_the_dark(rec: AlertRecord, unseen: frozenset[str]) -> bool:
-    """The alert names nodes, and nothing is known of any of them now (`decide` holds it)."""
-    return bool(rec.finding.nodes) and set(rec.finding.nodes) <= unseen
+    """The alert names nodes, and nothing is known of any of them now (`decide` holds it): the
+    nodes that joined count, so a joined node that still reports lets the alert resolve."""
+    named = announced_nodes(rec.finding)
+    return bool(named) and set(named) <= unseen
 
 
 def announced_nodes(f: Finding) -> list[str]:
@@ -197,8 +199,11 @@ def decide(
         finding = to_finding(cond, rule, cluster, since, now, incident.get(index))
         expected = rec.version if rec is not None else None
         version = (rec.version + 1) if rec is not None else 1
-        joining = _joining(live, cond, now) if live is not None and live.state == "firing" else []
-        if live is not None and live.state == "firing" and escalates(live.finding.severity, cond.severity):
+        # a transition still in the outbox (its publish failed) is told first: an escalation or a
+        # join decided now would replace it, and the transition before it would never be told
+        told = live is not None and live.state == "firing" and live.outbox is None
+        joining = _joining(live, cond, now) if told and live is not None else []
+        if told and live is not None and escalates(live.finding.severity, cond.severity):
             # more severe than announced: a transition of its own, told again (same alert, same start)
             raised = _joined(replace(finding, escalated_from=live.finding.severity), live.finding, joining)
             out.append(

@@ -81,3 +81,18 @@ def test_the_record_keeps_when_it_was_last_told() -> None:
     assert _from_item(item) == d.record and d.record.told_at == 1060.0
     del item["told_at"]
     assert _from_item(item).told_at is None
+
+
+def test_a_join_waits_for_an_unpublished_firing_to_be_told_first() -> None:
+    """The FIRING's publish failed (it is still in the outbox) when node-06 joins: the join is not
+    decided over it (it would replace the FIRING, never told); it is told after the FIRING."""
+    records: dict[str, AlertRecord] = {}
+    [fired] = decide("c1", [stalled(["node-03"])], records, RULES, 1060.0)
+    records[fired.record.fingerprint] = fired.record  # outbox kept: the publish failed
+    later = 1060.0 + JOIN_EVERY_S
+    [held] = decide("c1", [stalled(["node-03", "node-06"])], records, RULES, later)
+    assert held.record.outbox is not None
+    assert held.record.outbox.transition_id.endswith(":firing:1000")
+    records[held.record.fingerprint] = replace(held.record, outbox=None)  # now it is told
+    [joined] = decide("c1", [stalled(["node-03", "node-06"])], records, RULES, later + 10)
+    assert joined.record.outbox is not None and joined.record.outbox.newly_joined == ["node-06"]

@@ -5,17 +5,28 @@ scenarios.fleet with realistic diversity: training jobs of 4, 8 and 16 nodes (on
 fine-tuning and notebooks on development nodes, a serving pool, MIG nodes (7 × 1g and 3g+2g+2×1g),
 noisy sensors with late batches, an XID. A block of 50 such nodes is simulated and repeated
 (renamed: node, group, batch ids) up to `--nodes`; every batch is encoded as ingest stores it
-(`encode_parts`) and kept in memory with its arrival time: the ticks read from an in-memory
-SeriesStore, so the CPU figures are analyze's own. `--moto` also writes the chunks through the real
-SeriesStore into a moto server on 127.0.0.1 and times the reads apart (moto is not DynamoDB).
+(`encode_parts`) and written to a file with its arrival time: the ticks read from a SeriesStore
+that reads each chunk's bytes from that file when asked (`os.pread`), so the CPU figures are
+analyze's own and the peak RSS is analyze's too (the dataset lives in the file, as the table's
+items live in DynamoDB; `start_rss_mb` is the child's before its first tick). `--moto` also writes
+the chunks through the real SeriesStore into a moto server on 127.0.0.1 and times the reads apart
+(moto is not DynamoDB). Ticks are a minute apart; `--tick-s 10` runs the template's six ticks a
+minute (each warm tick then reads 10 s of new chunks: bench/cost_model.py prices both).
 
-Each mode runs in its own child process (its peak RSS is `ru_maxrss` of that child):
+Each mode runs in its own child process (its peak RSS is that child's VmHWM; `ru_maxrss` would
+also count the parent's RSS at the fork, which holds the fleet):
 - `baseline`: the code at git HEAD (`git archive` into a temp dir): read, decode, `window_for`,
   detect — the whole window every tick;
-- `full`: this tree, rebuilding the window every tick (`ClusterWindows(incremental=False)`);
-- `incremental`: this tree, the window kept between ticks (one cold tick, then warm ones).
+- `full`: this tree (or `--src`), rebuilding the window every tick
+  (`ClusterWindows(incremental=False)`);
+- `incremental`: this tree (or `--src`), the window kept between ticks (one cold tick, then warm
+  ones). `--src DIR` runs these two modes on another gpulse source under the same harness, e.g.
+  an older commit's (`git archive <commit> src | tar -x -C /tmp/old`, then `--src /tmp/old/src`).
 Prints one JSON object per line (per tick, then a summary per mode with medians and the ratio to
-the baseline), then a table.
+the baseline), then a table. Per tick, `analyze_cpu_s` is read, decode, bin and the window's arrays
+(`read_s` + `decode_s` + `window_s`), `detect_s` the rules; the summary's `*_analyze_*` figures
+leave the detectors out; `analyze_peak_mb` and `detect_peak_mb` are the peak RSS of the tick's
+two parts apart (VmHWM reset between them), `maxrss_mb` the child's peak so far.
 """
 
 from __future__ import annotations
@@ -113,13 +124,16 @@ def _generate(nodes: int, gpus: int, duration_s: float) -> list[tuple[str, str, 
 # -- one mode, in a child process -----------------------------------------------------------------
 
 CHILD = r"""
-import json, pickle, resource, sys, time
+import json, os, pickle, resource, sys, time
 import numpy as np
 data_path, mode, window_s, ticks_json = sys.argv[1:5]
 ticks = json.loads(ticks_json)
 window_s = float(window_s)
-with open(data_path, "rb") as f:
-    rows = pickle.load(f)
+# The chunks' bytes stay in a file, read (pread) when the store is asked for them, as DynamoDB
+# would send them: the dataset is no part of analyze's memory (the peak RSS measured).
+with open(data_path + ".meta", "rb") as f:
+    rows, offsets = pickle.load(f)
+blob = os.open(data_path + ".blob", os.O_RDONLY)
 from gpulse.store import NodeInfo, SeriesStore, StoredChunk
 from gpulse.detect.base import NodeSeen
 from gpulse.detect.catalogue import CATALOGUE, params_for
@@ -130,7 +144,8 @@ t_last = np.array([r[5] for r in rows])
 fields = getattr(StoredChunk, "__dataclass_fields__", {})
 def stored(i):
     r = rows[i]
-    return StoredChunk(r[0], r[1], r[2], r[3]) if "arrived" in fields else StoredChunk(r[0], r[1], r[2])
+    data = os.pread(blob, int(offsets[i + 1] - offsets[i]), int(offsets[i]))
+    return StoredChunk(r[0], r[1], data, r[3]) if "arrived" in fields else StoredChunk(r[0], r[1], data)
 class Mem(SeriesStore):
     def __init__(self): self.now = 0.0
     def read_chunks(self, cluster, start, end, *, arrived_after=None):
@@ -167,22 +182,62 @@ else:
         t0 = time.process_time()
         w = windows.window("bench", reg, now, st)
         t3 = time.process_time()
-        figs = {"read_s": st.read_s, "decode_s": st.decode_s, "window_s": t3 - t0 - st.read_s - st.decode_s}
+        # CPU seconds (older trees timed the wall only: then the wall times, which load inflates)
+        read, work = getattr(st, "read_cpu_s", st.read_s), getattr(st, "decode_cpu_s", st.decode_s + st.bin_s)
+        figs = {"read_s": read, "decode_s": work, "window_s": t3 - t0 - read - work}
         return w, {**figs, "chunks": st.decoded, "cold": st.cold}
+def peak_mb():
+    # VmHWM: this process's own peak. ru_maxrss also counts the parent's RSS at the fork before
+    # exec (Linux carries it over), which holds the generated fleet.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def reset_peak():
+    # VmHWM back to the RSS now (Linux clear_refs 5), so that each step's own peak can be read
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+start_rss = peak_mb()  # imports and the index
+peak = start_rss
 for now in ticks:
     store.now = now
     reg = registry(now)
-    t0 = time.process_time()
+    split = reset_peak()
+    t0, wall = time.process_time(), time.perf_counter()
     w, figs = tick(now, reg)
-    t1 = time.process_time()
+    t1, wall = time.process_time(), time.perf_counter() - wall
+    analyze_peak = peak_mb()
+    split = reset_peak() and split
     found = detect_all(w, params)
     t2 = time.process_time()
+    detect_peak = peak_mb()
+    peak = max(peak, analyze_peak, detect_peak)
+    if split:  # the peak of read, decode, bin and window; of the detectors (the window held)
+        figs.update(analyze_peak_mb=analyze_peak, detect_peak_mb=detect_peak)
     figs.update(cpu_s=t2 - t0, detect_s=t2 - t1, conditions=len(found), gpus=len(w.gpu_index),
-                maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                maxrss_mb=peak, start_rss_mb=start_rss, analyze_cpu_s=t1 - t0, analyze_wall_s=wall,
                 rules=sorted({(c.rule, str(sorted((k, v) for k, v in c.subject.items() if k != "job")))
                               for c in found}))
     print(json.dumps(figs), flush=True)
+    del w, found  # a run keeps no window past its tick: the next one's peak must not hold two
 """
+
+
+def write_dataset(rows: list[tuple[str, str, bytes, float, float, float]], path: Path) -> None:
+    """The chunks' bytes one after another in `path`.blob; the rest, with each one's offset, in
+    `path`.meta (the child reads a chunk's bytes only when the store returns it)."""
+    offsets = [0]
+    with open(f"{path}.blob", "wb") as f:
+        for r in rows:
+            f.write(r[2])
+            offsets.append(offsets[-1] + len(r[2]))
+    meta = [(key, node, b"", arrived, first, last) for key, node, _, arrived, first, last in rows]
+    Path(f"{path}.meta").write_bytes(pickle.dumps((meta, offsets)))
 
 
 def run_mode(mode: str, data: Path, window_s: float, ticks: list[float], src: Path) -> list[dict[str, Any]]:
@@ -216,7 +271,8 @@ def moto_reads(
 
     from devstack.stack import aws_env, free_port
     from devstack.template import deploy_local, load_template
-    from gpulse.store import SeriesStore, bucket_of, series_pk, shard_of
+    from gpulse import store as store_module
+    from gpulse.store import LATE_INDEX, SeriesStore, bucket_of, late_key, series_pk, shard_of
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -234,14 +290,18 @@ def moto_reads(
         for key, node, data, arrived, t_first, t_last in rows:
             if arrived > now:
                 continue
+            shard = shard_of(node, store.shards)
             item = {
-                "pk": {"S": series_pk("bench", bucket_of(t_last), shard_of(node, store.shards))},
+                "pk": {"S": series_pk("bench", bucket_of(t_last), shard)},
                 "sk": {"S": key},
                 "node": {"S": node},
                 "t_first": {"N": repr(t_first)},
                 "data": {"B": data},
                 "arrived": {"N": f"{arrived:.3f}"},
             }
+            late = late_key("bench", shard, t_last, f"{arrived:.3f}")
+            if late is not None:  # as SeriesStore._chunk_item writes it
+                item["late_pk"] = {"S": late}
             batch.append({"PutRequest": {"Item": item}})
             if len(batch) == 25:
                 client.batch_write_item(RequestItems={table: batch})
@@ -251,23 +311,44 @@ def moto_reads(
         write_s = time.perf_counter() - t
         from gpulse.window import STALE_S
 
-        t0, c0 = time.perf_counter(), time.process_time()
-        cold = store.read_chunks("bench", now - window_s - STALE_S, now)
-        t1, c1 = time.perf_counter(), time.process_time()
-        warm = store.read_chunks("bench", now - window_s - STALE_S, now, arrived_after=now - 120)
-        t2, c2 = time.perf_counter(), time.process_time()
+        # items each read's queries covered (ScannedCount: what DynamoDB bills), table and LateIndex
+        covered = {"table": 0, "index": 0}
+
+        def note(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            context["index"] = params.get("IndexName")
+
+        def count(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            covered["index" if context.get("index") == LATE_INDEX else "table"] += parsed["ScannedCount"]
+
+        store.client.meta.events.register("before-parameter-build.dynamodb.Query", note)
+        store.client.meta.events.register("after-call.dynamodb.Query", count)
+
+        def timed(arrived_after: float | None) -> tuple[list[str], float, float, dict[str, int]]:
+            covered.update(table=0, index=0)
+            t, c = time.perf_counter(), time.process_time()
+            got = store.read_chunks("bench", now - window_s - STALE_S, now, arrived_after=arrived_after)
+            return [x.key for x in got], time.perf_counter() - t, time.process_time() - c, dict(covered)
+
+        cold = timed(None)
+        warm = timed(now - 120)
+        # the baseline, in the same run: the warm read as it was, the whole window filtered by arrival
+        late_s, store_module.LATE_S = store_module.LATE_S, float("inf")
+        try:
+            before = timed(now - 120)
+        finally:
+            store_module.LATE_S = late_s
     finally:
         server.stop()
-    return {
-        "measure": "moto_read",
-        "items_cold": len(cold),
-        "cold_read_wall_s": round(t1 - t0, 3),
-        "cold_read_cpu_s_client": round(c1 - c0, 3),
-        "items_warm": len(warm),
-        "warm_read_wall_s": round(t2 - t1, 3),
-        "warm_read_cpu_s_client": round(c2 - c1, 3),
-        "write_s": round(write_s, 1),
-    }
+    out: dict[str, Any] = {"measure": "moto_read"}
+    for name, (items, wall, cpu, cov) in (("cold", cold), ("warm", warm), ("warm_before", before)):
+        out |= {
+            f"items_{name}": len(items),
+            f"items_covered_{name}": cov["table"] + cov["index"],
+            f"items_covered_index_{name}": cov["index"],
+            f"{name}_read_wall_s": round(wall, 3),
+            f"{name}_read_cpu_s_client": round(cpu, 3),
+        }
+    return {**out, "warm_same_as_before": warm[0] == before[0], "write_s": round(write_s, 1)}
 
 
 def main() -> int:
@@ -276,11 +357,20 @@ def main() -> int:
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--window-s", type=float, default=900.0)
     ap.add_argument("--warm-ticks", type=int, default=4)
+    # 10: the template's six ticks a minute (each warm tick then reads 10 s of new chunks)
+    ap.add_argument("--tick-s", type=float, default=60.0, help="seconds between ticks (default 60)")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument(
         "--baseline-ticks", type=int, default=1, help="ticks for the baseline (each one rebuilds all anyway)"
     )
     ap.add_argument("--moto", action="store_true", help="also time the reads from moto (largest size)")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        default=ROOT / "src",
+        help="the gpulse source the full and incremental modes run (default this tree's; e.g. an older "
+        "commit extracted with `git archive <commit> src | tar -x -C DIR`, to compare under one harness)",
+    )
     ap.add_argument("--quick", action="store_true", help="20 nodes, 4 GPUs, 5-min window, 2 warm ticks")
     args = ap.parse_args()
     if args.quick:
@@ -288,16 +378,16 @@ def main() -> int:
     from scenarios.fleet import EPOCH
 
     lead = args.window_s + 240.0  # the first tick sees a whole window (and the stale margin)
-    duration = lead + 60.0 * args.warm_ticks + 90.0
-    ticks = [EPOCH + lead + 60.0 * k for k in range(args.warm_ticks + 1)]
+    duration = lead + args.tick_s * args.warm_ticks + 90.0
+    ticks = [EPOCH + lead + args.tick_s * k for k in range(args.warm_ticks + 1)]
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
         src = head_source(Path(tmp)) if "baseline" in args.modes else ROOT / "src"
         for n in args.nodes:
             t = time.perf_counter()
             rows = generate(n, args.gpus, duration)
-            data = Path(tmp) / f"fleet-{n}.pickle"
-            data.write_bytes(pickle.dumps(rows))
+            data = Path(tmp) / f"fleet-{n}"
+            write_dataset(rows, data)
             print(
                 json.dumps(
                     {
@@ -319,7 +409,7 @@ def main() -> int:
                     data,
                     args.window_s,
                     ticks[: args.baseline_ticks] if mode == "baseline" else ticks,
-                    src if mode == "baseline" else ROOT / "src",
+                    src if mode == "baseline" else args.src,
                 )
                 for k, r in enumerate(results[mode]):
                     line = {"bench": "fleet", "measure": "tick", "mode": mode, "nodes": n, "tick": k}
@@ -335,6 +425,7 @@ def main() -> int:
             for mode, res in results.items():
                 warm = [r["cpu_s"] for r in res[1:] if not r["cold"]] or [r["cpu_s"] for r in res]
                 cold = [r["cpu_s"] for r in res if r["cold"]]
+                warm_analyze = [r["cpu_s"] - r["detect_s"] for r in res[1:] if not r["cold"]]
                 base = [
                     r["cpu_s"] for r in results.get("baseline", results.get("full", res))
                 ]  # HEAD, else a rebuild
@@ -347,6 +438,20 @@ def main() -> int:
                     "gpus": gpus,
                     "cold_cpu_s": round(statistics.median(cold), 3) if cold else None,
                     "warm_cpu_s_median": round(statistics.median(warm), 3),
+                    # without the detectors: read, decode, bin, build the window (wall: load inflates it)
+                    "cold_analyze_cpu_s": round(
+                        statistics.median([r["analyze_cpu_s"] for r in res if r["cold"]]), 3
+                    )
+                    if cold and "analyze_cpu_s" in res[0]
+                    else None,
+                    "cold_analyze_wall_s": round(
+                        statistics.median([r["analyze_wall_s"] for r in res if r["cold"]]), 3
+                    )
+                    if cold and "analyze_wall_s" in res[0]
+                    else None,
+                    "warm_analyze_cpu_s_median": round(statistics.median(warm_analyze), 3)
+                    if warm_analyze
+                    else None,
                     "ms_per_gpu_warm": round(1000 * statistics.median(warm) / max(gpus, 1), 4),
                     "peak_rss_mb": round(max(r["maxrss_mb"] for r in res), 1),
                     "ratio_to_baseline_median": round(statistics.median(warm) / statistics.median(base), 4),

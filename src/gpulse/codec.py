@@ -145,6 +145,48 @@ class MigSeries:
     metrics: dict[str, np.ndarray]
 
 
+class Layout(NamedTuple):
+    """Which series a chunk's matrix holds, row by row after the timestamps: the host's metric
+    names, each GPU's (index, names) and each MIG instance's (GPU index, uuid, names). Chunks of
+    one node shape share one interned object (`_layout`)."""
+
+    host: tuple[str, ...]
+    gpus: tuple[tuple[int, tuple[str, ...]], ...]
+    mig: tuple[tuple[int, str, tuple[str, ...]], ...]
+
+
+_LAYOUTS: dict[Layout, Layout] = {}
+_MAX_LAYOUTS = 4096  # distinct node shapes kept interned; past that each chunk keeps its own
+
+
+def _layout(host: dict[str, Any], gpus: list[dict[str, Any]], mig: list[dict[str, Any]]) -> Layout | None:
+    # Only plain ints and strings: 1, 1.0 and True are equal keys, and the interned layout must
+    # name the devices exactly as this chunk's header does. Anything else: no layout (the window
+    # then reads the series dicts).
+    if not all(type(g["index"]) is int for g in gpus) or not all(
+        type(m["gpu_index"]) is int and type(m["uuid"]) is str for m in mig
+    ):
+        return None
+    layout = Layout(
+        tuple(host["metrics"]),
+        tuple((g["index"], tuple(g["metrics"])) for g in gpus),
+        tuple((m["gpu_index"], m["uuid"], tuple(m["metrics"])) for m in mig),
+    )
+    kept = _LAYOUTS.get(layout)
+    if kept is not None:
+        return kept  # checked when it was interned
+    # a name twice in one device: its dict keeps the last row only, which a layout cannot say
+    if any(len(set(names)) != len(names) for names in _names(layout)):
+        return None
+    if len(_LAYOUTS) < _MAX_LAYOUTS:
+        _LAYOUTS[layout] = layout
+    return layout
+
+
+def _names(layout: Layout) -> list[tuple[str, ...]]:
+    return [layout.host, *(names for _, names in layout.gpus), *(names for *_, names in layout.mig)]
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One decoded batch. `version` is the Batch version of the document that was encoded.
@@ -167,6 +209,12 @@ class Chunk:
     processes: list[dict[str, Any]]
     events: list[dict[str, Any]]
     sample_interval_s: float | None = None
+    # The (series × samples) matrix the series above are rows of (row 0 the timestamps, then the
+    # host's, each GPU's and each MIG instance's in header order), and `Layout` of those rows: the
+    # window bins whole chunks of one layout at once. None for a chunk built by hand or cut by
+    # `window.readable`; the series dicts are then what counts.
+    values: np.ndarray | None = None
+    layout: Layout | None = None
 
 
 # ----------------------------------------------------------------------------------------- encode
@@ -275,9 +323,9 @@ def _unpack_process(proc: dict[str, Any]) -> dict[str, Any]:
     shared object per distinct range text (a fleet repeats a few affinities in every chunk: expanding
     each one per process and chunk was a tenth of analyze's time at 1,250 nodes)."""
     text = proc.get("cpu_affinity")
-    if not isinstance(text, str):
-        return proc
-    return {**proc, "cpu_affinity": _expand_affinity(text)}
+    if isinstance(text, str):
+        proc["cpu_affinity"] = _expand_affinity(text)  # the header's own dict: nobody else holds it
+    return proc
 
 
 @functools.lru_cache(maxsize=4096)
@@ -522,6 +570,8 @@ def _unpack(raw: bytes) -> Chunk:
         processes=[_unpack_process(proc) for proc in header["processes"]],
         events=header["events"],
         sample_interval_s=header["sample_interval_s"],
+        values=values,
+        layout=_layout(host, gpus, mig),
     )
 
 
@@ -532,32 +582,38 @@ def _codes(text: str, table: np.ndarray, what: str) -> np.ndarray:
     return codes
 
 
+class _Plan(NamedTuple):
+    """What a chunk's directory says about its layout, but for the bases: chunks of one node shape
+    share it (`_plan` keeps the last few thousand), so decoding one costs a few numpy calls."""
+
+    order: np.ndarray  # (series,) 0, 1, 2, _ALL_NULL or _RAW
+    rows: np.ndarray  # matrix rows of the integer series, in payload order (by width)
+    delta: np.ndarray  # (integer series, 1) bool: order 1 or 2 (a running sum), in payload order
+    second: np.ndarray  # payload positions of the order-2 series
+    groups: tuple[int, ...]  # integer series per width 0..8
+    raw_rows: np.ndarray  # matrix rows of the raw float64 series
+    scale: np.ndarray  # (integer series, 1) counts per unit, in payload order
+    whole: bool  # every series is an integer one (no all-null, no raw)
+    in_order: bool  # whole, and the payload's order is the matrix's: no scatter
+
+
 def _unpack_values(directory: dict[str, Any], payload: memoryview, n: int, count: int) -> np.ndarray:
     """The (series × samples) float64 matrix, NaN for null, from the directory and the payload.
 
     The integer series are decoded in the payload's order (by width), as one matrix: the numpy
     calls do not grow with the number of series.
     """
-    order = _codes(directory["order"], _ORDER_OF, "order")
-    width = _codes(directory["width"], _WIDTH_OF, "width")
-    step = _codes(directory["step"], _STEP_OF, "step")
-    scale_of_step = _scales(directory["steps"])
-    if not order.shape == width.shape == step.shape == (count,):
-        raise ChunkCorrupt(f"chunk directory does not describe {count} series")
-    if count and step.max() >= len(scale_of_step):
-        raise ChunkCorrupt("chunk directory names a step it does not list")
-    int_rows = np.flatnonzero(order <= 2)
-    int_width = width[int_rows]
-    by_width = np.argsort(int_width, kind="stable")
-    rows = int_rows[by_width]  # matrix rows, in payload order
-    orders = order[rows]
+    plan = _plan(directory["order"], directory["width"], directory["step"], tuple(directory["steps"]), count)
+    rows = plan.rows
     base = np.array(directory["base"], dtype=np.int64)
     base1 = np.array(directory["base1"], dtype=np.int64)
     null_rows = np.array(directory["nulls"], dtype=np.int64)
-    second = np.flatnonzero(orders == 2) if "2" in directory["order"] else np.zeros(0, dtype=np.int64)
+    second = plan.second
     if base.shape != rows.shape or base1.shape != second.shape:
         raise ChunkCorrupt("chunk directory's bases do not match its series")
-    if null_rows.size and (null_rows.min() < 0 or null_rows.max() >= count or order[null_rows].max() > 2):
+    if null_rows.size and (
+        null_rows.min() < 0 or null_rows.max() >= count or plan.order[null_rows].max() > 2
+    ):
         raise ChunkCorrupt("chunk directory names nulls outside its integer series")
 
     m = n - 1
@@ -566,11 +622,11 @@ def _unpack_values(directory: dict[str, Any], payload: memoryview, n: int, count
     if null_rows.size:
         bits = np.unpackbits(reader.take(-(-null_rows.size * n // 8)), count=null_rows.size * n)
         hits = bits.reshape(null_rows.size, n).astype(bool)
-    raw_rows = np.flatnonzero(order == _RAW) if "f" in directory["order"] else np.zeros(0, dtype=np.int64)
+    raw_rows = plan.raw_rows
     raw = _unplanes(reader, raw_rows.size, n, 8).view("<f8") if raw_rows.size else None
     octets = np.zeros((rows.size, m, 8), dtype=np.uint8)
     start = 0
-    for w, group in enumerate(np.bincount(int_width, minlength=9).tolist()):
+    for w, group in enumerate(plan.groups):
         if w and group and m:
             planes = reader.take(w * group * m).reshape(w, group, m)
             octets[start : start + group, :, :w] = planes.transpose(1, 2, 0)
@@ -585,15 +641,49 @@ def _unpack_values(directory: dict[str, Any], payload: memoryview, n: int, count
         running[second] = np.cumsum(base1[:, None] + running[second], axis=1)
     counts = np.empty((rows.size, n), dtype=np.int64)
     counts[:, 0] = base
-    np.add(counts[:, :1], np.where((orders > 0)[:, None], running, residual), out=counts[:, 1:])
+    np.add(counts[:, :1], np.where(plan.delta, running, residual), out=counts[:, 1:])
 
-    values = np.empty((count, n)) if rows.size == count else np.full((count, n), np.nan)
-    values[rows] = counts / scale_of_step[step[rows], None]
+    if plan.in_order:
+        values = np.divide(counts, plan.scale)  # already in matrix order: no scatter
+    else:
+        values = np.empty((count, n)) if plan.whole else np.full((count, n), np.nan)
+        values[rows] = counts / plan.scale
     if raw is not None:
         values[raw_rows] = raw
     if hits is not None:
         values[null_rows] = np.where(hits, np.nan, values[null_rows])
     return values
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(order_text: str, width_text: str, step_text: str, steps: tuple[float, ...], count: int) -> _Plan:
+    order = _codes(order_text, _ORDER_OF, "order")
+    width = _codes(width_text, _WIDTH_OF, "width")
+    step = _codes(step_text, _STEP_OF, "step")
+    scale_of_step = _scales(list(steps))
+    if not order.shape == width.shape == step.shape == (count,):
+        raise ChunkCorrupt(f"chunk directory does not describe {count} series")
+    if count and step.max() >= len(scale_of_step):
+        raise ChunkCorrupt("chunk directory names a step it does not list")
+    int_rows = np.flatnonzero(order <= 2)
+    int_width = width[int_rows]
+    rows = int_rows[np.argsort(int_width, kind="stable")]  # matrix rows, in payload order
+    orders = order[rows]
+    whole = bool(int_rows.size == count)
+    plan = _Plan(
+        order=order,
+        rows=rows,
+        delta=(orders > 0)[:, None],
+        second=np.flatnonzero(orders == 2),
+        groups=tuple(np.bincount(int_width, minlength=9).tolist()),
+        raw_rows=np.flatnonzero(order == _RAW),
+        scale=scale_of_step[step[rows], None],
+        whole=whole,
+        in_order=whole and bool((rows[1:] > rows[:-1]).all()),
+    )
+    for a in (plan.order, plan.rows, plan.delta, plan.second, plan.raw_rows, plan.scale):
+        a.flags.writeable = False  # shared by every chunk of this shape
+    return plan
 
 
 class _Reader:

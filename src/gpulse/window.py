@@ -1,8 +1,12 @@
 """Turn one cluster's decoded chunks into a `detect.base.Window`: (nodes × bins), (GPUs × bins).
 
-Every metric is averaged into bins of `step` seconds with one `np.bincount` per metric over all
-chunks at once. The window ends at the last bin every recently-reporting node has completed, so
+Every metric is averaged into bins of `step` seconds. A decoded chunk carries its whole series
+matrix and its `codec.Layout`: chunks of one layout are binned 16 at a time as one stacked matrix,
+each row placed by a plan kept per (node, layout), with one `np.bincount` per device family; a
+chunk without them (built by hand, or cut by `readable`) is binned series by series, to the same
+sums. The window ends at the last bin every recently-reporting node has completed, so
 the trailing bins are never half-empty just because a batch is still on its way.
+The GPU series no rule reads (`UNREAD_GPU`) are not binned: only whether they had a sample.
 
 Nothing a chunk holds can make this raise: a chunk stored before ingest bounded its input (or
 written by a buggy shipper) may carry any number the codec can hold. `readable` and `_amount`
@@ -31,6 +35,7 @@ from gpulse.detect.base import (
     NodeSeen,
     ProcessSeen,
     Window,
+    shared,
 )
 from gpulse.wire.metrics import BY_KIND
 
@@ -83,22 +88,13 @@ def readable(chunk: Chunk, now: float = math.nan, *, future_s: float = MAX_FUTUR
     back as it is.
     """
     ts = chunk.timestamps
-    ok = np.isfinite(ts) & (ts >= MIN_TIME_S)
-    if not math.isnan(now):
-        ok &= ts <= now + future_s
-    if not ok.any():
-        return None
     changes: dict[str, Any] = {}
-    if not ok.all():
-        keep = np.flatnonzero(ok)
-
-        def cut(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return {name: values[keep] for name, values in metrics.items()}
-
-        changes["timestamps"] = ts[keep]
-        changes["host"] = cut(chunk.host)
-        changes["gpus"] = [replace(g, metrics=cut(g.metrics)) for g in chunk.gpus]
-        changes["mig"] = [replace(m, metrics=cut(m.metrics)) for m in chunk.mig]
+    # The usual chunk: every timestamp in range (two reductions; a NaN fails both comparisons).
+    lo, hi = (float(ts.min()), float(ts.max())) if ts.size else (math.nan, math.nan)
+    if not (lo >= MIN_TIME_S and hi < math.inf and (math.isnan(now) or hi <= now + future_s)):
+        changes = _cut_samples(chunk, now, future_s)
+        if not changes:
+            return None
     gpus: list[GpuSeries] = changes.get("gpus", chunk.gpus)
     if not all(_small_int(g.index) for g in gpus):
         changes["gpus"] = gpus = [g for g in gpus if _small_int(g.index)]
@@ -106,6 +102,8 @@ def readable(chunk: Chunk, now: float = math.nan, *, future_s: float = MAX_FUTUR
     mig: list[MigSeries] = changes.get("mig", chunk.mig)
     if not all(m.gpu_index in indexes for m in mig):
         changes["mig"] = [m for m in mig if m.gpu_index in indexes]
+    if changes:  # the series were cut: the matrix no longer says which rows are left
+        changes.update(values=None, layout=None)
     processes = [_process(p) for p in chunk.processes]
     if any(p is not q for p, q in zip(processes, chunk.processes, strict=True)):
         changes["processes"] = [p for p in processes if p is not None]
@@ -117,9 +115,45 @@ def readable(chunk: Chunk, now: float = math.nan, *, future_s: float = MAX_FUTUR
     return replace(chunk, **changes) if changes else chunk
 
 
+def _cut_samples(chunk: Chunk, now: float, future_s: float) -> dict[str, Any]:
+    """The chunk's fields without the samples `readable` drops; empty when none is left."""
+    ts = chunk.timestamps
+    ok = np.isfinite(ts) & (ts >= MIN_TIME_S)
+    if not math.isnan(now):
+        ok &= ts <= now + future_s
+    if not ok.any():
+        return {}
+    keep = np.flatnonzero(ok)
+
+    def cut(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: values[keep] for name, values in metrics.items()}
+
+    return {
+        "timestamps": ts[keep],
+        "host": cut(chunk.host),
+        "gpus": [replace(g, metrics=cut(g.metrics)) for g in chunk.gpus],
+        "mig": [replace(m, metrics=cut(m.metrics)) for m in chunk.mig],
+    }
+
+
 def _process(p: Any) -> dict[str, Any] | None:
     """The process as it is when every field is readable; a copy with unknown (None) `mem_used`
     or CPU lists where they are not; None when it cannot be placed (pid, GPU, first/last seen)."""
+    if type(p) is dict:  # the usual record, as the codec gives it: checked in a few comparisons
+        gpu, first, last, mem = p.get("gpu_index"), p.get("first_seen"), p.get("last_seen"), p.get("mem_used")
+        if (
+            type(gpu) is int
+            and 0 <= gpu < MAX_DEVICE_INDEX
+            and type(p.get("pid")) is int
+            and type(first) is float
+            and type(last) is float
+            and 0 <= first <= math.inf
+            and 0 <= last <= math.inf
+            and (mem is None or (type(mem) in (int, float) and 0 <= mem <= MAX_GPU_BYTES))
+            and _known_ids(p.get("cpu_affinity"))
+            and _known_ids(p.get("cpu_numa_nodes"))
+        ):
+            return p
     if not isinstance(p, dict) or not _small_int(p.get("gpu_index")) or type(p.get("pid")) is not int:
         return None
     first = _amount(p.get("first_seen"), 0, math.inf)
@@ -139,17 +173,26 @@ def _process(p: Any) -> dict[str, Any] | None:
     return {**p, **fixed} if fixed else p
 
 
+def _known_ids(ids: object) -> bool:
+    return ids is None or _cpu_ids(ids)
+
+
 def _cpu_ids(ids: object) -> bool:
     """Whether `ids` is a list or tuple of small integers. The codec gives one shared tuple per
-    distinct affinity, so the check runs once per distinct list, not once per process and chunk."""
+    distinct affinity, so the check runs once per distinct tuple (by identity: hashing a 112-CPU
+    tuple again for every process and chunk cost more than the check), not once per process."""
     if isinstance(ids, tuple):
-        return _cpu_tuple(ids)
+        known = _CHECKED.get(id(ids))
+        if known is not None and known[0] is ids:
+            return known[1]
+        if len(_CHECKED) >= 4096:
+            _CHECKED.clear()
+        ok = _CHECKED[id(ids)] = (ids, all(_small_int(i) for i in ids))  # holds it: the id stays its
+        return ok[1]
     return isinstance(ids, list) and all(_small_int(i) for i in ids)
 
 
-@functools.lru_cache(maxsize=1024)
-def _cpu_tuple(ids: tuple[Any, ...]) -> bool:
-    return all(_small_int(i) for i in ids)
+_CHECKED: dict[int, tuple[tuple[Any, ...], bool]] = {}
 
 
 def window_end(last_seen: Iterable[float], step: float) -> float:
@@ -170,6 +213,18 @@ def window_end(last_seen: Iterable[float], step: float) -> float:
 # the coarsest step is far past any real reading, and 2**13 such samples in one bin stay exact).
 MAX_COUNT = float(1 << 40)
 _THROTTLE_ROWS = ("throttle_thermal", "throttle_power")
+# GPU series no rule, recovery check or chart reads. They are not binned, nor in the window: only
+# whether any of them had a sample in the window's last bin (staleness asks whether a node reported
+# anything then), counted per GPU and bin in one row (`WindowState.reported`) and handed on with
+# the window under UNREAD_REPORTED (`detect.base.shared`). A rule that comes to read one of them
+# takes it off this list (tests/unit/test_window.py checks no rule names one).
+UNREAD_GPU = frozenset({"util_mem", "power_w", "ecc_sbe_volatile", "pcie_tx_bps", "pcie_rx_bps"})
+UNREAD_REPORTED = "window.unread_reported"  # (nodes,) bool: an UNREAD_GPU sample in the last bin
+# Bin sums and sample counts start in the narrowest integer type that usually holds them (a 5 s
+# bin of 1 Hz samples: 5 samples; 64 GB/s of PCIe is 6.25e7 counts of 1 KiB/s), and a family
+# widens when a cell could overflow: int64 holds MAX_COUNT × 2**13 samples exactly.
+_SUM_TYPES: tuple[type[np.signedinteger[Any]], ...] = (np.int32, np.int64)
+_N_TYPES: tuple[type[np.unsignedinteger[Any]], ...] = (np.uint8, np.uint16, np.uint32, np.uint64)
 
 
 @functools.lru_cache(maxsize=256)
@@ -180,7 +235,8 @@ def _count_scale(kind: str, name: str) -> float:
 
 
 class _Family:
-    """Sums of counts and numbers of samples per (metric, row, bin), for one kind of device.
+    """Sums of counts and numbers of samples per (metric, row, bin), for one kind of device, in
+    the narrowest integer types that hold them (`_SUM_TYPES`, `_N_TYPES`; widened when needed).
 
     Columns form a ring over absolute bin numbers (time // step): bin b lives in column b % cap
     while base <= b < base + cap."""
@@ -191,9 +247,11 @@ class _Family:
         self.scales: list[float] = []
         self.base = 0
         self.cap = cap
-        self.rows = 0
-        self.sums = np.zeros((0, 0, cap))
-        self.n = np.zeros((0, 0, cap), dtype=np.int32)
+        self.rows = 0  # rows allocated (the stride of a metric)
+        self.used = 0  # rows named so far: the rest is zero pages the process never touched
+        # The narrowest exact types (see `_widen`): 5 bytes a cell, not float64's and int32's 12
+        self.sums = np.zeros((0, 0, cap), dtype=_SUM_TYPES[0])
+        self.n = np.zeros((0, 0, cap), dtype=_N_TYPES[0])
 
     def metric_index(self, name: str) -> int:
         m = self.metric.get(name)
@@ -206,20 +264,23 @@ class _Family:
         """Room for `rows` rows, every metric named so far, and bins up to `hi_bin`."""
         metrics = len(self.metric)
         cap = max(self.cap, hi_bin - self.base + 1)
+        used, self.used = self.used, max(self.used, rows)
         if metrics <= self.sums.shape[0] and rows <= self.sums.shape[1] and cap == self.cap:
             return
-        new_rows = (
-            max(rows, self.sums.shape[1]) if rows <= self.sums.shape[1] else max(rows, self.rows * 3 // 2)
-        )
+        # Four times the rows asked for: np.zeros maps zero pages lazily, so rows not used yet cost
+        # no memory, only address space. A cluster's first batch names most of its devices, so its
+        # state is then never copied again (a copy holds the old and the new state at once: at
+        # 10,000 GPUs that was the peak of a rebuild).
+        new_rows = self.sums.shape[1] if rows <= self.sums.shape[1] else max(4 * rows, 64)
         new_cap = cap if cap == self.cap else max(cap, self.cap * 3 // 2)
-        sums = np.zeros((metrics, new_rows, new_cap))
-        n = np.zeros((metrics, new_rows, new_cap), dtype=np.int32)
+        sums = np.zeros((metrics, new_rows, new_cap), dtype=self.sums.dtype)
+        n = np.zeros((metrics, new_rows, new_cap), dtype=self.n.dtype)
         if self.sums.size:
             old = (self.base + np.arange(self.cap)) % self.cap  # column of each bin base..base+cap-1
             new = (self.base + np.arange(self.cap)) % new_cap
-            m0, r0 = self.sums.shape[:2]
-            sums[:m0, :r0, new] = self.sums[:, :, old]
-            n[:m0, :r0, new] = self.n[:, :, old]
+            m0 = self.sums.shape[0]
+            sums[:m0, :used, new] = self.sums[:, :used, old]
+            n[:m0, :used, new] = self.n[:, :used, old]
         self.sums, self.n, self.rows, self.cap = sums, n, new_rows, new_cap
 
     def add(
@@ -242,17 +303,36 @@ class _Family:
         hit = np.flatnonzero(n)
         series, col = np.divmod(hit, width)
         flat = (m[series] * self.rows + rows[series]) * self.cap + (first[series] + col) % self.cap
+        add_sums, add_n = sums[hit], n[hit]
+        if add_n.size:
+            self._widen(m * self.rows + rows, flat, add_sums, add_n)
         # several chunks of one device may share a bin: add.at adds repeats (whole numbers: exact)
-        np.add.at(self.sums.reshape(-1), flat, sums[hit])
-        np.add.at(self.n.reshape(-1), flat, n[hit].astype(np.int32))
+        np.add.at(self.sums.reshape(-1), flat, add_sums.astype(self.sums.dtype))
+        np.add.at(self.n.reshape(-1), flat, add_n.astype(self.n.dtype))
+
+    def _widen(self, series: np.ndarray, flat: np.ndarray, sums: np.ndarray, n: np.ndarray) -> None:
+        """Widen `sums` and `n` to the next type that holds every cell `add` is about to reach.
+
+        A cell ends at most at |its value now| + k × |the largest addition|, k the most series one
+        call adds to one (metric, row) (chunks of one device sharing a bin): a bound from a gather
+        and three reductions, no sort of the cells. Whole counts in an integer type are exact, and
+        their mean (float64 sum ÷ float64 n) is the same float whatever the type held them."""
+        k = int(np.unique(series, return_counts=True)[1].max()) if series.size > 1 else 1
+        for attr, ladder, add in (("sums", _SUM_TYPES, sums), ("n", _N_TYPES, n)):
+            held: np.ndarray = getattr(self, attr)
+            bound = float(np.abs(held.reshape(-1)[flat]).max()) + k * float(np.abs(add).max())
+            if bound <= np.iinfo(held.dtype).max:
+                continue
+            wide = next((t for t in ladder if np.iinfo(t).max >= bound), ladder[-1])
+            setattr(self, attr, held.astype(wide))
 
     def drop_before(self, bin_: int) -> None:
         """Forget bins before `bin_` (their columns are reused for later bins)."""
         if bin_ <= self.base:
             return
         gone = np.arange(self.base, min(bin_, self.base + self.cap)) % self.cap
-        self.sums[:, :, gone] = 0.0
-        self.n[:, :, gone] = 0
+        self.sums[:, : self.used, gone] = 0.0  # rows past `used` are zero and never touched
+        self.n[:, : self.used, gone] = 0
         self.base = bin_
 
     def matrices(self, names: set[str], perm: np.ndarray, first_bin: int, bins: int) -> dict[str, np.ndarray]:
@@ -263,17 +343,33 @@ class _Family:
         out = {}
         for name in sorted(names):  # by name: the same whatever order the chunks came in
             m = self.metric[name]
-            mean = np.full((perm.size, bins), np.nan)
-            if perm.size and cols.size:
-                s = self.sums[m][perm][:, cols]
-                k = self.n[m][perm][:, cols]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean[:, held] = s / k / self.scales[m]
+            if not (perm.size and cols.size):
+                out[name] = np.full((perm.size, bins), np.nan)
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if cols.size == bins:  # the usual: all held, in one slice of the ring or two
+                    mean = np.empty((perm.size, bins))
+                    c0 = int(cols[0])
+                    split = min(self.cap - c0, bins)  # columns before the ring wraps
+                    for out_cols, ring in (
+                        (slice(0, split), slice(c0, c0 + split)),
+                        (slice(split, bins), slice(0, bins - split)),
+                    ):
+                        if out_cols.stop > out_cols.start:
+                            np.divide(
+                                self.sums[m, :, ring][perm], self.n[m, :, ring][perm], out=mean[:, out_cols]
+                            )
+                    mean /= self.scales[m]
+                else:
+                    at = np.ix_(perm, cols)
+                    mean = np.full((perm.size, bins), np.nan)
+                    mean[:, held] = self.sums[m][at] / self.n[m][at] / self.scales[m]
             out[name] = mean
         return out
 
 
 _BATCH = 512  # chunks binned together: their series are stacked into one matrix per length
+_GROUP = 16  # chunks of one layout binned in one add: its temporaries stay in the CPU cache
 
 
 class _Series:
@@ -316,6 +412,21 @@ class _Held:
     events: tuple[dict[str, Any], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where the rows of one node's chunks of one layout go: (matrix row, metric, device row) per
+    family, and what `_Held` keeps of the layout."""
+
+    host: tuple[np.ndarray, np.ndarray, np.ndarray]
+    gpu: tuple[np.ndarray, np.ndarray, np.ndarray]
+    throttle: tuple[np.ndarray, np.ndarray, np.ndarray]  # throttle_reasons rows (two GPU rows each)
+    mig: tuple[np.ndarray, np.ndarray, np.ndarray]
+    unread: tuple[np.ndarray, np.ndarray, np.ndarray]  # UNREAD_GPU: matrix row, counts per unit, GPU row
+    names: tuple[frozenset[str], frozenset[str], frozenset[str]]
+    gpu_keys: tuple[int, ...]
+    mig_keys: tuple[tuple[int, str], ...]
+
+
 def _static(c: Chunk) -> tuple[Any, ...]:
     gpus = tuple(
         (g.index, g.mem_total, g.numa_node, g.power_limit_w, g.temp_slowdown_c, bool(g.mig_mode))
@@ -346,6 +457,9 @@ class WindowState:
         self.ceiling_bin: int | None = None if ceiling == math.inf else math.floor(ceiling / step + 1e-9)
         cap = max(math.ceil(capacity_s / step), 8)
         self.host, self.gpu, self.mig = _Family("host", cap), _Family("gpu", cap), _Family("mig", cap)
+        # per GPU row and bin: samples of its UNREAD_GPU series (their sums are zero: never read)
+        self.reported = _Family("reported", cap)
+        self.reported.metric_index("any")
         self.node_row: dict[str, int] = {}
         self.gpu_row: dict[tuple[str, int], int] = {}
         self.mig_row: dict[tuple[str, int, str], int] = {}
@@ -363,7 +477,11 @@ class WindowState:
             for k in _PROC_FIELDS
         }
         self._mem_int = np.zeros(0, dtype=bool)
+        # process records of the chunks added since `_procs` was last read: joined to it once
+        # then, not at every batch (a rebuild adds a window's worth, a batch at a time)
+        self._new_procs: list[list[np.ndarray]] = []
         self._interned: dict[Any, Any] = {}
+        self._plans: dict[tuple[str, Any], _Plan] = {}
 
     def __len__(self) -> int:
         return len(self.held)
@@ -378,27 +496,201 @@ class WindowState:
     def _add(self, chunks: list[tuple[Chunk, str]]) -> None:
         if not chunks:
             return
-        bins_of = []
-        for c, _ in chunks:
-            self.node_row.setdefault(c.node, len(self.node_row))
-            for g in c.gpus:
-                self.gpu_row.setdefault((c.node, g.index), len(self.gpu_row))
-            for mi in c.mig:
-                self.mig_row.setdefault((c.node, mi.gpu_index, mi.uuid), len(self.mig_row))
-                self._uuid.setdefault(mi.uuid, len(self._uuid))
-            bins_of.append(np.floor(c.timestamps / self.step).astype(np.int64))
-        hi = max(int(b.max()) for b in bins_of)
+        # Chunks with their decoded matrix (`Chunk.values`) are binned a layout at a time: one
+        # stacked matrix per (layout, length), its rows placed by a plan kept per (node, layout).
+        # The others (built by hand, or cut by `readable`) go series by series.
+        plans: list[_Plan | None] = []
+        groups: dict[tuple[Any, int], list[int]] = defaultdict(list)
+        slow: list[int] = []
+        for j, (c, _) in enumerate(chunks):
+            plan = None
+            if c.values is not None and c.layout is not None:
+                plan = self._plans.get((c.node, c.layout))
+                if plan is None:
+                    plan = self._plans[(c.node, c.layout)] = self._plan(c)
+                groups[(c.layout, c.timestamps.size)].append(j)
+            else:
+                self._register(c)
+                slow.append(j)
+            plans.append(plan)
+        # Bins and bounds of each chunk, a group's chunks at once.
+        bins_of: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(chunks)
+        bounds: list[tuple[float, float, int, int, float | None]] = [(0.0, 0.0, 0, 0, None)] * len(chunks)
+        stacked: list[tuple[list[int], np.ndarray]] = []
+        for js in [*groups.values(), *([j] for j in slow)]:
+            ts = np.stack([chunks[j][0].timestamps for j in js])
+            bins = np.floor(ts / self.step).astype(np.int64)
+            stacked.append((js, bins))
+            for j, b, *rest in zip(
+                js,
+                bins,
+                ts.min(axis=1).tolist(),
+                ts.max(axis=1).tolist(),
+                bins.min(axis=1).tolist(),
+                bins.max(axis=1).tolist(),
+                median_steps(ts),
+                strict=True,
+            ):
+                bins_of[j], bounds[j] = b, tuple(rest)
+        hi = max(b[3] for b in bounds)
         if self.ceiling_bin is not None:
             hi = min(hi, self.ceiling_bin - 1)
         if self.floor_bin is None:
-            self.floor_bin = min(int(b.min()) for b in bins_of)
-        for fam in (self.host, self.gpu, self.mig):
+            self.floor_bin = min(b[2] for b in bounds)
+        for fam in (self.host, self.gpu, self.mig, self.reported):
             if not fam.sums.size:
                 fam.base = self.floor_bin
-        host, gpu, mig = _Series(), _Series(), _Series()
-        reasons = _Series()
+        self.host.ensure(len(self.node_row), hi)
+        self.gpu.ensure(len(self.gpu_row), hi)
+        self.mig.ensure(len(self.mig_row), hi)
+        self.reported.ensure(len(self.gpu_row), hi)
+        for js, bins in stacked[: len(groups)]:
+            for at in range(0, len(js), _GROUP):  # a few MB of temporaries at a time: kept in cache
+                part = js[at : at + _GROUP]
+                self._add_group(
+                    [chunks[j][0] for j in part],
+                    [p for j in part if (p := plans[j]) is not None],
+                    bins[at : at + _GROUP],
+                )
+        if slow:
+            self._add_series([chunks[j][0] for j in slow], [bins_of[j] for j in slow])
         rows: list[list[Any]] = []
         for j, (c, key) in enumerate(chunks):
+            rows.extend(self._hold(c, key, bounds[j], plans[j]))
+        if rows:
+            cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
+            arrays: list[np.ndarray] = [
+                np.asarray(col, dtype=self._procs[f].dtype)
+                for f, col in zip(_PROC_FIELDS, cols, strict=False)
+            ]
+            self._new_procs.append([*arrays, np.asarray(cols[-1], dtype=bool)])
+
+    def _join_procs(self) -> None:
+        """Join the process records added since the last read to `_procs`."""
+        if not self._new_procs:
+            return
+        parts, self._new_procs = self._new_procs, []
+        for k, field_name in enumerate(_PROC_FIELDS):
+            self._procs[field_name] = np.concatenate([self._procs[field_name], *(c[k] for c in parts)])
+        self._mem_int = np.concatenate([self._mem_int, *(c[-1] for c in parts)])
+
+    def _register(self, c: Chunk) -> None:
+        """Rows for the chunk's node and devices."""
+        self.node_row.setdefault(c.node, len(self.node_row))
+        for g in c.gpus:
+            self.gpu_row.setdefault((c.node, g.index), len(self.gpu_row))
+        for mi in c.mig:
+            self.mig_row.setdefault((c.node, mi.gpu_index, mi.uuid), len(self.mig_row))
+            self._uuid.setdefault(mi.uuid, len(self._uuid))
+
+    def _plan(self, c: Chunk) -> _Plan:
+        """Where each row of a chunk's matrix goes, for every chunk of its node and layout."""
+        self._register(c)
+        r = self.node_row[c.node]
+        host = [(k, self.host.metric_index(name), r) for k, name in enumerate(c.host, start=1)]
+        gpu, throttle, unread = [], [], []
+        k = 1 + len(c.host)
+        for g in c.gpus:
+            gr = self.gpu_row[(c.node, g.index)]
+            for name in g.metrics:
+                if name == "throttle_reasons":
+                    throttle.append((k, 0, gr))
+                elif name in UNREAD_GPU:
+                    unread.append((k, _count_scale("gpu", name), gr))
+                else:
+                    gpu.append((k, self.gpu.metric_index(name), gr))
+                k += 1
+        mig = []
+        for mi in c.mig:
+            mr = self.mig_row[(c.node, mi.gpu_index, mi.uuid)]
+            for name in mi.metrics:
+                mig.append((k, self.mig.metric_index(name), mr))
+                k += 1
+        if throttle:
+            self.gpu.metric_index(_THROTTLE_ROWS[0])
+            self.gpu.metric_index(_THROTTLE_ROWS[1])
+
+        def cols(rows: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            a = np.array(rows, dtype=np.int64).reshape(-1, 3)
+            return a[:, 0].copy(), a[:, 1].copy(), a[:, 2].copy()
+
+        return _Plan(
+            host=cols(host),
+            gpu=cols(gpu),
+            throttle=cols(throttle),
+            mig=cols(mig),
+            unread=(
+                np.array([u[0] for u in unread], dtype=np.int64),
+                np.array([u[1] for u in unread], dtype=np.float64),
+                np.array([u[2] for u in unread], dtype=np.int64),
+            ),
+            names=self._names(c),
+            gpu_keys=tuple(g.index for g in c.gpus),
+            mig_keys=tuple((mi.gpu_index, mi.uuid) for mi in c.mig),
+        )
+
+    def _names(self, c: Chunk) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """The host, GPU and MIG series a chunk holds (throttle reasons as the two rows they bin to)."""
+        gpu_names: set[str] = set()
+        for g in c.gpus:
+            gpu_names.update(g.metrics)
+        gpu_names -= UNREAD_GPU
+        if "throttle_reasons" in gpu_names:
+            gpu_names.discard("throttle_reasons")
+            gpu_names.update(_THROTTLE_ROWS)
+        return (
+            self._intern(frozenset(c.host)),
+            self._intern(frozenset(gpu_names)),
+            self._intern(frozenset(n for mi in c.mig for n in mi.metrics)),
+        )
+
+    def _keep(self, bins: np.ndarray) -> np.ndarray:
+        keep = bins >= self.floor_bin
+        if self.ceiling_bin is not None:
+            keep &= bins < self.ceiling_bin
+        return keep
+
+    def _add_group(self, chunks: list[Chunk], plans: list[_Plan], bins: np.ndarray) -> None:
+        """Bin chunks of one layout and length (`bins`: chunks × samples): each family's series of
+        all of them in one add."""
+        values = np.stack([c.values for c in chunks])  # type: ignore[misc]  # (chunks, rows, samples)
+        n = values.shape[2]
+        keep = self._keep(bins)
+        first = plans[0]
+        for fam, part in ((self.host, "host"), (self.gpu, "gpu"), (self.mig, "mig")):
+            sel, m, _ = getattr(first, part)
+            if not sel.size:
+                continue
+            fam.add(
+                np.tile(m, len(chunks)),
+                np.concatenate([getattr(p, part)[2] for p in plans]),
+                np.repeat(bins, sel.size, axis=0),
+                values[:, sel, :].reshape(-1, n),
+                np.repeat(keep, sel.size, axis=0),
+            )
+        sel, scale, _ = first.unread
+        if sel.size:
+            rows = np.concatenate([p.unread[2] for p in plans])
+            self.reported.add(
+                np.zeros(rows.size, dtype=np.int64),
+                rows,
+                np.repeat(bins, sel.size, axis=0),
+                _sampled(values[:, sel, :].reshape(-1, n), np.tile(scale, len(chunks))[:, None]),
+                np.repeat(keep, sel.size, axis=0),
+            )
+        sel = first.throttle[0]
+        if sel.size:
+            hot, capped = _throttle(values[:, sel, :].reshape(-1, n))
+            rows = np.concatenate([p.throttle[2] for p in plans])
+            b, k = np.repeat(bins, sel.size, axis=0), np.repeat(keep, sel.size, axis=0)
+            for name, v in zip(_THROTTLE_ROWS, (hot, capped), strict=True):
+                self.gpu.add(np.full(rows.size, self.gpu.metric_index(name), dtype=np.int64), rows, b, v, k)
+
+    def _add_series(self, chunks: list[Chunk], bins_of: list[np.ndarray]) -> None:
+        """Bin chunks series by series (those without a decoded matrix)."""
+        host, gpu, mig, unread = _Series(), _Series(), _Series(), _Series()
+        reasons = _Series()
+        for j, c in enumerate(chunks):
             r = self.node_row[c.node]
             for name, values in c.host.items():
                 host.put(self.host.metric_index(name), r, j, values)
@@ -407,13 +699,14 @@ class WindowState:
                 for name, values in g.metrics.items():
                     if name == "throttle_reasons":
                         reasons.put(0, gr, j, values)
+                    elif name in UNREAD_GPU:
+                        unread.put(0, gr, j, _sampled(values, _count_scale("gpu", name)))
                     else:
                         gpu.put(self.gpu.metric_index(name), gr, j, values)
             for mi in c.mig:
                 mr = self.mig_row[(c.node, mi.gpu_index, mi.uuid)]
                 for name, values in mi.metrics.items():
                     mig.put(self.mig.metric_index(name), mr, j, values)
-            rows.extend(self._hold(c, key, bins_of[j]))
         if reasons.m:
             thermal, power = (
                 self.gpu.metric_index(_THROTTLE_ROWS[0]),
@@ -424,66 +717,52 @@ class WindowState:
                 for k, i in enumerate(sel):
                     gpu.put(thermal, reasons.r[i], reasons.j[i], hot[k])
                     gpu.put(power, reasons.r[i], reasons.j[i], capped[k])
-        self.host.ensure(len(self.node_row), hi)
-        self.gpu.ensure(len(self.gpu_row), hi)
-        self.mig.ensure(len(self.mig_row), hi)
-        for fam, series in ((self.host, host), (self.gpu, gpu), (self.mig, mig)):
+        # metric_index may have named new metrics: room for them
+        self.host.ensure(len(self.node_row), self.host.base)
+        self.gpu.ensure(len(self.gpu_row), self.gpu.base)
+        self.mig.ensure(len(self.mig_row), self.mig.base)
+        self.reported.ensure(len(self.gpu_row), self.reported.base)
+        for fam, series in ((self.host, host), (self.gpu, gpu), (self.mig, mig), (self.reported, unread)):
             for sel in series.by_length().values():
                 at = sorted({series.j[i] for i in sel})
                 place = {j: k for k, j in enumerate(at)}
                 bins = np.stack([bins_of[j] for j in at])[[place[series.j[i]] for i in sel]]
-                keep = bins >= self.floor_bin
-                if self.ceiling_bin is not None:
-                    keep &= bins < self.ceiling_bin
                 fam.add(
                     np.array([series.m[i] for i in sel], dtype=np.int64),
                     np.array([series.r[i] for i in sel], dtype=np.int64),
                     bins,
                     np.stack([series.v[i] for i in sel]),
-                    keep,
+                    self._keep(bins),
                 )
-        if rows:
-            cols = list(zip(*rows, strict=True))
-            for field_name, col in zip(_PROC_FIELDS, cols[:-1], strict=True):
-                have = self._procs[field_name]
-                self._procs[field_name] = np.concatenate([have, np.asarray(col, dtype=have.dtype)])
-            self._mem_int = np.concatenate([self._mem_int, np.asarray(cols[-1], dtype=bool)])
 
     def _intern(self, value: Any) -> Any:
         return self._interned.setdefault(value, value)
 
-    def _hold(self, c: Chunk, key: str, bins: np.ndarray) -> list[list[Any]]:
+    def _hold(
+        self, c: Chunk, key: str, bounds: tuple[float, float, int, int, float | None], plan: _Plan | None
+    ) -> list[list[Any]]:
         serial = self._serial
         self._serial += 1
-        ts = c.timestamps
         crc = zlib.crc32(key.encode("utf-8", "surrogatepass"))
-        t_first, t_last = float(ts.min()), float(ts.max())
-        gpu_names: set[str] = set()
-        for g in c.gpus:
-            gpu_names.update(g.metrics)
-        if "throttle_reasons" in gpu_names:
-            gpu_names.discard("throttle_reasons")
-            gpu_names.update(_THROTTLE_ROWS)
+        t_first, t_last, first_bin, last_bin, interval = bounds
         held = _Held(
             serial=serial,
             order=(t_first, t_last, crc),
             node=c.node,
             t_first=t_first,
             t_last=t_last,
-            first_bin=int(bins.min()),
-            last_bin=int(bins.max()),
-            interval=_median_step(ts),
+            first_bin=first_bin,
+            last_bin=last_bin,
+            interval=interval,
             static=self._intern(_static(c)),
-            metrics=(
-                self._intern(frozenset(c.host)),
-                self._intern(frozenset(gpu_names)),
-                self._intern(frozenset(n for mi in c.mig for n in mi.metrics)),
-            ),
+            metrics=self._names(c) if plan is None else plan.names,
             events=tuple({**e, "node": c.node} for e in c.events),
         )
         self.held[serial] = held
-        self.gpu_keys_of[serial] = tuple(g.index for g in c.gpus)
-        self.mig_keys_of[serial] = tuple((mi.gpu_index, mi.uuid) for mi in c.mig)
+        self.gpu_keys_of[serial] = tuple(g.index for g in c.gpus) if plan is None else plan.gpu_keys
+        self.mig_keys_of[serial] = (
+            tuple((mi.gpu_index, mi.uuid) for mi in c.mig) if plan is None else plan.mig_keys
+        )
         node = self.node_row[c.node]
         rows = []
         for p in c.processes:
@@ -527,6 +806,7 @@ class WindowState:
         gone = [s for s, h in self.held.items() if h.t_last < edge]
         for s in gone:
             del self.held[s], self.gpu_keys_of[s], self.mig_keys_of[s]
+        self._join_procs()
         if gone and self._procs["serial"].size:
             alive = np.isin(
                 self._procs["serial"], np.fromiter(self.held, dtype=np.int64, count=len(self.held))
@@ -535,7 +815,7 @@ class WindowState:
             self._mem_int = self._mem_int[alive]
         if self.floor_bin is None or bin_ > self.floor_bin:
             self.floor_bin = bin_
-            for fam in (self.host, self.gpu, self.mig):
+            for fam in (self.host, self.gpu, self.mig, self.reported):
                 fam.drop_before(bin_)
 
     # -- reading ----------------------------------------------------------------------------------
@@ -573,9 +853,12 @@ class WindowState:
         held = self.chunks()
         nodes = sorted({h.node for h in held})
         node_out = {n: i for i, n in enumerate(nodes)}
-        gpu_keys = sorted({(h.node, i) for h in held for i in self.gpu_keys_of[h.serial]})
+        # one (node, devices) pair per node and layout, not one key per device and chunk
+        gpu_of = {(h.node, self.gpu_keys_of[h.serial]) for h in held}
+        gpu_keys = sorted({(node, i) for node, keys in gpu_of for i in keys})
         gpu_out = {k: i for i, k in enumerate(gpu_keys)}
-        mig_keys = sorted({(h.node, gi, u) for h in held for gi, u in self.mig_keys_of[h.serial]})
+        mig_of = {(h.node, self.mig_keys_of[h.serial]) for h in held}
+        mig_keys = sorted({(node, gi, u) for node, keys in mig_of for gi, u in keys})
         mig_out = {k: i for i, k in enumerate(mig_keys)}
         n_gpu, n_mig = len(gpu_keys), len(mig_keys)
 
@@ -593,9 +876,12 @@ class WindowState:
         events: list[tuple[Any, str, tuple[float, float, int], int, dict[str, Any]]] = []
         applied: dict[str, tuple[Any, ...]] = {}
         last_bin = first_bin + bins - 1
+        seen: dict[str, float] = {}
         for h in held:  # in time order: a later chunk's word on a static field wins
             r = node_out[h.node]
-            last_seen[r] = np.fmax(last_seen[r], h.t_last)
+            old = seen.get(h.node)
+            if old is None or old != old or h.t_last > old:  # as np.fmax: a NaN never wins
+                seen[h.node] = h.t_last
             if h.first_bin <= last_bin and h.last_bin >= first_bin:
                 present.add(h.metrics)
             for i, e in enumerate(h.events):
@@ -632,6 +918,8 @@ class WindowState:
                     if not layouts[gr] or layouts[gr][-1][1] != layout:
                         layouts[gr].append((h.t_first, layout))
 
+        for node, t in seen.items():
+            last_seen[node_out[node]] = t
         names = (
             [set().union(*(p[i] for p in present)) for i in range(3)] if present else [set(), set(), set()]
         )
@@ -639,7 +927,12 @@ class WindowState:
         gpu_perm = np.array([self.gpu_row[k] for k in gpu_keys], dtype=np.int64)
         mig_perm = np.array([self.mig_row[k] for k in mig_keys], dtype=np.int64)
         has_process, mig_has_process, gpu_processes = self._processes(nodes, gpu_keys, mig_keys, start, bins)
-        return Window(
+        gpu_node = np.array([node_out[n] for n, _ in gpu_keys], dtype=np.int64)
+        unread = np.zeros(len(nodes), dtype=bool)
+        rep = self.reported
+        if gpu_perm.size and rep.base <= last_bin < rep.base + rep.cap and rep.n.shape[1]:
+            np.logical_or.at(unread, gpu_node, rep.n[0, gpu_perm, last_bin % rep.cap] > 0)
+        window = Window(
             cluster=cluster,
             start=start,
             step=step,
@@ -650,7 +943,7 @@ class WindowState:
             host=self.host.matrices(names[0], node_perm, first_bin, bins),
             cpu_count=cpu_count,
             host_mem_total=host_mem_total,
-            gpu_node=np.array([node_out[n] for n, _ in gpu_keys], dtype=np.int64),
+            gpu_node=gpu_node,
             gpu_index=np.array([i for _, i in gpu_keys], dtype=np.int64),
             gpu=self.gpu.matrices(names[1], gpu_perm, first_bin, bins),
             gpu_mem_total=gpu_static["mem_total"],
@@ -667,6 +960,8 @@ class WindowState:
             registry=sorted(registry or [], key=lambda n: n.node),
             now=now,
         )
+        shared(window, UNREAD_REPORTED, lambda: unread)
+        return window
 
     def _processes(
         self,
@@ -682,6 +977,7 @@ class WindowState:
         has_process = np.zeros((n_gpu, bins), dtype=bool)
         mig_has_process = np.zeros((n_mig, bins), dtype=bool)
         gpu_processes: list[list[ProcessSeen]] = [[] for _ in gpu_keys]
+        self._join_procs()
         p = self._procs
         if not p["serial"].size or not n_gpu:
             return has_process, mig_has_process, gpu_processes
@@ -754,8 +1050,19 @@ _GPU_SPAN = MAX_DEVICE_INDEX * 2
 _UUID_SPAN = 1 << 22
 
 
-def _median_step(ts: np.ndarray) -> float | None:
-    """`np.median(np.diff(ts))` (the same float), at a fraction of its cost on a short array."""
+def median_steps(ts: np.ndarray) -> list[float | None]:
+    """`median_step` of each row of a (chunks × samples) matrix of timestamps."""
+    if ts.shape[1] < 2:
+        return [None] * ts.shape[0]
+    d = np.sort(np.diff(ts, axis=1), axis=1)
+    k = d.shape[1] // 2
+    mid = d[:, k] if d.shape[1] % 2 else (d[:, k - 1] + d[:, k]) / 2
+    return mid.tolist()
+
+
+def median_step(ts: np.ndarray) -> float | None:
+    """`np.median(np.diff(ts))` (the same float), at a fraction of its cost on a short array; None
+    for fewer than two samples."""
     if ts.size < 2:
         return None
     d = np.sort(np.diff(ts))
@@ -775,6 +1082,12 @@ def _mark(out: np.ndarray, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     np.add.at(diff, (rows, lo), 1)
     np.add.at(diff, (rows, hi + 1), -1)
     out |= np.cumsum(diff, axis=1)[:, :-1] > 0
+
+
+def _sampled(values: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
+    """0 where a value is a sample (`_Family.add` would bin it), NaN where it is none."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.abs(np.rint(values * scale)) <= MAX_COUNT, 0.0, np.nan)
 
 
 def _throttle(reasons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

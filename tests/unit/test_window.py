@@ -96,3 +96,54 @@ def test_samples_that_are_no_time_are_left_out_with_their_values_and_the_rest_is
     future["timestamps"] = [T0, T0 + 1, T0 + 10**6]
     kept = readable(codec.decode(codec.encode(future)), now=T0 + 2)
     assert kept is not None and kept.timestamps.tolist() == [T0, T0 + 1]
+
+
+def test_bins_past_the_narrow_state_types_widen_and_keep_every_mean_exact() -> None:
+    """The state holds sums as int32 and counts as uint8 until a cell could overflow: then the
+    family widens, and the means stay those of float64 arithmetic on the same whole counts."""
+    n = 600  # 600 samples in one 600 s bin: past uint8's 255
+    mib = 2.0**20
+    first = batch_doc(n=n, gpus=1, util=[[37.0] * n], mem_used=[[mib * (i % 7) for i in range(n)]])
+    # a second chunk of the same GPU and bin, 1 PB used: ~1e9 counts of 1 MiB a sample, past int32
+    # in a bin of 400 samples
+    second = batch_doc(
+        n=n, gpus=1, util=[[91.0] * n], mem_used=[[1e15 + mib * i for i in range(n)]], t0=T0 + 0.5
+    )
+    state = window.WindowState(600.0, capacity_s=1200.0, floor=T0 - T0 % 600)
+    state.add([(codec.decode(codec.encode(first)), "a")])
+    assert (state.gpu.sums.dtype, state.gpu.n.dtype) == (np.int32, np.uint16)
+    state.add([(codec.decode(codec.encode(second)), "b")])
+    assert (state.gpu.sums.dtype, state.gpu.n.dtype) == (np.int64, np.uint16)
+    end = T0 - T0 % 600 + 1200
+    w = state.window("c1", end=end, span_s=1200)
+    # the reference: every sample a whole count of its resolution, summed and divided in float64
+    ts = np.array(first["timestamps"] + second["timestamps"])
+    in_first_bin = ts < end - 600
+    for name, scale in (("mem_used", 1 / mib), ("util_gpu", 1.0)):
+        values = np.array(first["gpus"][0]["metrics"][name] + second["gpus"][0]["metrics"][name])
+        counts = np.rint(values * scale)
+        expect = [counts[b].sum() / b.sum() / scale for b in (in_first_bin, ~in_first_bin)]
+        assert w.gpu[name].tolist() == [expect], name
+
+
+def test_the_series_the_window_leaves_out_are_read_by_no_rule_and_still_say_a_node_reported() -> None:
+    """UNREAD_GPU series are not binned: no detector, recovery check or notifier names one, and a
+    node whose only samples in the last bin are theirs has still reported (staleness)."""
+    import pathlib
+
+    from gpulse.analyze import reported_last_bin
+
+    src = pathlib.Path(window.__file__).parent
+    readers = [*src.glob("detect/*.py"), *src.glob("notify/**/*.py"), src / "analyze" / "recovery.py"]
+    named = {(p.name, name) for p in readers for name in window.UNREAD_GPU if f'"{name}"' in p.read_text()}
+    assert named == set()
+    doc = batch_doc(n=10, gpus=1)
+    nan = [float("nan")] * 10
+    doc["host"]["metrics"] = {"cpu_util": nan, "mem_used": nan}
+    doc["gpus"][0]["metrics"] = {"util_gpu": nan, "mem_used": nan, "power_w": [float("nan")] * 9 + [300.0]}
+    w = build_window("c1", [codec.decode(codec.encode(doc))], end=T0 + 10, span_s=10, step=5)
+    assert sorted(w.gpu) == ["mem_used", "util_gpu"]
+    assert reported_last_bin(w).tolist() == [True]
+    doc["gpus"][0]["metrics"]["power_w"] = [300.0] + [float("nan")] * 9  # in the first bin only
+    w = build_window("c1", [codec.decode(codec.encode(doc))], end=T0 + 10, span_s=10, step=5)
+    assert reported_last_bin(w).tolist() == [False]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from gpulse import codec
-from gpulse.analyze import detect_all
+from gpulse.analyze import detect_all, reported_last_bin
 from gpulse.analyze.incremental import ClusterWindows
 from gpulse.detect.base import NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE, params_for
@@ -174,6 +174,8 @@ def assert_same(a: Window, b: Window) -> None:
             assert math.isnan(y), name
         else:
             assert x == y, name
+    # and what the window hands on of the series it leaves out (window.UNREAD_GPU)
+    np.testing.assert_array_equal(reported_last_bin(a), reported_last_bin(b), strict=True)
 
 
 class IncrementalWindow(RuleBasedStateMachine):
@@ -281,10 +283,12 @@ def test_a_window_built_at_once_equals_one_built_from_the_same_chunks_in_any_ord
         (t, v)
         for d in docs
         if d["node"] == one.nodes[int(one.gpu_node[g])]
-        for t, v in zip(d["timestamps"], d["gpus"][0]["metrics"]["power_w"], strict=True)
+        for t, v in zip(d["timestamps"], d["gpus"][0]["metrics"]["mem_used"], strict=True)
         if v is not None and one.start + 5.0 <= t < one.start + 10.0
     ]
-    assert one.gpu["power_w"][g, 1] == np.float64(sum(round(v * 100) for _, v in in_bin)) / len(in_bin) / 100
+    mib = 2.0**-20  # mem_used's counts per byte
+    assert one.gpu["mem_used"][g, 1] == np.float64(sum(round(v * mib) for _, v in in_bin)) / len(in_bin) / mib
+    assert "power_w" not in one.gpu  # no rule reads it (window.UNREAD_GPU)
 
 
 # The default suite replays two scenarios' first 15 minutes; GPULSE_WINDOW_SCENARIOS=all (make
@@ -333,3 +337,29 @@ def test_the_scenarios_rules_find_the_same_conditions_warm_and_cold(name: str) -
     assert runs >= SPAN_S // 60 - 1
     if name != "healthy_mixed":
         assert found > 0  # the fault was seen: the comparison covered conditions, not only silence
+
+
+def test_binning_whole_matrices_by_layout_equals_binning_series_by_series() -> None:
+    """A decoded chunk carries its matrix and `Layout`: `WindowState` bins chunks of one layout
+    as one stacked matrix. Chunks without them (built by hand, or cut by `readable`) go series by
+    series: both give the same window, bit for bit, mixed in one state or not."""
+    from dataclasses import replace
+
+    scenario = suite.mig_layout(True)
+    fleet = planned(scenario.fleet, scenario.faults)
+    chunks = [
+        codec.decode(data)
+        for d in deliveries(fleet, scenario.faults)
+        if d.at < fleet.start + 400.0
+        for _, data in encode_parts(d.doc)
+    ]
+    assert all(c.values is not None and c.layout is not None for c in chunks)
+    bare = [replace(c, values=None, layout=None) for c in chunks]
+    mixed = [c if i % 3 else b for i, (c, b) in enumerate(zip(chunks, bare, strict=True))]
+    end = fleet.start + 360.0
+    whole, by_series, both = (
+        build_window(fleet.cluster, cs, end=end, span_s=300.0, step=5.0) for cs in (chunks, bare, mixed)
+    )
+    assert len(whole.gpu_index) and whole.mig and any(whole.gpu_processes) and "throttle_power" in whole.gpu
+    assert_same(whole, by_series)
+    assert_same(whole, both)

@@ -23,22 +23,25 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import NamedTuple
 
 from gpulse import codec
 from gpulse.analyze.detection import STEP_S, step_for
 from gpulse.codec import Chunk
 from gpulse.detect.base import NodeSeen, Window
 from gpulse.store import SeriesStore, StoredChunk
-from gpulse.window import STALE_S, WindowState, readable, window_end
+from gpulse.window import STALE_S, WindowState, median_step, readable, window_end
 
 logger = logging.getLogger(__name__)
 FUTURE_S = 600.0  # samples this far past their chunk's arrival are no reading (ingest allows 300)
-# How far behind the newest arrival the next read starts: a DynamoDB write becomes visible shortly
-# after ingest stamped it; a minute covers a Lambda's retries of one batch write.
-ARRIVAL_MARGIN_S = 60.0
-REBUILD_BATCH = 1024  # chunks decoded at once by a rebuild (~50 MB of decoded series)
+# How far behind the newest arrival the next read starts. Ingest stamps `arrived` just before its
+# write, which commits (boto3's retries included) before ingest's 15 s Timeout ends (template.yaml
+# IngestFunction): so a chunk missed by a read has `arrived` at most 15 s before that read. 15 s
+# more covers the read's own duration (its pages are seen from its start), the eventually
+# consistent table and LateIndex (visible within a second or so) and skew between ingest
+# containers' clocks. Every tick reads this much again (bench/cost_model.py: WARM_READ_S).
+ARRIVAL_MARGIN_S = 30.0
+REBUILD_BATCH = 256  # chunks decoded at once by a rebuild (about 65 KB each, decoded: ~16 MB)
 
 
 @dataclass
@@ -52,6 +55,20 @@ class TickStats:
     read_s: float = 0.0
     decode_s: float = 0.0
     bin_s: float = 0.0
+    # CPU seconds (process time) of the same steps: the wall times above include waiting on
+    # the store and on other processes; the bench splits a tick's CPU with these
+    read_cpu_s: float = 0.0
+    decode_cpu_s: float = 0.0  # decoding and binning
+
+
+class _Read(NamedTuple):
+    """A decoded chunk with its key, and the bounds and interval every step of a tick reads."""
+
+    chunk: Chunk
+    key: str
+    first: float  # first and last sample
+    last: float
+    interval: float | None  # median sample interval (`bin_step`)
 
 
 @dataclass
@@ -60,7 +77,7 @@ class _Cluster:
     now: float
     watermark: float = -math.inf  # newest arrival seen
     seen: dict[str, float] = field(default_factory=dict)  # key -> arrival, while inside the margin
-    pending: list[tuple[Chunk, str]] = field(default_factory=list)  # first sample after `now`
+    pending: list[_Read] = field(default_factory=list)  # first sample after `now`
 
 
 class ClusterWindows:
@@ -121,14 +138,14 @@ class ClusterWindows:
 
     def _rebuild(self, cluster: str, now: float, stats: TickStats, nodes: frozenset[str] | None) -> _Cluster:
         stats.cold = True
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stored = self.store.read_chunks(
             cluster, now - self.window_s - STALE_S - 2 * self.step_s - 60.0, now + FUTURE_S
         )
         if nodes is not None:  # a shard's window: its own nodes only
             stored = [s for s in stored if s.node in nodes]
-        t1 = time.perf_counter()
-        stats.read, stats.read_s = len(stored), t1 - t0
+        t1, c1 = time.perf_counter(), time.process_time()
+        stats.read, stats.read_s, stats.read_cpu_s = len(stored), t1 - t0, c1 - c0
         # Decoded and binned a batch at a time, so that the decoded window is never all in memory.
         # The bin width comes from the chunks themselves (`bin_step`): binned at the usual width
         # first, and again only if some node samples slower than that.
@@ -142,11 +159,7 @@ class ClusterWindows:
             intervals: list[float | None] = []
             for at in range(0, len(stored), REBUILD_BATCH):
                 chunks = self._decode(cluster, stored[at : at + REBUILD_BATCH], now, tries)
-                intervals += [
-                    _interval(c)
-                    for c, _ in chunks
-                    if float(c.timestamps.max()) >= cutoff and _first(c) <= now
-                ]
+                intervals += [r.interval for r in chunks if r.last >= cutoff and r.first <= now]
                 self._take(kept, chunks, now)
             needed = step_for(intervals, self.step_s)
             if needed == step:
@@ -155,13 +168,14 @@ class ClusterWindows:
         self._seen(kept, stored, now)
         stats.decoded, stats.corrupt = tries.decoded, tries.corrupt
         stats.decode_s = time.perf_counter() - t1  # decoding and binning, interleaved
+        stats.decode_cpu_s = time.process_time() - c1
         return kept
 
     def _tick(
         self, cluster: str, kept: _Cluster, now: float, stats: TickStats, nodes: frozenset[str] | None
     ) -> bool:
         """Bring a warm state to `now`; False when it must be rebuilt instead."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         after = kept.watermark - ARRIVAL_MARGIN_S if kept.watermark > -math.inf else None
         lo = self._lo(now, kept.state.step)
         stored = [
@@ -169,13 +183,13 @@ class ClusterWindows:
             for s in self.store.read_chunks(cluster, lo, now + FUTURE_S, arrived_after=after)
             if s.key not in kept.seen and (nodes is None or s.node in nodes)
         ]
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         chunks = self._decode(cluster, stored, now, stats)
         t2 = time.perf_counter()
         held = kept.pending + chunks
         cutoff = now - self.window_s - STALE_S
         intervals = kept.state.intervals(since=cutoff) + [
-            _interval(c) for c, _ in held if _first(c) <= now and float(c.timestamps.max()) >= cutoff
+            r.interval for r in held if r.first <= now and r.last >= cutoff
         ]
         if step_for(intervals, self.step_s) != kept.state.step:
             return False  # the bins must widen or narrow: every chunk again
@@ -185,13 +199,14 @@ class ClusterWindows:
         self._seen(kept, stored, now)
         stats.read, stats.read_s, stats.decode_s = len(stored), t1 - t0, t2 - t1
         stats.bin_s = time.perf_counter() - t2
+        stats.read_cpu_s, stats.decode_cpu_s = c1 - c0, time.process_time() - c1
         return True
 
-    def _take(self, kept: _Cluster, chunks: list[tuple[Chunk, str]], now: float) -> None:
+    def _take(self, kept: _Cluster, chunks: list[_Read], now: float) -> None:
         """Bin the chunks whose time has come; hold those whose first sample is after `now`."""
         lo = self._lo(now, kept.state.step)
-        kept.state.add([(c, k) for c, k in chunks if _first(c) <= now and float(c.timestamps.max()) >= lo])
-        kept.pending.extend((c, k) for c, k in chunks if _first(c) > now)
+        kept.state.add([(r.chunk, r.key) for r in chunks if r.first <= now and r.last >= lo])
+        kept.pending.extend(r for r in chunks if r.first > now)
 
     @staticmethod
     def _seen(kept: _Cluster, stored: list[StoredChunk], now: float) -> None:
@@ -203,9 +218,7 @@ class ClusterWindows:
         edge = kept.watermark - 2 * ARRIVAL_MARGIN_S
         kept.seen = {k: a for k, a in kept.seen.items() if a >= edge}
 
-    def _decode(
-        self, cluster: str, stored: list[StoredChunk], now: float, stats: TickStats
-    ) -> list[tuple[Chunk, str]]:
+    def _decode(self, cluster: str, stored: list[StoredChunk], now: float, stats: TickStats) -> list[_Read]:
         out = []
         for item in stored:
             try:
@@ -219,15 +232,7 @@ class ClusterWindows:
                 continue
             usable = readable(chunk, item.arrived or now, future_s=FUTURE_S)
             if usable is not None:
-                out.append((usable, item.key))
+                ts = usable.timestamps
+                out.append(_Read(usable, item.key, float(ts.min()), float(ts.max()), median_step(ts)))
         stats.decoded += len(out)
         return out
-
-
-def _first(c: Chunk) -> float:
-    return float(c.timestamps.min())
-
-
-def _interval(c: Chunk) -> float | None:
-    """The chunk's median sample interval, as `bin_step` reads it."""
-    return float(np.median(np.diff(c.timestamps))) if c.timestamps.size > 1 else None

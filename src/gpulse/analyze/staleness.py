@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from gpulse.analyze.inhibit import SILENT_RULE, nodes_of
-from gpulse.detect.base import Condition, Window
+from gpulse.detect.base import Condition, Window, shared
+from gpulse.window import UNREAD_REPORTED
 
 
 def unseen(conditions: list[Condition], window: Window | None = None) -> frozenset[str]:
@@ -24,10 +25,14 @@ def unseen(conditions: list[Condition], window: Window | None = None) -> frozens
 def reported_last_bin(window: Window) -> np.ndarray:
     """(nodes,) whether any host or GPU series of the node has a sample in the window's last bin.
     A node can be past the window's end and still miss it: the batch that covers it is late while
-    the next one is in (a retry after its successor)."""
+    the next one is in (a retry after its successor). The series the window leaves out
+    (`window.UNREAD_GPU`) count too: the window builder hands on which nodes they reported."""
     seen = np.zeros(len(window.nodes), dtype=bool)
     if window.bins == 0:
         return seen
+    unread = shared(window, UNREAD_REPORTED, lambda: seen.copy())  # a window built by hand: none
+    if unread.shape == seen.shape:
+        seen |= unread
     for m in window.host.values():
         if m.shape == (len(window.nodes), window.bins):
             seen |= np.isfinite(m[:, -1])

@@ -52,6 +52,7 @@ STATE_TABLE = env.require(env.STATE_TABLE)
 CONFIG_TABLE = env.require(env.CONFIG_TABLE)
 CONFIG_CACHE_S = env.optional_int(env.CONFIG_CACHE_S, 30)
 WINDOW_S = env.optional_int(env.ANALYZE_WINDOW_S, 600)
+KEEP_NODES = SHARD_NODES  # the windows kept between runs: one shard's worth (ClusterWindows)
 HEARTBEAT_URL = env.optional(env.HEARTBEAT_URL)
 
 
@@ -87,6 +88,7 @@ def _wire() -> Wiring:
         shards=env.optional_int(env.SERIES_SHARDS, DEFAULT_SHARDS),
         config_cache_s=CONFIG_CACHE_S,
         window_s=WINDOW_S,
+        keep_nodes=KEEP_NODES,
     )
     return Wiring(
         findings=findings,

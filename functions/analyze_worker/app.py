@@ -40,6 +40,8 @@ STATE_TABLE = env.require(env.STATE_TABLE)
 CONFIG_TABLE = env.require(env.CONFIG_TABLE)
 CONFIG_CACHE_S = env.optional_int(env.CONFIG_CACHE_S, 30)
 WINDOW_S = env.optional_int(env.ANALYZE_WINDOW_S, 600)
+# the windows a container keeps between tasks: one shard's worth of nodes (ClusterWindows)
+KEEP_NODES = env.optional_int(env.ANALYZE_SHARD_NODES, 500)
 
 
 class Wiring(NamedTuple):
@@ -70,6 +72,7 @@ def _wire() -> Wiring:
         shards=env.optional_int(env.SERIES_SHARDS, DEFAULT_SHARDS),
         config_cache_s=CONFIG_CACHE_S,
         window_s=WINDOW_S,
+        keep_nodes=KEEP_NODES,
     )
     return Wiring(
         analyzer=analyzer,

@@ -228,6 +228,7 @@ def test_function_environments_resolve_to_the_local_resources(deployed: LocalDep
             env.CONFIG_TABLE: f"{PREFIX}-ConfigTable",
             env.FINDINGS_QUEUE_URL: deployed.queues["FindingsQueue"]["url"],
             env.ANALYZE_WINDOW_S: "600",
+            env.ANALYZE_SHARD_NODES: "500",
             env.SERIES_SHARDS: "8",
             env.CONFIG_CACHE_S: "30",
         },

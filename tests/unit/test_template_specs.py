@@ -130,6 +130,7 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.CONFIG_TABLE: "t-ConfigTable",
                 env.FINDINGS_QUEUE_URL: f"http://127.0.0.1:9/{ACCOUNT}/q-FindingsQueue",
                 env.ANALYZE_WINDOW_S: "600",
+                env.ANALYZE_SHARD_NODES: "500",
                 env.SERIES_SHARDS: "8",
                 env.CONFIG_CACHE_S: "30",
             },

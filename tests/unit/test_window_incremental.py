@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from gpulse import codec
 from gpulse.analyze import detect_all, reported_last_bin
-from gpulse.analyze.incremental import ClusterWindows
+from gpulse.analyze.incremental import ClusterWindows, TickStats
 from gpulse.detect.base import NodeSeen, Window
 from gpulse.detect.catalogue import CATALOGUE, params_for
 from gpulse.store import SeriesStore, StoredChunk, encode_parts
@@ -363,3 +363,32 @@ def test_binning_whole_matrices_by_layout_equals_binning_series_by_series() -> N
     assert len(whole.gpu_index) and whole.mig and any(whole.gpu_processes) and "throttle_power" in whole.gpu
     assert_same(whole, by_series)
     assert_same(whole, both)
+
+
+def test_a_container_forgets_its_least_recently_used_windows_past_keep_nodes() -> None:
+    """Clusters a, b, c of 2 nodes each, `keep_nodes` 4: the third window used forgets the least
+    recently used one; a forgotten window comes back as a rebuild equal to a cold one; the one just
+    used is kept even when it alone holds more."""
+    store = ArrivalStore()
+    for cluster in ("a", "b", "c"):
+        for i, node in enumerate(("n1", "n2")):
+            doc = doc_for(node, T0, 20, i, 0, mig=False) | {"cluster": cluster}
+            doc["batch_id"] = f"{cluster}-{node}"
+            store.put(doc, T0 + 25)
+    store.now = T0 + 30
+    windows = ClusterWindows(store, window_s=WINDOW_S, keep_nodes=4)
+
+    def tick(cluster: str) -> TickStats:
+        stats = TickStats()
+        windows.window(cluster, [], T0 + 30, stats)
+        return stats
+
+    assert [tick(c).cold for c in ("a", "b")] == [True, True]
+    assert tick("a").cold is False  # a is now the most recently used
+    assert tick("c").cold is True
+    assert windows.kept() == [("a", None), ("c", None)]  # b, least recently used, forgotten
+    assert tick("b").cold is True  # rebuilt from the store
+    assert windows.kept() == [("c", None), ("b", None)]
+    windows.keep_nodes = 1
+    tick("a")
+    assert windows.kept() == [("a", None)]  # 2 nodes, more than 1: kept, being the one just used

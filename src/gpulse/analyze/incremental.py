@@ -83,7 +83,14 @@ class _Cluster:
 class ClusterWindows:
     """The windows of the clusters this container analyses, kept from tick to tick.
 
-    `incremental=False` rebuilds every tick (the reference the warm path must equal)."""
+    `incremental=False` rebuilds every tick (the reference the warm path must equal).
+
+    SQS hands a cluster's (or shard's) tasks to whichever worker container is free, so one
+    container comes to see many of them; each window it keeps costs memory (about 0.7 MB a node
+    at 8 GPUs and 15 minutes). With `keep_nodes`, the windows least recently used are forgotten
+    once those kept hold more nodes than that (the one just used always stays): a forgotten one
+    is rebuilt from the store when its task comes back. The worker keeps one shard's worth
+    (`AnalyzeShardNodes`), so its memory stays bounded however many clusters the fleet has."""
 
     def __init__(
         self,
@@ -92,9 +99,12 @@ class ClusterWindows:
         window_s: float,
         step_s: float = STEP_S,
         incremental: bool = True,
+        keep_nodes: int | None = None,
     ) -> None:
         self.store, self.window_s, self.step_s, self.incremental = store, window_s, step_s, incremental
-        # by cluster, and by the nodes of a shard of it (None: the whole cluster)
+        self.keep_nodes = keep_nodes
+        # by cluster, and by the nodes of a shard of it (None: the whole cluster); least recently
+        # used first (a window used is moved to the end)
         self._kept: dict[tuple[str, frozenset[str] | None], _Cluster] = {}
 
     def forget(self, cluster: str) -> None:
@@ -113,11 +123,13 @@ class ClusterWindows:
         """The cluster's window at `now`: what `window_for` gives over the chunks the store holds
         (with `nodes`, a shard's: only those nodes' chunks are decoded, kept apart)."""
         stats = stats if stats is not None else TickStats()
-        kept = self._kept.get((cluster, nodes)) if self.incremental else None
+        slot = (cluster, nodes)
+        kept = self._kept.pop(slot, None) if self.incremental else None
         if kept is None or now < kept.now or not self._tick(cluster, kept, now, stats, nodes):
             kept = self._rebuild(cluster, now, stats, nodes)
-            if self.incremental:
-                self._kept[(cluster, nodes)] = kept
+        if self.incremental:
+            self._kept[slot] = kept  # the most recently used, last
+            self._trim()
         kept.now = now
         state = kept.state
         last_seen = state.last_seen()
@@ -130,6 +142,23 @@ class ClusterWindows:
             registry=registry,
             now=now,
         )
+
+    def kept(self) -> list[tuple[str, frozenset[str] | None]]:
+        """The windows kept, least recently used first."""
+        return list(self._kept)
+
+    def _trim(self) -> None:
+        """Forget the least recently used windows while those kept hold more than `keep_nodes`
+        nodes; never the last one used."""
+        if self.keep_nodes is None:
+            return
+        held = {slot: len(k.state.node_row) for slot, k in self._kept.items()}
+        total = sum(held.values())
+        for slot in list(self._kept)[:-1]:
+            if total <= self.keep_nodes:
+                break
+            total -= held[slot]
+            del self._kept[slot]
 
     # -- the two paths ----------------------------------------------------------------------------
 

@@ -87,11 +87,15 @@ class Analyzer:
         step_s: float = STEP_S,
         clock: Callable[[], float] = time.time,
         incremental: bool = True,
+        keep_nodes: int | None = None,
     ) -> None:
         self.store, self.records, self.queue, self.config = store, records, queue, config
         self.window_s, self.step_s, self.clock = window_s, step_s, clock
-        # each cluster's window, kept between runs while this container lives (`incremental`)
-        self.windows = ClusterWindows(store, window_s=window_s, step_s=step_s, incremental=incremental)
+        # each cluster's window, kept between runs while this container lives (`incremental`),
+        # the least recently used forgotten past `keep_nodes` nodes
+        self.windows = ClusterWindows(
+            store, window_s=window_s, step_s=step_s, incremental=incremental, keep_nodes=keep_nodes
+        )
 
     def run(self) -> list[ClusterReport]:
         """One scheduled run over every cluster with a node that reported in the last week (a
@@ -252,9 +256,11 @@ def wired_analyzer(
     shards: int,
     config_cache_s: int,
     window_s: float,
+    keep_nodes: int | None = None,
 ) -> Analyzer:
     """The Analyzer of analyze's dispatcher and worker alike (the template gives both the same
-    tables, shards, window and config cache), on one shared DynamoDB client."""
+    tables, shards, window and config cache), on one shared DynamoDB client; `keep_nodes` bounds
+    the windows a container keeps (ClusterWindows)."""
     from gpulse.config.flags import DynamoDBStore  # the config reader: imported where it is wired
     from gpulse.config.live import LiveConfig
     from gpulse.config.store import ConfigStore
@@ -265,4 +271,5 @@ def wired_analyzer(
         findings,
         LiveConfig(DynamoDBStore(ConfigStore(config_table, client=dynamodb), max_age=config_cache_s)),
         window_s=window_s,
+        keep_nodes=keep_nodes,
     )

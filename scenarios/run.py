@@ -86,6 +86,9 @@ class Alarm:
     joins: int = 0  # told again because nodes joined it: the same alarm, its `nodes` grown
     job: str | None = None  # the job of the condition that raised it (`Condition.job`), if one
     joined_at: dict[str, float] = field(default_factory=dict)  # node → the run that told it joined
+    # the messages after its first, before its resolve: one per transition told again, however
+    # many reasons it had (a transition that escalates and joins at once is one message)
+    retold: int = 0
 
 
 @dataclass
@@ -169,6 +172,7 @@ class Replay:
         if open_alarm is not None and (f.escalated_from is not None or f.newly_joined):  # told again
             open_alarm.escalations += f.escalated_from is not None
             open_alarm.joins += bool(f.newly_joined)
+            open_alarm.retold += 1
             open_alarm.nodes = tuple(dict.fromkeys([*open_alarm.nodes, *f.newly_joined]))
             open_alarm.joined_at.update({n: now for n in f.newly_joined})
             return
@@ -266,12 +270,13 @@ def _named(alarm: Alarm) -> set[str]:
 
 
 def same_incident(alarm: Alarm, root: Alarm, grace_s: float = GRACE_S) -> bool:
-    """`alarm` rides in `root`'s incident: another rule's alarm about the same job (both name
-    it) or a node in common, firing at some point while `root` fires (give or take `grace_s`:
-    a symptom may fire a run before its cause, or resolve a run after)."""
+    """`alarm` rides in `root`'s incident: another rule's alarm with a node in common, firing at
+    some point while `root` fires (give or take `grace_s`: a symptom may fire a run before its
+    cause, or resolve a run after). Sharing only the job is not enough: the root may fire for
+    hours, and any alarm anywhere in a big job would then pass as explained."""
     if alarm is root or alarm.rule == root.rule or alarm.scenario != root.scenario:
         return False
-    if not ((alarm.job is not None and alarm.job == root.job) or _named(alarm) & _named(root)):
+    if not _named(alarm) & _named(root):
         return False
     a_end = alarm.resolved if alarm.resolved is not None else math.inf
     r_end = root.resolved if root.resolved is not None else math.inf
@@ -300,7 +305,7 @@ class RuleScore:
     detected: int
     alarms: int
     matched: int  # alarms of a fault of this rule
-    explained: int  # alarms matching only a fault that expects this rule as a co-symptom
+    explained: int  # alarms of no fault of this rule that ride in a fault's incident (co-symptoms)
     delays: tuple[float, ...]
     bound_s: float  # for_s + BOUND_RUNS × EVERY_S
     allow_s: float  # the most latency a fault of this rule imposes by itself (added to the bound)
@@ -429,8 +434,9 @@ def score(results: list[ScenarioResult], rules: Iterable[str]) -> dict[str, Rule
 
 
 def _told(a: Alarm) -> int:
-    """The messages one alarm published: its firing, escalations, joins and resolve."""
-    return 1 + a.escalations + a.joins + (a.resolved is not None)
+    """The messages one alarm published: its firing, each transition told again (an escalation,
+    a join, or both at once: one message), and its resolve."""
+    return 1 + a.retold + (a.resolved is not None)
 
 
 def firing_share(truth: GroundTruth, alarms: list[Alarm]) -> float:
@@ -613,14 +619,16 @@ def report(
     alarm for machines."""
     starts = {r.name: r.start for r in results}
     print(
-        f"{'rule':<16} {'faults':>6} {'recall':>6} {'alarms':>6} {'prec':>5} {'delay med':>9} {'max':>5} "
+        f"{'rule':<16} {'faults':>6} {'recall':>6} {'alarms':>6} {'expl':>4} {'prec':>5} {'delay med':>9} "
+        f"{'max':>5} "
         f"{'bound':>5} {'+allow':>6} {'late':>4} {'extra':>5} {'healthy':>7} {'per node-day':>12} "
         f"{'firing':>6} {'msgs':>5}",
         file=out,
     )
     for s in scores.values():
         print(
-            f"{s.rule:<16} {s.faults:>6} {_fmt(s.recall):>6} {s.alarms:>6} {_fmt(s.precision):>5} "
+            f"{s.rule:<16} {s.faults:>6} {_fmt(s.recall):>6} {s.alarms:>6} {s.explained:>4} "
+            f"{_fmt(s.precision):>5} "
             f"{_fmt(s.delay_median, '.0f'):>9} {_fmt(s.delay_max, '.0f'):>5} {s.bound_s:>5.0f} "
             f"{s.allow_s:>6.0f} {s.late:>4} {s.extra:>5} {s.healthy_alarms:>7} "
             f"{_fmt(s.false_per_node_day, '.3f'):>12} {_fmt(s.firing_share):>6} "

@@ -56,6 +56,10 @@ class Evidence:
     # True when analyze re-drew this evidence at a resolve from the window of that run: values,
     # levels and reference are the recovery's, and `flagged` still marks the rows that were at fault
     recovery: bool = False
+    # Additive to v1: at a resolve that was not re-drawn, why (the message words each truthfully):
+    # "no_data" (the rows at fault have no data since the fault last held), "no_recipe" (the
+    # picture has no recipe, or the window lacks its series or subject), "error" (drawing failed)
+    recovery_note: str | None = None
 
 
 @dataclass(frozen=True)

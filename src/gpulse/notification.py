@@ -24,6 +24,8 @@ class Notification:
     firing: list[Finding] = field(default_factory=list)  # every firing, unsilenced alert of the group
     resolved: list[Finding] = field(default_factory=list)  # announced alerts resolved since the last flush
     new: list[str] = field(default_factory=list)  # fingerprints of `firing` not announced before
+    # fingerprints of `firing` announced before whose news now is nodes joining (`newly_joined`)
+    joined: list[str] = field(default_factory=list)
     mentions: list[str] = field(default_factory=list)  # chat handles to name, as the route wrote them
     repeat: bool = False  # sent again because the group kept firing for repeat_interval
 

@@ -143,7 +143,7 @@ class Chat:
                     )
                 if fault == "crash_before":
                     raise Crash()
-                new_fps = set(n.new)
+                new_fps = set(n.new) | set(n.joined)  # a join of an alert told before: news too
                 chat.log.append(
                     Told(
                         name,

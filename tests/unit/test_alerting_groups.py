@@ -77,6 +77,27 @@ def test_news_after_a_flush_waits_group_interval_and_lists_the_whole_group() -> 
     assert n is not None and [f.fingerprint for f in n.firing] == ["fp01", "fp02"] and n.new == ["fp02"]
 
 
+def test_a_join_of_an_announced_alert_is_told_as_joined_not_new() -> None:
+    group, _ = flush(fill(idle(1), idle(2)), T0 + 30)
+    grown = dataclasses.replace(idle(1, at=T0 + 60), joined=["node-06"], newly_joined=["node-06"])
+    group = g.add(group, grown, ROUTE, LABELS, T0 + 60)
+    group, n = flush(group, T0 + 330)
+    assert n is not None and (n.new, n.joined) == ([], ["fp01"])
+    # listed again for another alert's news: the join was told, it is not news twice
+    _, n = flush(g.add(group, idle(3, at=T0 + 400), ROUTE, LABELS, T0 + 400), T0 + 630)
+    assert n is not None and (n.new, n.joined) == (["fp03"], [])
+    # a join before the first announcement: the alert is new to the channel
+    _, first = flush(fill(grown), T0 + 90)
+    assert first is not None and (first.new, first.joined) == (["fp01"], [])
+    # the alert resolved and fired again (another `since`): new, though its finding says it grew
+    again = dataclasses.replace(grown, since=T0 + 400, at=T0 + 400)
+    group = g.add(group, with_state(idle(1), "resolved", T0 + 350), ROUTE, LABELS, T0 + 350)
+    group, _ = flush(group, T0 + 630)
+    group = g.add(group, again, ROUTE, LABELS, T0 + 640)
+    group, n = flush(group, T0 + 930)
+    assert n is not None and (n.new, n.joined) == (["fp01"], [])
+
+
 def test_resolved_is_told_once_then_kept_as_a_tombstone_until_it_expires() -> None:
     group, _ = flush(fill(idle(1), idle(2)), T0 + 30)
     group = g.add(group, with_state(idle(1), "resolved", T0 + 100), ROUTE, LABELS, T0 + 100)

@@ -171,6 +171,35 @@ def test_slack_three_firing_one_resolved() -> None:
     }
 
 
+def grown() -> Notification:
+    """Bob's alert, told before, now with node-06 and node-08 joined; dave's is new."""
+    bob = dataclasses.replace(idle_held(), joined=["node-06", "node-08"], newly_joined=["node-06", "node-08"])
+    dave = held("2b1c2d3e4f5a6b7c8d9e", "node-07", 1, "dave", 50)
+    return group(firing=[bob, dave], new=[dave.fingerprint], joined=[bob.fingerprint])
+
+
+def test_slack_a_join_is_shown_as_the_nodes_that_joined_not_as_new() -> None:
+    blocks = slack.render(grown())["blocks"]
+    assert [b["text"]["text"] for b in blocks if b.get("block_id", "").startswith("alert-")] == [
+        "🟠 *NEW* node-07/1 held by dave for 50m at 0% utilisation\nnode-07 GPU 1 · user dave · for 50m",
+        f"🟠 *+ node-06, node-08 JOINED* {IDLE_SUMMARY}\nnode-05 GPU 7 · user bob · for 45m 5s",
+    ]
+
+
+def test_jandi_a_join_is_shown_as_the_nodes_that_joined_not_as_new() -> None:
+    assert [i["title"] for i in jandi.render(grown())["connectInfo"]] == [
+        "🟠 node-07 GPU 1 · NEW",
+        "🟠 node-05 GPU 7 · + node-06, node-08 JOINED",
+    ]
+
+
+def test_a_notification_written_before_joins_were_marked_reads_back() -> None:
+    n = grown()
+    doc = n.to_json().replace(',"joined":["' + n.firing[0].fingerprint + '"]', "")
+    assert '"joined":["' + n.firing[0].fingerprint not in doc
+    assert Notification.from_json(doc) == dataclasses.replace(n, joined=[])
+
+
 def test_jandi_three_firing_one_resolved() -> None:
     assert jandi.render(three_firing_one_resolved()) == {
         "body": "3 firing · 1 resolved — GPU held but idle\ncluster a100-prod · rule idle_held\ncc <@U123>",

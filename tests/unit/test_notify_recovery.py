@@ -23,6 +23,7 @@ from gpulse.detect.numa import NumaDetector
 from gpulse.detect.silent_node import SilentNodeDetector
 from gpulse.detect.throttling import ThrottlingDetector
 from gpulse.finding import Evidence, EvidenceRow, Finding
+from gpulse.notify.evidence import recovery_line
 from tests.unit import (
     test_detect_gpu_imbalance as gi,
 )
@@ -279,8 +280,12 @@ def test_a_resolve_whose_node_is_silent_keeps_the_old_picture_and_says_when_it_e
 
     out = recovered(resolved, _window(levels, 36, 156), ended=T0 + 650)
 
-    assert out == replace(resolved, ended=T0 + 650)  # the picture it fired with, recovery False
-    assert out.evidence is not None and not out.evidence.recovery
+    assert firing.evidence is not None
+    # the picture it fired with, recovery False, and why
+    assert out == replace(
+        resolved, ended=T0 + 650, evidence=replace(firing.evidence, recovery_note="no_data")
+    )
+    assert recovery_line(out) == "no data since the fault last held at 02:50:50 UTC: the picture is from then"
 
 
 def test_an_unflagged_row_with_no_data_since_is_left_out_not_drawn_empty() -> None:
@@ -338,6 +343,52 @@ def test_a_picture_that_fails_to_draw_never_stops_the_resolve(caplog: pytest.Log
 
     out = redrawer(broken)(d).record.outbox
 
-    assert d.record.outbox is not None
-    assert out == replace(d.record.outbox, ended=T0 + 650)  # the picture it fired with, said so
+    before = d.record.outbox
+    assert before is not None and before.evidence is not None
+    # the picture it fired with, said so
+    assert out == replace(before, ended=T0 + 650, evidence=replace(before.evidence, recovery_note="error"))
+    assert recovery_line(out) == "the picture is from while it fired"
     assert [r.message for r in caplog.records] == ["recovery not drawn"]
+
+
+@pytest.mark.parametrize(
+    ("case", "note"),
+    [
+        # a rule whose picture has no recipe (input_bound, silent_node): the node did send data
+        ("no recipe", "no_recipe"),
+        # the window lacks the picture's series: not a sign that the node is silent
+        ("no series", "no_recipe"),
+        # the flagged node said nothing since the fault last held
+        ("silent", "no_data"),
+    ],
+)
+def test_a_resolve_not_redrawn_says_why_truthfully(case: str, note: str) -> None:
+    firing, _ = _firing()
+    ev = firing.evidence
+    assert ev is not None
+    levels = _timeline()
+    if case == "silent":
+        levels[2, 130:] = np.nan
+    window = _window(levels, 36, 156)
+    if case == "no recipe":
+        ev = replace(ev, rows=[EvidenceRow(r.label, r.values, r.level, r.flagged) for r in ev.rows])
+    if case == "no series":
+        window = replace(window, gpu={})
+    resolved = replace(firing, state="resolved", at=T0 + 780, evidence=ev)
+
+    out = recovered(resolved, window, ended=T0 + 650)
+
+    assert out == replace(resolved, ended=T0 + 650, evidence=replace(ev, recovery_note=note))
+    assert Finding.from_json(out.to_json()) == out
+    said = {
+        "no_recipe": "the picture is from while it fired",
+        "no_data": "no data since the fault last held at 02:50:50 UTC: the picture is from then",
+    }
+    assert recovery_line(out) == said[note]
+
+
+def test_a_resolve_without_a_note_from_before_notes_existed_does_not_claim_no_data() -> None:
+    firing, _ = _firing()
+    # a resolve written before `recovery_note`: nothing says the node was silent
+    old = replace(firing, state="resolved", at=T0 + 780, ended=T0 + 650)
+    assert recovery_line(old) == "the picture is from while it fired"

@@ -189,13 +189,24 @@ def plan(g: Group, route: Route, silenced: Silenced, now: float, mentions: list[
         # now, not to when it fired (a new one is told as analyze decided it, moments ago)
         firing=[replace(m.finding, at=max(m.finding.at, now)) if m.told else m.finding for m in order],
         resolved=[m.finding for m in resolved],
-        new=[m.finding.fingerprint for m in order if not m.told],
+        new=[m.finding.fingerprint for m in order if not m.told and not _joined(m)],
+        joined=[m.finding.fingerprint for m in order if not m.told and _joined(m)],
         mentions=mentions,
         repeat=repeat,
     )
 
 
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
+
+
+def _joined(m: Member) -> bool:
+    """Its current transition is nodes joining a firing already announced (the same `since`): a
+    join gets a transition id of its own, but it is not a new alert."""
+    f = m.finding
+    if not f.newly_joined or m.announced is None:
+        return False
+    base = f"{f.fingerprint}:firing:{int(f.since)}"
+    return m.announced == base or m.announced.startswith(f"{base}:")
 
 
 def claim(g: Group, n: Notification, now: float, lease_s: float) -> Group:

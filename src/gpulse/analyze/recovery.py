@@ -10,8 +10,10 @@ recovery after it.
 
 Where that cannot be done truthfully (a row without a recipe, a series the window lacks, or a
 flagged row with no data since the fault ended: its node is silent, the window has moved on),
-the old picture stays as it was, `recovery` False, and the message says it is from while the
-fault held. No figure is ever made up.
+the old picture stays as it was, `recovery` False, `recovery_note` says why ("no_data",
+"no_recipe", or "error" when drawing failed), and the message says the picture is from while it
+fired (and that no data came since the fault last held only when that is the cause). No figure
+is ever made up.
 """
 
 from __future__ import annotations
@@ -174,9 +176,17 @@ def redraw(ev: Evidence, window: Window, ended: float) -> Evidence | None:
     """`ev` drawn again from `window`, the levels taken over the bins that start at or after
     `ended` (and within the last `level_s`); None when that cannot be done truthfully (see the
     module's docstring). Rows not flagged with no data since `ended` are left out."""
+    out = _redraw(ev, window, ended)
+    return out if isinstance(out, Evidence) else None
+
+
+def _redraw(ev: Evidence, window: Window, ended: float) -> Evidence | str:
+    """`redraw`, or why it cannot be done: an `Evidence.recovery_note`."""
     drawn = draw(ev, window) if ev.rows else None
-    if drawn is None or window.bins == 0:
-        return None
+    if drawn is None:
+        return "no_recipe"
+    if window.bins == 0:
+        return "no_data"
     times = window.times
     lo = ended if ev.level_s is None else max(ended, window.end - ev.level_s)
     span = times >= lo
@@ -186,7 +196,7 @@ def redraw(ev: Evidence, window: Window, ended: float) -> Evidence | None:
         recent = _finite(x[span])
         if recent.size == 0:
             if r.flagged:  # the row the alert was about says nothing since: no recovery to show
-                return None
+                return "no_data"
             continue
         level = round(REDUCE[str(r.reduce)](recent), 1)
         rows.append(replace(r, values=downsample(x, EVIDENCE_POINTS), level=level))
@@ -214,10 +224,15 @@ def _peers(series: list[np.ndarray], span: np.ndarray) -> float | None:
 
 def recovered(finding: Finding, window: Window, ended: float) -> Finding:
     """The resolved `finding` with `ended` set and its evidence re-drawn from `window` where that
-    can be done truthfully (else the evidence it fired with, `recovery` False)."""
+    can be done truthfully (else the evidence it fired with, `recovery` False and `recovery_note`
+    saying why)."""
     ev = finding.evidence
-    new = redraw(ev, window, ended) if ev is not None else None
-    return replace(finding, ended=ended, evidence=new if new is not None else ev)
+    if ev is None:
+        return replace(finding, ended=ended)
+    new = _redraw(ev, window, ended)
+    return replace(
+        finding, ended=ended, evidence=new if isinstance(new, Evidence) else replace(ev, recovery_note=new)
+    )
 
 
 def redrawer(window: Window) -> Callable[[Decision], Decision]:
@@ -234,7 +249,8 @@ def redrawer(window: Window) -> Callable[[Decision], Decision]:
             told = recovered(out, window, ended)
         except Exception:  # a picture never stands in the way of a resolve: it goes with the old one
             logger.exception("recovery not drawn", extra={"cluster": window.cluster, "rule": out.rule})
-            told = replace(out, ended=ended)
+            ev = out.evidence
+            told = replace(out, ended=ended, evidence=ev and replace(ev, recovery_note="error"))
         return replace(d, record=replace(d.record, outbox=told))
 
     return hook

@@ -213,6 +213,11 @@ def listing(names: Sequence[str], most: int = MAX_LISTED) -> str:
     return f"{shown}, … (+{len(names) - most} more)" if len(names) > most else shown
 
 
+def joined_mark(finding: Finding) -> str:
+    """`+ node-06 JOINED`: the nodes whose joining is this transition's news."""
+    return f"+ {listing(finding.newly_joined, SHORT_LISTED)} JOINED"
+
+
 def truncate(text: str, limit: int) -> str:
     """`text` if it fits, else at most `limit` characters ending in `…`, cut at whitespace
     (a space or a line break) so that no word is cut; only a single word longer than the
@@ -288,13 +293,14 @@ def facts(finding: Finding, *, repeat: bool = False) -> Facts:
 def recovery_line(finding: Finding, *, when: bool = True) -> str | None:
     """A resolve's figures as they are now, from the evidence analyze re-drew when it resolved
     it: "recovered: node-03 now at 88% (peers' median 92%); the fault last held at 12:10:50 UTC".
-    When the picture could not be re-drawn (no data since the fault ended) it says so, and gives
-    no figure. None without evidence. `when`: say when the fault last held."""
+    When the picture was not re-drawn it says the picture is from while it fired, and gives no
+    figure; that no data came since the fault last held only when `recovery_note` says that was
+    why. None without evidence. `when`: say when the fault last held."""
     ev = finding.evidence
     if ev is None:
         return None
     if not ev.recovery:
-        if finding.ended is None:
+        if finding.ended is None or ev.recovery_note != "no_data":
             return "the picture is from while it fired"
         held = _clock(finding.ended, finding.at)
         return f"no data since the fault last held at {held}: the picture is from then"
@@ -336,7 +342,7 @@ def _firing_word(finding: Finding, repeat: bool) -> str:
         return "STILL FIRING"
     word = f"ESCALATED from {finding.escalated_from}" if finding.escalated_from else "FIRING"
     if finding.newly_joined:
-        word += f" + {listing(finding.newly_joined, SHORT_LISTED)} JOINED"
+        word += f" {joined_mark(finding)}"
     return word
 
 

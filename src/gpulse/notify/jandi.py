@@ -87,12 +87,14 @@ def render_finding(finding: Finding, mentions: Sequence[str] = (), *, repeat: bo
     }
 
 
-def _listed(finding: Finding, new: set[str], titled: bool) -> dict[str, str]:
-    """One listed alert: title `🟠 node-05 GPU 7 · NEW` (where), description the summary over
-    who and how long."""
+def _listed(finding: Finding, new: set[str], joined: set[str], titled: bool) -> dict[str, str]:
+    """One listed alert: title `🟠 node-05 GPU 7 · NEW` (where; `· + node-06 JOINED` when nodes
+    joined an alert told before), description the summary over who and how long."""
     where = ev.short_where(finding)
     if finding.state == "resolved":
         title = f"{RESOLVED_EMOJI} {where} · resolved"
+    elif finding.fingerprint in joined:
+        title = f"{EMOJI[finding.severity]} {where} · {ev.joined_mark(finding)}"
     else:
         title = f"{EMOJI[finding.severity]} {where}" + (" · NEW" if finding.fingerprint in new else "")
     what = ev.truncate(
@@ -105,9 +107,9 @@ def render_group(notification: Notification) -> dict[str, Any]:
     """A group of several alerts as one message: the counts and labels as body (plus mentions),
     the worst firing severity's colour, one entry per listed alert, one summing up the rest."""
     g = ev.group_facts(notification, MAX_LISTED)
-    new = set(notification.new)
+    new, joined = set(notification.new), set(notification.joined)
     titled = len(g.titles) > 1
-    info = [_listed(f, new, titled) for f in g.listed]
+    info = [_listed(f, new, joined, titled) for f in g.listed]
     if g.left_out:
         info.append(_info(f"…and {len(g.left_out)} more", ", ".join(ev.left_out_parts(g.left_out))))
     if g.action is not None:

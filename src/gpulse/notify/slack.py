@@ -159,10 +159,13 @@ def render_finding(finding: Finding, mentions: Sequence[str] = (), *, repeat: bo
     return {**_text(f"{emoji} {escape(facts.headline)}", cc), "blocks": blocks}
 
 
-def _listed(finding: Finding, n: int, new: set[str], titled: bool) -> dict[str, Any]:
-    """One listed alert: `🟠 *NEW* summary` over `where · who · for how long`."""
+def _listed(finding: Finding, n: int, new: set[str], joined: set[str], titled: bool) -> dict[str, Any]:
+    """One listed alert: `🟠 *NEW* summary` (or `🟠 *+ node-06 JOINED* summary` when nodes joined
+    an alert told before) over `where · who · for how long`."""
     if finding.state == "resolved":
         mark = f"{RESOLVED_EMOJI} *resolved* "
+    elif finding.fingerprint in joined:
+        mark = f"{EMOJI[finding.severity]} *{escape(ev.joined_mark(finding))}* "
     else:
         mark = f"{EMOJI[finding.severity]} " + ("*NEW* " if finding.fingerprint in new else "")
     what = f"{finding.title}: {finding.summary}" if titled else finding.summary
@@ -191,9 +194,9 @@ def render_group(notification: Notification) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [_header(f"{emoji} {g.headline}")]
     if g.labels:
         blocks.append(_context(escape(g.labels)))
-    new = set(notification.new)
+    new, joined = set(notification.new), set(notification.joined)
     titled = len(g.titles) > 1
-    blocks.extend(_listed(f, n, new, titled) for n, f in enumerate(g.listed, start=1))
+    blocks.extend(_listed(f, n, new, joined, titled) for n, f in enumerate(g.listed, start=1))
     if g.left_out:
         blocks.append(_section(escape(ev.left_out_line(g.left_out))))
     picture = _group_evidence(next((f for f in g.listed if f.state == "firing"), None))

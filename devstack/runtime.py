@@ -7,7 +7,9 @@ imports the same `functions/<name>/app.py` handler that `sam build` packages:
 - an HttpApi event: an HTTP server on 127.0.0.1 that turns requests into API Gateway v2
   (payload format 2.0) events and the handler's answer back into HTTP;
 - a FunctionUrlConfig: the same, but as the function's own URL does it: every method and path
-  reaches the handler (routeKey `$default`, domain `<url-id>.lambda-url.<region>.on.aws`);
+  reaches the handler (routeKey `$default`, domain `<url-id>.lambda-url.<region>.on.aws`); with
+  HttpApi routes too (ingest's old `POST /v1/batches`), one port serves both: a request that
+  matches a route gets the HTTP API's event, any other the URL's;
 - a Schedule event: the handler fired with an EventBridge scheduled event every rate/time_scale;
 - an SQS event: an event-source-mapping poller that deletes what succeeded and leaves the
   `batchItemFailures` to come back after the visibility timeout (scaled like the schedule);
@@ -254,14 +256,29 @@ def serve_http_api(fn: Function, routes: list[HttpApiEvent], port: int, stop: th
     _serve(fn, event_for, HTTP_API_MAX_BYTES, 500, port, stop)
 
 
-def serve_function_url(fn: Function, url: FunctionUrl, port: int, stop: threading.Event) -> None:
-    """The function's URL on 127.0.0.1:`port`: every request reaches the handler (AuthType NONE)."""
+def serve_function_url(
+    fn: Function,
+    url: FunctionUrl,
+    port: int,
+    stop: threading.Event,
+    *,
+    routes: list[HttpApiEvent] | None = None,
+) -> None:
+    """The function's URL on 127.0.0.1:`port`: every request reaches the handler (AuthType NONE).
+
+    A function with HttpApi routes too (ingest keeps its old API route for one release) gets both
+    on this one port: a request that matches a route arrives as the HTTP API's event (its
+    routeKey), any other as the URL's, so both event shapes reach the handler locally."""
     assert url.auth_type == "NONE"  # function_specs refuses the others
     domain = url_domain(fn.spec.logical_id, fn.region)
 
     def event_for(
         method: str, path: str, query: str, headers: dict[str, str], body: bytes
     ) -> dict[str, Any] | None:
+        matched = match_route(routes or [], method, path)
+        if matched is not None:
+            route, params = matched
+            return http_api_event(method, path, query, headers, body, f"{route.method} {route.path}", params)
         return function_url_event(method, path, query, headers, body, domain=domain)
 
     _serve(fn, event_for, LAMBDA_SYNC_MAX_BYTES, 502, port, stop)  # a URL reports a crash as 502
@@ -517,10 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         t.start()
         threads.append(t)
     routes = [ev for ev in spec.events if isinstance(ev, HttpApiEvent)]
-    if routes and spec.url is not None:  # two servers would need two ports; none of ours has both
-        raise SystemExit(f"{args.function}: both HttpApi events and a FunctionUrlConfig; serve one")
-    if spec.url is not None:
-        serve_function_url(fn, spec.url, args.port, stop)
+    if spec.url is not None:  # with its HttpApi routes, if any, on the same port
+        serve_function_url(fn, spec.url, args.port, stop, routes=routes)
     elif routes:
         serve_http_api(fn, routes, args.port, stop)
     else:

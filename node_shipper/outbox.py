@@ -8,7 +8,9 @@ Every batch ends exactly one way: sent (2xx), or dropped for a stated reason (`D
 logged with the node, seq and reason, and passed to `on_drop`), or still held. Answers:
 SENT is done; RETRY keeps the batch and lets `Backoff` say when to try again; AUTH (401/403)
 re-reads the secret and keeps the batch while the refusals have lasted less than
-`auth_hold_s` (a secret being rotated), then drops; DROP (another 4xx) drops at once.
+`auth_hold_s` (a secret being rotated), then drops; MISROUTED (404/405: the endpoint is wrong,
+not the data) keeps the batch with backoff, saying once per episode what to fix, and drops only
+by the spool's own bounds (size, age); DROP (another 4xx) drops at once.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Outbox:
         self._memory: deque[Held] = deque()
         self._memory_bytes = 0
         self._auth_since: float | None = None  # wall time of the first 401/403 since the last 2xx
+        self._misrouted = False  # a 404/405 since the last 2xx: said once, not per retry
         self.stats = OutboxStats()
 
     @property
@@ -131,6 +134,7 @@ class Outbox:
         if result.verdict is Verdict.SENT:
             self.backoff.succeeded()
             self._auth_since = None
+            self._misrouted = False
             self.stats.sent += 1
             log.debug("batch sent", extra=keys)
             return True
@@ -160,6 +164,18 @@ class Outbox:
                 return True
             if changed:
                 return False  # a new secret: try again at once, no backoff
+        if result.verdict is Verdict.MISROUTED and not self._misrouted:
+            self._misrouted = True
+            log.error(
+                "ingest has no such endpoint: holding batches until --endpoint is fixed",
+                extra={
+                    **keys,
+                    "url": self._sender.url,
+                    "fix": "--endpoint is the stack's IngestUrl output (or its ApiUrl), without "
+                    "/v1/batches: the shipper adds the path",
+                    "response": result.detail,
+                },
+            )
         wait = self.backoff.failed(result.retry_after_s)
         log.warning(
             "batch post failed, will retry",

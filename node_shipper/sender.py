@@ -3,8 +3,10 @@
 The failure class is data (`Verdict`), not a string match: 2xx SENT; 429, 5xx, redirects,
 timeouts and connection errors RETRY (with the server's `Retry-After`, if any); 401 and 403
 AUTH (the signature was refused: the node's secret may be being rotated, so the batch is worth
-keeping for a while and the secret file worth reading again); any other 4xx DROP, since the
-same bytes will be refused again. The server's message is kept, bounded, for the log.
+keeping for a while and the secret file worth reading again); 404 and 405 MISROUTED (the endpoint
+is wrong, not the data: a stack upgraded under the shipper, or `--endpoint` given with the path,
+so the batch is kept until someone fixes the endpoint); any other 4xx DROP, since the same bytes
+will be refused again. The server's message is kept, bounded, for the log.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Verdict(enum.Enum):
     SENT = "sent"
     RETRY = "retry"  # worth trying the same bytes again later
     AUTH = "auth"  # 401/403: refused with this secret; a rotated secret may pass later
+    MISROUTED = "misrouted"  # 404/405: the endpoint is wrong, not the data; keep it until fixed
     DROP = "drop"  # refused for good: retrying cannot help
 
 
@@ -60,12 +63,17 @@ class Sender:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._session = session
-        self.url = endpoint.rstrip("/") + PATH
+        self._url = endpoint.rstrip("/") + PATH
         self._cluster = cluster
         self._node = node
         self._secret = secret
         self._load_secret = secret_loader
         self._clock = clock
+
+    @property
+    def url(self) -> str:
+        """Where batches go: `endpoint` + /v1/batches (not a secret: logged on a 404/405)."""
+        return self._url
 
     def reload_secret(self) -> bool:
         """Read the secret again (after a 401: rotation writes a new one); True if it changed."""
@@ -90,7 +98,7 @@ class Sender:
         connect = min(CONNECT_TIMEOUT_S, read)
         try:
             response = self._session.post(
-                self.url, data=body, headers=headers, timeout=(connect, read), allow_redirects=False
+                self._url, data=body, headers=headers, timeout=(connect, read), allow_redirects=False
             )
         except requests.RequestException as e:  # connection refused, DNS, timeout, reset
             return SendResult(Verdict.RETRY, detail=f"{type(e).__name__}: {e}")
@@ -103,6 +111,8 @@ class Sender:
             return SendResult(Verdict.RETRY, status, retry_after, text)
         if status in (401, 403):
             return SendResult(Verdict.AUTH, status, None, text)
+        if status in (404, 405):
+            return SendResult(Verdict.MISROUTED, status, None, text)
         if 400 <= status < 500:
             return SendResult(Verdict.DROP, status, None, text)
         # 1xx/3xx: a proxy or a wrong --endpoint; keep the batch until someone fixes it.

@@ -7,6 +7,10 @@ is what makes a batch stored once: a replay (the same batch again) finds its chu
 acknowledged as a duplicate, writing nothing; the same batch_id with other content at those keys is
 refused (409). No idempotency record is kept besides: it cost 2 write units per batch for what the
 chunk's condition already knows.
+
+The HTTP API's `POST /v1/batches` route (kept one release for shippers not yet moved to the URL)
+hands over the same payload-2.0 event with routeKey `POST /v1/batches`: the resolver answers it
+the same (tests/integration/test_ingest_handler.py, events/ingest_http_api.json).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpulse import blocks, codec
-from gpulse.errors import GpulseError
+from gpulse.errors import GpulseError, StoreError
 from gpulse.store import BLOCK_S, BUCKET_S, DAY_S, LongTier, SeriesStore, StoredChunk
 
 DEFAULT_GRACE_S = 300  # late batches of a closed hour: a shipper retrying for up to 5 minutes
@@ -90,40 +90,48 @@ class Compactor:
         for node, stored in sorted(by_node.items()):
             report.nodes += 1
             report.chunks += len(stored)
-            decoded = []
-            for c in stored:
-                try:
-                    decoded.append(codec.decode(c.data))
-                except codec.ChunkCorrupt:
-                    report.corrupt.append(c.key)  # kept out of the block; the log names it
-            doc = blocks.merge(decoded, start, end)
-            if doc is None:
-                continue
-            digest = blocks.source_digest([c.key for c in stored])
-            if len(doc["timestamps"]) < SPARSE_TIMESTAMPS:
-                self._fold_into_day(cluster, node, start, doc, digest, report)
-                continue
             try:
-                parts = blocks.encode_block(doc)
-                rollups = blocks.rollup(doc)
-            except (GpulseError, ValueError) as e:
-                report.failed.append(f"{cluster}/{node}@{int(start)}: {e}")
-                continue
-            ts = doc["timestamps"]
-            written = self.long.put_block(
-                cluster,
-                node,
-                start,
-                parts,
-                rollups,
-                source=digest,
-                t_first=float(ts[0]),
-                t_last=float(ts[-1]),
-            )
-            if written:
-                report.written += 1
-            else:
-                report.unchanged += 1
+                self._compact_node(cluster, node, start, stored, report)
+            except StoreError as e:  # one node's failed read or write must not stop the run
+                report.failed.append(f"{cluster}/{node}@{int(start)}: {type(e).__name__}: {e}")
+
+    def _compact_node(
+        self, cluster: str, node: str, start: float, stored: list[StoredChunk], report: Report
+    ) -> None:
+        decoded = []
+        for c in stored:
+            try:
+                decoded.append(codec.decode(c.data))
+            except codec.ChunkCorrupt:
+                report.corrupt.append(c.key)  # kept out of the block; the log names it
+        doc = blocks.merge(decoded, start, start + BLOCK_S)
+        if doc is None:
+            return
+        digest = blocks.source_digest([c.key for c in stored])
+        if len(doc["timestamps"]) < SPARSE_TIMESTAMPS:
+            self._fold_into_day(cluster, node, start, doc, digest, report)
+            return
+        try:
+            parts = blocks.encode_block(doc)
+            rollups = blocks.rollup(doc)
+        except (GpulseError, ValueError) as e:
+            report.failed.append(f"{cluster}/{node}@{int(start)}: {e}")
+            return
+        ts = doc["timestamps"]
+        written = self.long.put_block(
+            cluster,
+            node,
+            start,
+            parts,
+            rollups,
+            source=digest,
+            t_first=float(ts[0]),
+            t_last=float(ts[-1]),
+        )
+        if written:
+            report.written += 1
+        else:
+            report.unchanged += 1
 
     def _fold_into_day(
         self, cluster: str, node: str, start: float, hour: dict[str, Any], digest: str, report: Report

@@ -58,7 +58,7 @@ from botocore.exceptions import ClientError
 
 from gpulse import codec
 from gpulse.aws import ConditionFailed, error_code, query_all, translated
-from gpulse.errors import DuplicateBatch, InvalidInput
+from gpulse.errors import DuplicateBatch, InvalidInput, StoreError
 from gpulse.wire.batch import Batch
 
 if TYPE_CHECKING:
@@ -272,12 +272,16 @@ class SeriesStore:
         items = self.chunk_items(batch, now)
         stored = self._write_all(items)
         if stored is not None:
-            if all(
-                old is not None and _content(old) == _content(new)
-                for old, new in zip(stored, items, strict=True)
-            ):
+            # A transaction is atomic, so any chunk found means this batch_id's batch is stored.
+            # Not every chunk comes back: DynamoDB need not report past the first failed condition,
+            # and TTL deletes a batch's chunks one by one. So: 409 only if a returned chunk differs.
+            found = [(old, new) for old, new in zip(stored, items, strict=True) if old is not None]
+            if any(_content(old) != _content(new) for old, new in found):
+                raise InvalidInput(CONFLICT_MESSAGE, status=409)
+            if found:
                 raise DuplicateBatch(batch.batch_id)
-            raise InvalidInput(CONFLICT_MESSAGE, status=409)
+            # a failed condition that returned nothing to compare: a retry will find the chunks
+            raise StoreError("DynamoDB: condition failed without the stored item")
         # After the chunks, not with them: the registry is an index, and a retry of this batch
         # (DuplicateBatch) no longer needs it. It lives as long as the long tier.
         self._touch_registry(batch, int(now) + self.ttl_s)
@@ -294,8 +298,10 @@ class SeriesStore:
 
     def _write_all(self, items: list[dict[str, Any]]) -> list[dict[str, Any] | None] | None:
         """One item alone, or all of them in one transaction; each only where none is yet. None
-        when written; else, for each item, what its key holds already (None where nothing is),
-        as the failed condition returned it (no extra read)."""
+        when written; else, for each item, what its key holds already (None where nothing is, or
+        where DynamoDB did not say), as the failed condition returned it (no extra read). A
+        transaction cancelled only for conflicts (a concurrent copy of the batch being written)
+        raises a retryable StoreError: the next try finds that copy stored."""
         condition = "attribute_not_exists(pk)"
         old: Literal["ALL_OLD"] = "ALL_OLD"  # a failed condition returns what the key holds
         found: list[dict[str, Any] | None] = []

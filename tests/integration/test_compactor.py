@@ -153,6 +153,34 @@ def test_an_hour_becomes_one_block_per_node_once(tiers: tuple[str, LongTier]) ->
     assert puts == [] and long_objects(long) == stored
 
 
+def test_one_nodes_failed_write_is_reported_and_the_others_are_written(tiers: tuple[str, LongTier]) -> None:
+    """n1's PUT goes to a bucket that does not exist (moto answers NoSuchBucket): the run goes on,
+    n2's block is written, n1's failure is in the report, and the next run writes n1's."""
+    table, long = tiers
+    clock = Clock(H)
+    s = SeriesStore(table, shards=1, hot_ttl_s=HOT_TTL_S, clock=clock)
+    ship_hour(s, clock, H)
+    clock.t = H + BLOCK_S + DEFAULT_GRACE_S + 1
+    compactor = Compactor(s, long, clock=clock)
+    n1_hour = f"long/c1/n1/h/{int(H):010d}"
+
+    def misdirect(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == n1_hour:
+            params["Bucket"] = f"{long.bucket}-missing"
+
+    long.client.meta.events.register("provide-client-params.s3.PutObject", misdirect)
+    report = compactor.run()
+    long.client.meta.events.unregister("provide-client-params.s3.PutObject", misdirect)
+    assert (report.hours, report.nodes, report.written, report.unchanged) == (2, 4, 3, 0)
+    [failure] = report.failed
+    assert failure.startswith(f"c1/n1@{int(H)}: ")
+    assert sorted(k for k in long_objects(long) if "/h/" in k) == [f"long/c1/n2/h/{int(H):010d}"]
+
+    again = compactor.run()
+    assert (again.written, again.unchanged, again.failed) == (1, 3, [])
+    assert n1_hour in long_objects(long)
+
+
 def test_a_late_chunk_rebuilds_only_its_nodes_block(tiers: tuple[str, LongTier]) -> None:
     table, long = tiers
     clock = Clock(H)

@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from gpulse.wire.signing import signature
 from tests.events import load_event
@@ -31,8 +32,10 @@ def ingest(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
     yield load_function("IngestFunction", deployment, monkeypatch), deployment.tables["SeriesTable"]
 
 
-def post(module: ModuleType, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    event = load_event("ingest_function_url")
+def post(
+    module: ModuleType, body: bytes, headers: dict[str, str], *, sample: str = "ingest_function_url"
+) -> tuple[int, dict[str, Any]]:
+    event = load_event(sample)
     event["headers"] = {
         k: v for k, v in event["headers"].items() if not k.startswith("x-gpulse") and k != "content-encoding"
     } | headers
@@ -61,6 +64,19 @@ def test_sample_event_shape_is_accepted_once_resigned(ingest: tuple[ModuleType, 
     assert int(item["samples"]["N"]) == 10
 
 
+def test_the_old_http_api_route_is_answered_as_the_url_is(ingest: tuple[ModuleType, str]) -> None:
+    """Shippers not yet moved to IngestUrl post through the HTTP API's PostBatch route (payload 2.0,
+    routeKey "POST /v1/batches"): stored, and a replay of it through the URL is the duplicate."""
+    module, table = ingest
+    doc = batch_doc(t0=time.time() - 20)
+    via_api = post(module, *signed_request(doc, SECRET.encode(), int(time.time())), sample="ingest_http_api")
+    via_url = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
+    assert via_api == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False})
+    assert via_url == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 0, "duplicate": True})
+    [item] = chunks(table)
+    assert (item["batch_id"]["S"], item["node"]["S"]) == (doc["batch_id"], "node-01")
+
+
 def test_replay_is_stored_once_with_the_same_answer(ingest: tuple[ModuleType, str]) -> None:
     module, table = ingest
     doc = batch_doc(t0=time.time() - 20)
@@ -69,6 +85,66 @@ def test_replay_is_stored_once_with_the_same_answer(ingest: tuple[ModuleType, st
     assert first == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 1, "duplicate": False})
     assert again == (200, {"batch_id": doc["batch_id"], "samples": 10, "chunks": 0, "duplicate": True})
     assert len(chunks(table)) == 1
+
+
+def test_a_replayed_multi_chunk_batch_is_a_duplicate_even_with_a_chunk_gone(
+    ingest: tuple[ModuleType, str],
+) -> None:
+    """The replay's transaction is cancelled by the chunk still there; the other's key is free (TTL
+    deletes a batch's chunks one by one; DynamoDB need not report past the first failed condition).
+    One chunk found is the batch found: a 200 duplicate, nothing written, not a 409."""
+    module, table = ingest
+    doc = big_batch_with_xid()
+    first = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
+    assert first == (200, {"batch_id": doc["batch_id"], "samples": 3600, "chunks": 2, "duplicate": False})
+    kept, gone = chunks(table)
+    boto3.client("dynamodb").delete_item(TableName=table, Key={"pk": gone["pk"], "sk": gone["sk"]})
+    again = post(module, *signed_request(doc, SECRET.encode(), int(time.time())))
+    assert again == (200, {"batch_id": doc["batch_id"], "samples": 3600, "chunks": 0, "duplicate": True})
+    assert chunks(table) == [kept]
+
+
+def test_a_transaction_cancelled_by_a_concurrent_copy_is_a_503_to_retry(
+    ingest: tuple[ModuleType, str],
+) -> None:
+    """moto runs one transaction at a time, so the cancellation a concurrent copy of the batch
+    causes (TransactionConflict on every chunk) is DynamoDB's documented answer, given to the
+    client in moto's place."""
+    module, table = ingest
+    doc = big_batch_with_xid()
+    reasons = [{"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}] * 2
+
+    def conflict(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        error = {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"}
+        return AWSResponse("http://127.0.0.1", 400, HTTPHeaders(), None), {
+            "Error": error,
+            "CancellationReasons": reasons,
+        }
+
+    client = module.store.client
+    client.meta.events.register("before-call.dynamodb.TransactWriteItems", conflict)
+    try:
+        event_body, headers = signed_request(doc, SECRET.encode(), int(time.time()))
+        event = load_event("ingest_function_url")
+        event["headers"] = {k: v for k, v in event["headers"].items() if not k.startswith("x-gpulse")}
+        event["headers"] |= headers
+        event["body"] = base64.b64encode(event_body).decode()
+        resp = module.handler(event, FakeContext())
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.TransactWriteItems", conflict)
+    assert (resp["statusCode"], json.loads(resp["body"]), resp["headers"]["Retry-After"]) == (
+        503,
+        {"error": "storage is unavailable; retry later"},
+        "5",
+    )
+    assert chunks(table) == []
+
+
+def big_batch_with_xid() -> dict[str, Any]:
+    """Two chunks (test_ingest_fuzz's batch; imported here, as that module imports this one)."""
+    from tests.integration.test_ingest_fuzz import big_batch_with_xid as big
+
+    return big()
 
 
 def test_same_batch_id_other_content_is_409(ingest: tuple[ModuleType, str]) -> None:

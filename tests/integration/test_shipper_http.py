@@ -360,3 +360,30 @@ def test_without_gpus_and_simulate_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "no GPU/NVML found" in done.stderr and "--simulate" in done.stderr
     assert os.listdir(tmp_path) == ["secret"]  # refused before touching the spool
+
+
+def test_a_path_given_twice_keeps_the_batches_until_the_endpoint_is_fixed(
+    ingest: tuple[Ingest, str], tmp_path: Path
+) -> None:
+    """`--endpoint …/v1/batches`: every post is a 404 (the path twice). The data is fine, so the
+    batches stay in the spool, the log says once what to fix, and the fixed endpoint delivers them."""
+    state, endpoint = ingest
+    cmd = _command(f"{endpoint}/v1/batches", tmp_path, state, "--simulate", "healthy", "--sim-nodes", "1")
+    # no drain: it would spend its 5 s backing off from the same 404
+    done = _run([*cmd, "--batch-seconds", "1", "--duration", "1.5", "--drain-seconds", "0"])
+    assert done.returncode == 0, done.stderr
+    batches = _stopped(done.stderr)["node-01"]["batches"]
+    assert state.stored == [] and batches >= 1 and len(_spooled(tmp_path)) == batches
+    assert done.stderr.count("ingest has no such endpoint: holding batches until --endpoint is fixed") == 1
+    assert f"url={endpoint}/v1/batches/v1/batches" in done.stderr
+    assert 'msg="batch dropped"' not in done.stderr
+
+    (tmp_path / "again").mkdir()  # its own secrets dir; the same spool (the last --spool-dir counts)
+    again = _command(endpoint, tmp_path / "again", state, "--simulate", "healthy", "--sim-nodes", "1")
+    fixed = _run(
+        [*again, "--batch-seconds", "1", "--spool-dir", str(tmp_path / "spool"), "--duration", "1.2"]
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert _spooled(tmp_path) == [] and 'msg="batch dropped"' not in fixed.stderr
+    # the held ones and the new, each stored once
+    assert len({r.seq for r in state.stored}) == len(state.stored) >= batches + 1

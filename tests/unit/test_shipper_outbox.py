@@ -200,3 +200,36 @@ def test_a_changed_secret_is_tried_at_once(tmp_path: Path) -> None:
     rig.outbox.offer(b"a", first_ts=T0, seq=0)
     rig.outbox.pump()  # no clock step: no backoff after a new secret
     assert rig.sent() == [b"a", b"a"] and rig.outbox.pending == 0
+
+
+MISROUTED = SendResult(Verdict.MISROUTED, 404, None, '{"message":"Not Found"}')
+
+
+def test_a_404_keeps_the_batch_with_backoff_and_says_once_what_to_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgraded stack without the shipper's route, or `--endpoint` with the path in it: the
+    data is fine, so it stays in the spool (past the 401 hold too) until the endpoint answers."""
+    rig = Rig(tmp_path)
+    rig.sender.url = "https://x.lambda-url.eu-west-1.on.aws/v1/batches/v1/batches"
+    rig.answers = [MISROUTED, MISROUTED]
+    with caplog.at_level(logging.WARNING):
+        rig.outbox.offer(b"a", first_ts=T0, seq=0)
+        rig.outbox.offer(b"b", first_ts=T0 + 10, seq=1)
+        rig.tick(1.0)
+        rig.outbox.pump()  # second 404: the backoff doubles, nothing dropped
+        assert rig.outbox.backoff.wait_s() == 2.0 and rig.outbox.pending == 2 and rig.drops == []
+        rig.tick(3600.0)  # longer than any auth hold: still kept
+        rig.answers = [MISROUTED]
+        rig.outbox.pump()
+        assert rig.outbox.pending == 2 and rig.drops == [] and rig.outbox.stats.dropped == 0
+        rig.tick(3600.0)
+        rig.answers = [OK, OK]  # the endpoint is fixed: both go, oldest first
+        rig.outbox.pump()
+    assert rig.sent() == [b"a", b"a", b"a", b"a", b"b"] and rig.outbox.pending == 0 and rig.drops == []
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "ingest has no such endpoint: holding batches until --endpoint is fixed"
+    ]
+    assert (errors[0].__dict__["status"], errors[0].__dict__["url"]) == (404, rig.sender.url)
+    assert rig.sender.reload_secret.call_count == 0  # not a signature problem

@@ -146,7 +146,10 @@ def test_post_is_signed_at_send_time() -> None:
         ),
         (_response(401, "bad signature"), SendResult(Verdict.AUTH, 401, None, "bad signature")),
         (_response(403, "Forbidden"), SendResult(Verdict.AUTH, 403, None, "Forbidden")),
-        (_response(404, "x" * 1000), SendResult(Verdict.DROP, 404, None, "x" * 300)),  # quoted, bounded
+        # 404/405: the endpoint is wrong (an upgraded stack, a path given twice), not the data
+        (_response(404, "x" * 1000), SendResult(Verdict.MISROUTED, 404, None, "x" * 300)),  # bounded
+        (_response(405, "POST only"), SendResult(Verdict.MISROUTED, 405, None, "POST only")),
+        (_response(410, "gone"), SendResult(Verdict.DROP, 410, None, "gone")),
         (_response(413, "too big"), SendResult(Verdict.DROP, 413, None, "too big")),
         (_response(301), SendResult(Verdict.RETRY, 301, None, "unexpected HTTP 301; check --endpoint")),
     ],

@@ -89,6 +89,26 @@ def test_grants_name_actions_and_resources_never_wildcards() -> None:
                     )
 
 
+def test_the_compactor_may_list_its_bucket_unconditioned_and_touch_only_long_objects() -> None:
+    """A HEAD or GET carries no s3:prefix, so ListBucket under an s3:prefix condition would not
+    apply to them: S3 would answer 403, not 404, for a node-hour not written yet, and the run fail."""
+    grants = {st["Sid"]: st for st in statements("CompactorFunction") if st["Sid"] != "ReadSeries"}
+    assert grants == {
+        "WriteLongTier": {
+            "Sid": "WriteLongTier",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject"],
+            "Resource": {"Fn::Sub": "${LongTierBucket.Arn}/long/*"},
+        },
+        "ListLongTier": {
+            "Sid": "ListLongTier",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": {"Fn::GetAtt": ["LongTierBucket", "Arn"]},
+        },
+    }
+
+
 def ssm_grants(function_id: str) -> set[str]:
     """The parameter paths (as Sub strings) a function may read."""
     prefix = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
@@ -137,11 +157,22 @@ def test_every_table_and_queue_is_an_output() -> None:
     assert stateful <= exported
 
 
-def test_shippers_post_to_ingests_function_url_and_the_http_api_serves_only_the_charts() -> None:
+def test_shippers_post_to_ingests_function_url_and_the_old_api_route_stays_one_release() -> None:
     ingest = FUNCTIONS["IngestFunction"]
     # auth NONE: ingest verifies every batch's HMAC itself; no Cors: shippers are not browsers
     assert ingest["FunctionUrlConfig"] == {"AuthType": "NONE"}
-    assert "Events" not in ingest
+    # shippers in the field post to <ApiUrl>/v1/batches: without this route an upgraded stack
+    # answers them 404, with its own throttle (the API's default is sized for charts)
+    assert ingest["Events"] == {
+        "PostBatch": {
+            "Type": "HttpApi",
+            "Properties": {
+                "Method": "POST",
+                "Path": "/v1/batches",
+                "RouteSettings": {"ThrottlingBurstLimit": 200, "ThrottlingRateLimit": 100},
+            },
+        }
+    }
     # what the HTTP API's throttle bounded, reserved concurrency bounds now
     assert ingest["ReservedConcurrentExecutions"] == {"Ref": "IngestConcurrency"}
     assert TEMPLATE["Parameters"]["IngestConcurrency"]["Default"] == 20
@@ -151,7 +182,10 @@ def test_shippers_post_to_ingests_function_url_and_the_http_api_serves_only_the_
         for e in (props.get("Events") or {}).values()
         if e["Type"] == "HttpApi"
     }
-    assert routes == {("ChartsFunction", "GET", "/v1/charts/{key+}")}
+    assert routes == {
+        ("ChartsFunction", "GET", "/v1/charts/{key+}"),
+        ("IngestFunction", "POST", "/v1/batches"),
+    }
     outputs = TEMPLATE["Outputs"]
     assert outputs["IngestUrl"]["Value"] == {"Fn::GetAtt": ["IngestFunctionUrl", "FunctionUrl"]}
     # the charts links still need the HTTP API's base (GPULSE_API_URL); the shippers do not

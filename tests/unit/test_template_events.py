@@ -20,6 +20,7 @@ from devstack.runtime import function_url_event, url_domain
 from devstack.template import (
     TEMPLATE_PATH,
     FunctionUrl,
+    HttpApiEvent,
     LocalDeployment,
     function_specs,
     load_template,
@@ -54,7 +55,8 @@ def ingest_url() -> FunctionUrl | None:
         },
     )
     spec = function_specs(TEMPLATE, stub)["IngestFunction"]
-    assert spec.events == ()  # no HttpApi route: the URL is its only way in
+    # the URL, and the old API route kept one release for shippers not yet moved to it
+    assert spec.events == (HttpApiEvent(method="POST", path=SHIPPER_PATH, name="PostBatch"),)
     return spec.url
 
 
@@ -65,6 +67,7 @@ def test_every_function_has_its_sample() -> None:
         "analyze_schedule",
         "charts_get",
         "ingest_function_url",
+        "ingest_http_api",
     ]
 
 
@@ -148,6 +151,20 @@ def test_ingest_sample_body_is_a_valid_batch_v1_from_the_signing_node() -> None:
     assert headers[signing.HEADER_NODE] == f"{batch.cluster}/{batch.node}"
     assert (batch.cluster, batch.node, batch.node_group, batch.samples) == ("demo", "node-01", "trainers", 10)
     assert batch.timestamps[-1] < sent_at
+
+
+def test_the_old_api_route_sample_carries_the_same_batch_as_the_url_sample() -> None:
+    """events/ingest_http_api.json: what the HTTP API's PostBatch route hands ingest (payload 2.0,
+    routeKey "POST /v1/batches"), for shippers still posting to <ApiUrl>/v1/batches."""
+    api, url = load_event("ingest_http_api"), load_event("ingest_function_url")
+    assert api["routeKey"] == api["requestContext"]["routeKey"] == f"POST {SHIPPER_PATH}"
+    assert (api["version"], api["rawPath"], api["requestContext"]["http"]["method"]) == (
+        "2.0",
+        SHIPPER_PATH,
+        "POST",
+    )
+    assert api["requestContext"]["domainName"].endswith(".execute-api.us-east-1.amazonaws.com")
+    assert (api["body"], api["isBase64Encoded"]) == (url["body"], url["isBase64Encoded"])
 
 
 def test_a_resigned_ingest_sample_verifies() -> None:

@@ -89,7 +89,8 @@ def test_the_three_functions_resolve_to_exact_specs() -> None:
                 env.CONFIG_TABLE: "t-ConfigTable",
                 env.CONFIG_CACHE_S: "30",
             },
-            events=(),  # shippers reach it through its function URL, not an HttpApi route
+            # shippers reach it through its function URL; the old API route stays one release
+            events=(HttpApiEvent(method="POST", path="/v1/batches", name="PostBatch"),),
             url=FunctionUrl(auth_type="NONE", invoke_mode="BUFFERED"),
         ),
         "AnalyzeFunction": FunctionSpec(

@@ -491,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--param", action="append", default=[], help="template parameter override NAME=VALUE")
     ap.add_argument("--template", default=str(ROOT / "template.yaml"))
+    ap.add_argument("--prefix", default="gpulse-local", help="the local stack's resource name prefix")
     ap.add_argument(
         "--api-url",
         default="",
@@ -503,7 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     template = load_template(args.template)
     params = dict(p.split("=", 1) for p in args.param)
     deployment = deploy_local(
-        template, dynamodb=boto3.client("dynamodb"), sqs=boto3.client("sqs"), parameters=params
+        template,
+        dynamodb=boto3.client("dynamodb"),
+        sqs=boto3.client("sqs"),
+        parameters=params,
+        prefix=args.prefix,
     )
     spec = function_specs(template, deployment)[args.function]
     os.environ.update(spec.environment)  # exactly what the template gives this function

@@ -100,6 +100,9 @@ class LocalStack:
             dynamodb=boto3.client("dynamodb"),
             sqs=boto3.client("sqs"),
             parameters=self.parameters,
+            # names of this stack's own: a process of an earlier stack still sending to a moto
+            # port this one now has finds no queue of that name, rather than this stack's queue
+            prefix=f"gpulse-local-{secrets.token_hex(3)}",
         )
         self.specs = function_specs(template, self.deployment)
         self.sink.start()
@@ -150,6 +153,7 @@ class LocalStack:
         (self.run_dir / "outputs.json").write_text(json.dumps(doc, indent=2) + "\n")
 
     def _spawn(self, name: str) -> None:
+        assert self.deployment is not None  # deployed before any function starts
         log = open(self.run_dir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPULSE_")} | aws_env(self.endpoint)
         self.procs[name] = subprocess.Popen(
@@ -166,6 +170,8 @@ class LocalStack:
                 str(self.time_scale),
                 "--api-url",
                 self.charts_url,
+                "--prefix",
+                self.deployment.prefix,
                 *[a for k, v in self.parameters.items() for a in ("--param", f"{k}={v}")],
             ],
             cwd=ROOT,

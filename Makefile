@@ -35,8 +35,12 @@ lint: $(VENV_TEST)/.installed
 build:
 	scripts/sam-build.sh
 
+# Two workers (TEST_WORKERS=0: all in this process): many tests wait on real processes and clocks, so
+# a second file runs while one waits. A file's tests stay together on one worker (their
+# module-scoped stacks are built once).
+TEST_WORKERS ?= 2
 test: $(VENV_TEST)/.installed lint build
-	$(VENV_TEST)/bin/python -m pytest
+	$(VENV_TEST)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # ingest's fuzz target at length (GPULSE_FUZZ_EXAMPLES, default 3000); CI runs 150 examples
 fuzz: $(VENV_TEST)/.installed

@@ -208,9 +208,9 @@ class Outbox:
             self._memory_bytes -= len(oldest.body)
             self._drop(oldest.seq, DropReason.MEMORY_BOUND, max_bytes=self._memory_max)
 
-    def _spool_memory(self) -> None:
+    def _spool_memory(self, *, probe_now: bool = False) -> None:
         """While the spool can take batches, move what memory holds to it (a crash then loses none)."""
-        if self.spool is None or self.spool.reprobe() is not SpoolState.OK:
+        if self.spool is None or self.spool.reprobe(now=probe_now) is not SpoolState.OK:
             return
         while self._memory:
             batch = self._memory[0]
@@ -279,8 +279,10 @@ class Outbox:
                 self._memory_bytes -= len(batch.body)
 
     def close(self) -> None:
-        """At stop: what only memory holds is lost now (said once, with the seqs); release the spool."""
-        self._spool_memory()
+        """At stop: memory goes to the spool if the disk takes it now (probed at once, whatever
+        the probe's backoff: a disk freed since the last probe must not cost the batches); what
+        it cannot take is lost (said once, with the seqs); release the spool."""
+        self._spool_memory(probe_now=True)
         for batch in self._memory:
             self._drop(batch.seq, DropReason.STOPPED, spool=self.spool_state.value)
         self._memory.clear()

@@ -214,9 +214,10 @@ class Spool:
             self.state = SpoolState.OK
             self.error = ""
 
-    def reprobe(self) -> SpoolState:
-        """If the spool is not OK and its probe backoff allows, try the disk again; the state after."""
-        if self.state is not SpoolState.OK and self._probe.ready():
+    def reprobe(self, *, now: bool = False) -> SpoolState:
+        """If the spool is not OK and its probe backoff allows (or `now`), try the disk again;
+        the state after."""
+        if self.state is not SpoolState.OK and (now or self._probe.ready()):
             self._open()
         return self.state
 

@@ -363,6 +363,13 @@ def _full_disk(drill: Drill, mount: Path, down_s: float, up_s: float) -> None:
         drill.start_ingest()
         time.sleep(up_s)
         (mount / "filler").unlink()  # the disk frees: the spool comes back by itself
+
+        # at its next probe (5 s, backing off to 60 s while the disk stayed full): waited for, not
+        # slept, so a busy machine cannot stop the shipper before it looked
+        def recovered() -> bool:
+            return log.read_text().count('msg="spool writable again"') == len(drill.nodes)
+
+        _wait("every node's spool writable again", recovered, 90)
         time.sleep(up_s)
         assert _stop(proc) == 0
     finally:
@@ -374,11 +381,11 @@ def _full_disk(drill: Drill, mount: Path, down_s: float, up_s: float) -> None:
     batches = sum(int(stopped[n]["batches"]) for n in drill.nodes)
     text = log.read_text()
     said = [f for f in map(_fields, text.splitlines()) if f.get("msg", "").startswith('"spool cannot take')]
-    recovered = text.count('msg="spool writable again"')
+    back = text.count('msg="spool writable again"')
     print(
         f"DRILL full-disk down_s={down_s:g} nodes={len(drill.nodes)} batches_closed={batches} "
         + " ".join(f"{k}={v}" for k, v in figures.items())
-        + f" spool_state_lines={len(said)} recovered_nodes={recovered}"
+        + f" spool_state_lines={len(said)} recovered_nodes={back}"
         + f" wall_s={time.monotonic() - started:.0f}"
     )
     assert figures["duplicated"] == 0 and figures["lost_samples"] == 0

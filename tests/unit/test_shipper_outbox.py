@@ -156,6 +156,21 @@ def test_stopping_with_batches_only_in_memory_says_which_are_lost(tmp_path: Path
     assert rig.drops == [(0, DropReason.STOPPED)]
 
 
+def test_stopping_after_the_disk_freed_spools_memory_though_no_probe_was_due(tmp_path: Path) -> None:
+    """The disk frees between two probes and the shipper stops then: the batches memory holds go to
+    the spool (a probe at stop, whatever its backoff), none is lost."""
+    rig = Rig(tmp_path)
+    rig.disk.full = True
+    rig.answers = [DOWN]
+    rig.outbox.offer(b"a", first_ts=T0, seq=0)
+    rig.outbox.offer(b"b", first_ts=T0 + 10, seq=1)
+    rig.disk.full = False
+    rig.tick(1.0)  # the probe is due in 5 s
+    rig.outbox.close()
+    assert rig.drops == []
+    assert Spool(tmp_path, max_bytes=1 << 20).seqs == (0, 1)  # the next run finds them
+
+
 def test_a_401_is_held_with_backoff_then_dropped_after_the_hold(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -115,3 +115,26 @@ def start_ingest(moto: str, port: int, stage: str, log: Path) -> subprocess.Pope
         assert time.monotonic() < deadline, "ingest did not start"
         time.sleep(0.1)
     return proc
+
+
+def check_private_bucket(bucket: str, *, rule: str, prefix: str, days: int) -> None:
+    """A template bucket as moto holds it: public access blocked, AES256 by default, and one
+    lifecycle rule `rule` expiring `prefix` after `days`."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert (lifecycle["ID"], lifecycle["Status"], lifecycle["Expiration"], lifecycle["Filter"]) == (
+        rule,
+        "Enabled",
+        {"Days": days},
+        {"Prefix": prefix},
+    )

@@ -25,7 +25,7 @@ from gpulse.notify import jandi, slack
 from gpulse.notify.alertmanager import PICTURE_ANNOTATION, AlertmanagerWebhook
 from gpulse.notify.chart import render_png
 from tests.events import load_event
-from tests.integration.lambdas import FakeContext, chat_webhooks, deploy, load_function
+from tests.integration.lambdas import FakeContext, chat_webhooks, check_private_bucket, deploy, load_function
 
 pytestmark = pytest.mark.integration
 
@@ -61,31 +61,11 @@ def bucket_objects(bucket: str) -> dict[str, bytes]:
     return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
-def check_bucket(bucket: str) -> None:
-    """The template's charts bucket as moto holds it: private, encrypted, pictures expire."""
-    s3 = boto3.client("s3")
-    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True,
-        "IgnorePublicAcls": True,
-        "BlockPublicPolicy": True,
-        "RestrictPublicBuckets": True,
-    }
-    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-    assert rules[0]["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
-    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert (lifecycle["ID"], lifecycle["Status"], lifecycle["Expiration"]) == (
-        "ExpireCharts",
-        "Enabled",
-        {"Days": 8},
-    )
-    assert lifecycle["Filter"] == {"Prefix": "charts/"}
-
-
 def test_a_firing_message_carries_its_chart_stored_once_and_served_by_the_presigned_url(
     alert: tuple[ModuleType, ChatSink, LocalDeployment],
 ) -> None:
     module, sink, deployment = alert
-    check_bucket(deployment.buckets["ChartsBucket"])
+    check_private_bucket(deployment.buckets["ChartsBucket"], rule="ExpireCharts", prefix="charts/", days=8)
     f = firing()
     assert module.handler(sqs_event(f.to_json()), FakeContext()) == {"batchItemFailures": []}
     n = single(f, route="default")

@@ -19,7 +19,7 @@ from gpulse.store import BLOCK_S, LongTier, SeriesStore
 from gpulse.wire.batch import Batch
 from tests.events import load_event
 from tests.factories import GIB, batch_doc
-from tests.integration.lambdas import FakeContext, deploy, load_function
+from tests.integration.lambdas import FakeContext, check_private_bucket, deploy, load_function
 
 pytestmark = pytest.mark.integration
 H = 1_763_802_000.0  # an hour boundary
@@ -79,29 +79,9 @@ def put_keys(long: LongTier) -> list[str]:
     return seen
 
 
-def check_bucket(bucket: str) -> None:
-    """The template's long-tier bucket as moto holds it: private, encrypted, expiring `long/`."""
-    s3 = boto3.client("s3")
-    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True,
-        "IgnorePublicAcls": True,
-        "BlockPublicPolicy": True,
-        "RestrictPublicBuckets": True,
-    }
-    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-    assert rules[0]["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
-    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert (lifecycle["ID"], lifecycle["Status"], lifecycle["Expiration"], lifecycle["Filter"]) == (
-        "ExpireLongTier",
-        "Enabled",
-        {"Days": 14},  # SeriesTtlDays
-        {"Prefix": "long/"},
-    )
-
-
 def test_an_hour_becomes_one_block_per_node_once(tiers: tuple[str, LongTier]) -> None:
     table, long = tiers
-    check_bucket(long.bucket)
+    check_private_bucket(long.bucket, rule="ExpireLongTier", prefix="long/", days=14)  # SeriesTtlDays
     clock = Clock(H)
     s = SeriesStore(table, shards=1, ttl_days=30, hot_ttl_s=HOT_TTL_S, clock=clock)
     docs = ship_hour(s, clock, H)
